@@ -1,0 +1,201 @@
+"""The command line: parse, read env vars, confirm, call the library, map results to exit codes.
+
+Exit codes: 0 every row succeeded (or is a duplicate of a row that did); 1 the run finished and
+some rows failed, were invalid or not attempted; 2 bad input or usage, nothing sent;
+3 authentication failed, run aborted; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__, api, logs
+from .config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_TIMEOUT,
+    ENVIRONMENTS,
+    ConfigError,
+    Settings,
+    resolve_target,
+)
+from .loader import InputError, LoadOptions
+from .model import Status
+from .progress import ConsoleLines, RichProgress, make_console, plan_text, summary_text
+from .report import ReportError
+from .zuora import Credentials
+
+EXIT_USAGE = 2
+
+
+class UsageFailure(click.ClickException):
+    """A problem with the input or the options: exit 2, nothing sent."""
+
+    exit_code = EXIT_USAGE
+
+
+def _statuses(value: str | None) -> frozenset[Status] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return frozenset(Status(name) for name in names)
+    except ValueError:
+        raise UsageFailure(f"--only {value!r}: use a comma-separated list of "
+                           f"{', '.join(s.value for s in Status)}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="batch-cancel")
+def main() -> None:
+    """Cancel Zuora e-invoices in bulk from a spreadsheet, with a per-invoice report."""
+
+
+@main.command("run")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="The outcome report: .csv, .xlsx or .jsonl "
+                   "(default: <input stem>.report.csv beside the input).")
+@click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)),
+              help="A named Zuora environment.")
+@click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL); "
+                                 "OAuth at {base}/oauth/token.")
+@click.option("--simulate", is_flag=True,
+              help="Run against the built-in simulator, started in-process on loopback.")
+@click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
+              help="Most requests in flight (Zuora's default tenant limit is 40, shared with "
+                   "every other integration).")
+@click.option("--rate", type=float, help="Most requests started per second, no start-up "
+              "burst (default per target: sandbox 20, central-sandbox 100, production 400, "
+              "base URL 100, simulator unpaced).")
+@click.option("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, show_default=True,
+              help="Per row, the first try included.")
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds per request.")
+@click.option("--only", help="With a report as INPUT: re-run only rows whose status is in this "
+              "comma-separated list (default: failed,not_attempted,invalid).")
+@click.option("--dry-run", is_flag=True, help="Read, validate and print the plan; send nothing.")
+@click.option("--yes", is_flag=True,
+              help="Do not ask for confirmation (asked before cancelling on a production env).")
+@click.option("--overwrite", is_flag=True,
+              help="Discard the journal of an earlier unfinished run to the same report.")
+@click.option("--key-column", help="Column holding the invoice key (default: found by name).")
+@click.option("--reason-column", help="Column holding the reason code.")
+@click.option("--reference-column", help="Column holding the documentReferenceID.")
+@click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
+@click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--track-id-prefix", default="bc", show_default=True,
+              help="Prefix of each row's Zuora-Track-Id (then the run id and the row number).")
+@click.option("--entity-ids", default="", help="Zuora-Entity-Ids header (multi-entity).")
+@click.option("--org-ids", default="", help="Zuora-Org-Ids header (multi-org).")
+@click.option("--zuora-version", default="", help="Zuora-Version header.")
+@click.option("--log-format", type=click.Choice(logs.LOG_FORMATS),
+              help="console or json (default: console at a terminal, else json).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Least severe event logged.")
+@click.option("--no-progress", is_flag=True, help="No live progress display.")
+def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
+                env_name: str | None, base_url: str | None, simulate: bool, concurrency: int,
+                rate: float | None, max_attempts: int, timeout: float, only: str | None,
+                dry_run: bool, yes: bool, overwrite: bool, key_column: str | None,
+                reason_column: str | None, reference_column: str | None,
+                default_reason: str | None, encoding: str | None, track_id_prefix: str,
+                entity_ids: str, org_ids: str, zuora_version: str, log_format: str | None,
+                log_level: str, no_progress: bool) -> None:
+    """Cancel the e-invoices listed in INPUT and write a report of every row.
+
+    INPUT is a .csv, .tsv, .txt, .xlsx or .xlsm file, or an earlier report (.csv, .xlsx,
+    .jsonl). Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
+    """
+    client_id = os.environ.get("ZUORA_CLIENT_ID", "")
+    client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
+    interactive = sys.stdout.isatty() and sys.stderr.isatty()
+    console = make_console(sys.stderr)
+    progress = RichProgress(console) if interactive and not no_progress and not dry_run else None
+    logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"), log_level,
+                   secrets=[client_secret],
+                   stream=ConsoleLines(console) if progress else sys.stderr)
+    try:
+        target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), simulate)
+        settings = Settings(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
+                            timeout=timeout, track_id_prefix=track_id_prefix,
+                            entity_ids=entity_ids, org_ids=org_ids, zuora_version=zuora_version)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    credentials = None
+    if not simulate and not dry_run:
+        if not client_id or not client_secret:
+            raise UsageFailure("set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET in the environment "
+                               "(never as flags: command lines are visible to every user)")
+        credentials = Credentials(client_id, client_secret)
+    options = api.RunOptions(
+        input_path=input_path, target=target, credentials=credentials, report_path=report_path,
+        load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
+                         reason_column=reason_column, reference_column=reference_column,
+                         default_reason=default_reason, only=_statuses(only)),
+        settings=settings, dry_run=dry_run, overwrite=overwrite, progress=progress,
+    )
+    try:
+        loaded = api.prepare(options)
+    except (InputError, ReportError, api.RunError) as exc:
+        raise UsageFailure(str(exc)) from None
+    click.echo(plan_text(loaded, target, target.base_url or "(built-in simulator)"))
+    if dry_run:
+        summary = api.run(options, loaded)
+        click.echo("Dry run: nothing sent.")
+        sys.exit(api.exit_code(summary))
+    if target.is_production and not yes:
+        _confirm_production(target.base_url, entity_ids)
+    summary = api.run(options, loaded)
+    click.echo(summary_text(summary))
+    sys.exit(api.exit_code(summary))
+
+
+def _confirm_production(base_url: str, entity_ids: str) -> None:
+    """Ask before cancelling on production; refuse when nobody can answer."""
+    if not sys.stdin.isatty():
+        raise UsageFailure("refusing to cancel on a production tenant without confirmation: "
+                           "stdin is not a terminal; pass --yes to confirm")
+    entity = f" (entity {entity_ids})" if entity_ids else ""
+    if not click.confirm(f"Cancel these e-invoices on PRODUCTION {base_url}{entity}?"):
+        raise UsageFailure("not confirmed; nothing sent")
+
+
+@main.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port (0: any free).")
+@click.option("--latency", type=float, default=0.0, show_default=True,
+              help="Seconds added to each /v1 answer.")
+@click.option("--latency-jitter", type=float, default=0.0, show_default=True,
+              help="Uniform +- seconds around --latency.")
+@click.option("--rate-limit", type=int, help="Max /v1 requests per --rate-window.")
+@click.option("--rate-window", type=float, default=60.0, show_default=True,
+              help="Seconds of a rate window.")
+@click.option("--concurrency-limit", type=int, help="Max /v1 requests in flight.")
+@click.option("--retry-after", "concurrency_retry_after", type=int, default=120,
+              show_default=True, help="Retry-After seconds on a concurrency 429.")
+@click.option("--token-ttl", type=float, default=3600.0, show_default=True,
+              help="Token lifetime in seconds.")
+@click.option("--fail-500", type=float, default=0.0, help="Share of cancels answered 500.")
+@click.option("--html-502", type=float, default=0.0, help="Share answered 502 with HTML.")
+@click.option("--drop", type=float, default=0.0, help="Share of connections dropped.")
+@click.option("--retryable-false", type=float, default=0.0,
+              help="Share answered 200 success:false (lock contention).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Fault injection seed.")
+def simulate_command(host: str, port: int, **knobs: float | int | None) -> None:
+    """Serve the built-in Zuora simulator for manual trials (not a real tenant)."""
+    from .config import is_loopback
+    from .simulator import SimulatorConfig, serve
+
+    if not is_loopback(host):
+        raise UsageFailure("the simulator serves loopback only (e.g. --host 127.0.0.1)")
+    try:
+        config = SimulatorConfig(**{k: v for k, v in knobs.items() if v is not None})  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise UsageFailure(str(exc)) from None
+    serve(config, host, port)

@@ -1,0 +1,162 @@
+"""Settings for a run and the named Zuora environments.
+
+A target is resolved once, here, so that no other module guesses which tenant it talks to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+#: `--env` names → REST base URLs (Zuora's own SDK enum `ZuoraEnvironment`).
+ENVIRONMENTS: dict[str, str] = {
+    "sandbox": "https://rest.apisandbox.zuora.com",
+    "sandbox-na": "https://rest.sandbox.na.zuora.com",
+    "sandbox-eu": "https://rest.sandbox.eu.zuora.com",
+    "central-sandbox": "https://rest.test.zuora.com",
+    "central-sandbox-eu": "https://rest.test.eu.zuora.com",
+    "central-sandbox-ap": "https://rest.test.ap.zuora.com",
+    "production": "https://rest.zuora.com",
+    "production-na": "https://rest.na.zuora.com",
+    "production-eu": "https://rest.eu.zuora.com",
+    "production-ap": "https://rest.ap.zuora.com",
+}
+
+#: Default starts per second, per environment family: a safe share of Zuora's published
+#: per-minute API limits (API Sandbox 2,500/min, Developer/Central Sandbox 12,500/min,
+#: Production 50,000/min), since failed and throttled calls count against them too.
+DEFAULT_RATES: dict[str, float] = {
+    "sandbox": 20.0,
+    "central-sandbox": 100.0,
+    "production": 400.0,
+}
+
+#: Zuora's Default concurrency limit is 40 in flight per tenant, shared with every other
+#: integration of the tenant; half of it leaves the others their headroom.
+DEFAULT_CONCURRENCY = 20
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_TIMEOUT = 60.0
+#: Rate used for a `--base-url` of unknown kind: the API Sandbox's (the strictest) share is too
+#: timid for a proxy in front of production, so the Developer Sandbox share is used.
+DEFAULT_CUSTOM_RATE = 100.0
+
+_TRACK_PREFIX_RE = re.compile(r"^[\x21-\x7e]*$")
+_TRACK_FORBIDDEN = set(":;\"'")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The one tenant a run talks to."""
+
+    base_url: str
+    name: str  # the --env name, "custom" for a base URL, "simulator" for --simulate
+
+    @property
+    def is_production(self) -> bool:
+        """Production tenants need a confirmation before cancelling."""
+        return self.name.startswith("production")
+
+    @property
+    def default_rate(self) -> float | None:
+        """A polite default for `--rate` on this target (None: not paced)."""
+        if self.name == "simulator":
+            return None
+        for family, rate in DEFAULT_RATES.items():
+            if self.name == family or self.name.startswith(family + "-"):
+                return rate
+        return DEFAULT_CUSTOM_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How to send: limits, retries and Zuora's optional headers."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate: float | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float = DEFAULT_TIMEOUT
+    track_id_prefix: str = "bc"
+    entity_ids: str = ""
+    org_ids: str = ""
+    zuora_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        if self.rate is not None and self.rate <= 0:
+            raise ConfigError("--rate must be a positive number of requests per second")
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1 (the first try counts)")
+        if self.timeout <= 0:
+            raise ConfigError("--timeout must be a positive number of seconds")
+        check_track_prefix(self.track_id_prefix)
+
+
+def check_track_prefix(prefix: str) -> None:
+    """Refuse a `Zuora-Track-Id` prefix Zuora would reject or that leaves no room for row ids."""
+    if len(prefix) > 24:
+        raise ConfigError("--track-id-prefix is longer than 24 characters")
+    if not _TRACK_PREFIX_RE.match(prefix) or _TRACK_FORBIDDEN & set(prefix):
+        raise ConfigError(
+            "--track-id-prefix must be printable US-ASCII without spaces or any of : ; \" '"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses, the only hosts allowed over plain http."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """Return the base URL without a trailing slash, or refuse one that is unsafe or malformed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {url!r} is not an http(s) URL such as https://rest.zuora.com")
+    if parts.username or parts.password:
+        raise ConfigError("the base URL must not contain credentials; use ZUORA_CLIENT_ID/SECRET")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"base URL {url!r} must not have a query or fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: credentials and tokens would travel "
+            "unencrypted; use https:// (http is accepted only for loopback addresses)"
+        )
+    return url.rstrip("/")
+
+
+def resolve_target(env: str | None, base_url: str | None, env_base_url: str | None,
+                   simulate: bool) -> Target:
+    """Pick exactly one target from `--env`, `--base-url`, `ZUORA_BASE_URL` and `--simulate`.
+
+    The environment variable counts only when no flag names a target, so a flag always wins
+    over a forgotten export; two flags at once are refused, since a wrong guess could cancel
+    invoices on the wrong tenant.
+    """
+    named = [flag for flag, value in (("--env", env), ("--base-url", base_url),
+                                      ("--simulate", simulate)) if value]
+    if len(named) > 1:
+        raise ConfigError(f"name exactly one target; got {' and '.join(named)}")
+    if simulate:
+        return Target(base_url="", name="simulator")
+    if env:
+        if env not in ENVIRONMENTS:
+            raise ConfigError(f"unknown --env {env!r}; choose one of {', '.join(ENVIRONMENTS)}")
+        return Target(base_url=ENVIRONMENTS[env], name=env)
+    url = base_url or env_base_url
+    if url:
+        return Target(base_url=check_base_url(url), name="custom")
+    raise ConfigError(
+        "no target named: pass --env NAME (e.g. --env sandbox), --base-url URL, set "
+        "ZUORA_BASE_URL, or use --simulate to try the built-in simulator"
+    )

@@ -1,0 +1,561 @@
+"""Read a corrections spreadsheet (or an earlier report) into validated rows.
+
+Every cell is read as the text the user sees: leading zeros survive, an Excel number cell is
+rendered with its number format, a formula gives its cached value. A file that cannot be read
+raises `InputError` before anything is sent; a row that cannot be sent is marked `invalid` or
+`duplicate` with a message saying which rule it broke.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from .model import REPORT_COLUMNS, REPORT_SIGNATURE, SourceRow, Status
+
+CSV_EXTENSIONS = {".csv", ".txt", ".tsv"}
+EXCEL_EXTENSIONS = {".xlsx", ".xlsm"}
+JSONL_EXTENSIONS = {".jsonl"}
+
+KEY_ALIASES = ("invoicekey", "invoicenumber", "invoiceid", "invoice")
+REASON_ALIASES = ("reason", "reasoncode", "cancelreason")
+REFERENCE_ALIASES = ("documentreferenceid",)
+
+MAX_KEY_LENGTH = 255
+REASONS = ("01", "02", "03", "04")
+EXCEL_ERRORS = {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!", "#SPILL!",
+                "#CALC!", "#GETTING_DATA"}
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_REASON_NUMBER = re.compile(r"^0*([0-9]+)(?:\.0*)?$")
+_SCIENTIFIC = re.compile(r"^[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+$")
+_NUMBER_FORMAT = re.compile(
+    r'^(?P<pre>(?:"[^"]*"|\\.)*)(?P<int>[#0,]+)(?:\.(?P<dec>[0#]+))?'
+    r'(?P<post>(?:"[^"]*"|\\.|%)*)$'
+)
+
+
+class InputError(Exception):
+    """The input file cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How to read the file: the loader's share of the CLI options."""
+
+    sheet: str | None = None
+    encoding: str | None = None
+    key_column: str | None = None
+    reason_column: str | None = None
+    reference_column: str | None = None
+    default_reason: str | None = None
+    only: frozenset[Status] | None = None
+
+
+@dataclass(slots=True)
+class LoadedInput:
+    """What the loader made of a file: pass-through columns and every data row, in order."""
+
+    path: Path
+    columns: list[str]
+    rows: list[SourceRow]
+    is_report: bool = False
+    key_column: str = ""
+    reason_column: str = ""
+    reference_column: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_send(self) -> Iterator[SourceRow]:
+        """The rows the runner must send, in input order."""
+        return (row for row in self.rows if row.status is None)
+
+
+def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
+    """Read, resolve columns, normalise and validate a file. Raises `InputError` if unusable."""
+    options = options or LoadOptions()
+    path = Path(path)
+    header, records = read_table(path, options)
+    columns = unique_names(header)
+    if set(columns) >= REPORT_SIGNATURE:
+        return _load_report(path, columns, records, options)
+    if options.only is not None:
+        raise InputError(
+            f"{path}: --only works on an earlier batch-cancel report, and this file is not one "
+            f"(it lacks the columns {', '.join(sorted(REPORT_SIGNATURE))})"
+        )
+    key_col = resolve_column(path, columns, "invoice key", KEY_ALIASES, options.key_column,
+                             "--key-column")
+    if key_col is None:
+        raise InputError(
+            f"{path}: no column for the invoice key; saw: {', '.join(columns) or '(none)'}. "
+            "Name it 'invoiceKey' or 'Invoice Number', or pass --key-column NAME"
+        )
+    reason_col = resolve_column(path, columns, "reason", REASON_ALIASES, options.reason_column,
+                                "--reason-column")
+    if reason_col is None and options.default_reason is None:
+        raise InputError(
+            f"{path}: no column for the reason code; saw: {', '.join(columns)}. "
+            "Add a 'reason' column (01-04), pass --reason-column NAME, "
+            "or --reason CODE for all rows"
+        )
+    ref_col = resolve_column(path, columns, "document reference", REFERENCE_ALIASES,
+                             options.reference_column, "--reference-column")
+    default_reason = _default_reason(options.default_reason)
+    passthrough = [_report_safe_name(c) for c in columns]
+    rows: list[SourceRow] = []
+    for number, cells in records:
+        values = dict(zip(columns, cells, strict=True))
+        reason = values[reason_col] if reason_col else ""
+        rows.append(make_row(
+            number,
+            key=values[key_col],
+            reason=reason.strip() or default_reason,
+            reference=values[ref_col] if ref_col else "",
+            extra=dict(zip(passthrough, cells, strict=True)),
+        ))
+    _check_not_empty(path, rows)
+    return LoadedInput(path, passthrough, mark_duplicates(rows), key_column=key_col,
+                       reason_column=reason_col or "", reference_column=ref_col or "")
+
+
+def _default_reason(code: str | None) -> str:
+    if code is None:
+        return ""
+    reason = normalise_reason(code)
+    if reason not in REASONS:
+        raise InputError(f"--reason {code!r} is not a reason code; use 01, 02, 03 or 04")
+    return reason
+
+
+def _report_safe_name(column: str) -> str:
+    """An input column named like a report column is renamed so the report stays readable."""
+    return f"input_{column}" if column in REPORT_COLUMNS else column
+
+
+def _check_not_empty(path: Path, rows: list[SourceRow]) -> None:
+    if not rows:
+        raise InputError(f"{path}: the file has a header row but no data rows; nothing to do")
+
+
+# --- reading files as text -------------------------------------------------------------------
+
+
+def read_table(path: Path, options: LoadOptions) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank data rows (with the row numbers the user sees) of a file."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
+    suffix = path.suffix.lower()
+    if suffix in EXCEL_EXTENSIONS:
+        grid: Iterable[tuple[int, list[str]]] = read_excel(path, options.sheet)
+    elif suffix in CSV_EXTENSIONS:
+        grid = read_csv(path, options.encoding, "\t" if suffix == ".tsv" else None)
+    elif suffix in JSONL_EXTENSIONS:
+        grid = read_jsonl(path)
+    elif suffix == ".xls":
+        raise InputError(f"{path}: the old .xls format is not supported; "
+                         "open it in Excel and save as .xlsx")
+    else:
+        raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
+                         "use .csv, .tsv, .txt, .xlsx, .xlsm or a .jsonl report")
+    if options.sheet is not None and suffix not in EXCEL_EXTENSIONS:
+        raise InputError(f"{path}: --sheet applies only to Excel files (.xlsx, .xlsm)")
+    return split_header(path, grid)
+
+
+def split_header(path: Path, grid: Iterable[tuple[int, list[str]]]
+                 ) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """First non-blank row is the header; blank rows are skipped; rows padded to the header."""
+    header: list[str] | None = None
+    records: list[tuple[int, list[str]]] = []
+    for number, cells in grid:
+        if not any(c.strip() for c in cells):
+            continue
+        if header is None:
+            header = [c.strip() for c in cells]
+            while header and not header[-1]:
+                header.pop()
+            continue
+        if len(cells) > len(header):
+            if any(c.strip() for c in cells[len(header):]):
+                raise InputError(
+                    f"{path}: row {number} has {len(cells)} cells but the header has "
+                    f"{len(header)}; a value sits in a column without a header. Give that "
+                    "column a header, or check the delimiter (--encoding may also help)"
+                )
+            cells = cells[: len(header)]
+        elif len(cells) < len(header):
+            cells = cells + [""] * (len(header) - len(cells))
+        records.append((number, cells))
+    if header is None:
+        raise InputError(f"{path}: the file is empty (no header row, no data)")
+    return header, records
+
+
+def unique_names(header: list[str]) -> list[str]:
+    """Column names made unique and non-empty, so each maps to one value per row."""
+    seen: dict[str, int] = {}
+    names = []
+    for index, name in enumerate(header, start=1):
+        name = name or f"column_{index}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name} ({seen[name]})"
+        seen.setdefault(name, 1)
+        names.append(name)
+    return names
+
+
+def decode_text(path: Path, raw: bytes, encoding: str | None) -> str:
+    """Decode with `--encoding`, else by BOM, else UTF-8, else cp1252, else latin-1."""
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+            return raw.decode(encoding)
+        except LookupError as exc:
+            raise InputError(f"--encoding {encoding!r} is not an encoding Python knows") from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: cannot be read as {encoding} ({exc.reason} at byte "
+                             f"{exc.start}); try another --encoding") from exc
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="strict")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    for candidate in ("utf-8", "cp1252", "latin-1"):
+        try:
+            return raw.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter of the header line: whichever of `,` `;` tab it holds most."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    counts = {d: first.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_csv(path: Path, encoding: str | None, delimiter: str | None
+             ) -> Iterator[tuple[int, list[str]]]:
+    """CSV/TSV rows as text; a row is a record, so a quoted field may span lines."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError(f"{path}: the file is empty (no header row, no data)")
+    if raw.startswith(b"PK\x03\x04") or raw.startswith(_OLE2_MAGIC):
+        raise InputError(f"{path}: this is an Excel workbook with a text extension; "
+                         "rename it to .xlsx")
+    text = decode_text(path, raw, encoding)
+    sep = delimiter or sniff_delimiter(text)
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str,
+                            keep_default_na=False, na_filter=False, skip_blank_lines=False,
+                            quotechar='"', engine="c")
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{path}: not a readable {'tab' if sep == chr(9) else repr(sep)}-"
+                         f"separated file: {exc}. Check quotes and the delimiter") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{path}: the file is empty (no header row, no data)") from exc
+    for number, cells in enumerate(frame.fillna("").to_numpy().tolist(), start=1):
+        yield number, [str(c) for c in cells]
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """A JSON-lines report: the first line's keys are the header, one object per line."""
+    columns: list[str] | None = None
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: line {number} is not JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: line {number} is not a JSON object")
+            if columns is None:
+                columns = list(record)
+                yield 1, columns
+            yield number + 1, ["" if record.get(c) is None else str(record.get(c))
+                               for c in columns]
+    if columns is None:
+        raise InputError(f"{path}: the file is empty (no header row, no data)")
+
+
+def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]:
+    """Rows of one worksheet as the text Excel shows (number formats applied, cached formulas)."""
+    import openpyxl  # imported here: a CSV-only run does not pay for it
+
+    head = path.read_bytes()[:8]
+    if head.startswith(_OLE2_MAGIC):
+        raise InputError(
+            f"{path}: the workbook is password-protected (encrypted) or in the old binary "
+            "format; open it in Excel, remove the password (File > Info > Protect Workbook) "
+            "and save it as .xlsx"
+        )
+    if not head:
+        raise InputError(f"{path}: the file is empty (0 bytes)")
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a valid .xlsx workbook (corrupt, or another format "
+                         f"renamed to .xlsx): {exc}. Re-save it from Excel as .xlsx") from exc
+    try:
+        if sheet is None:
+            worksheet = book.worksheets[0]
+        elif sheet in book.sheetnames:
+            worksheet = book[sheet]
+        else:
+            raise InputError(f"{path}: no sheet named {sheet!r}; the sheets are: "
+                             f"{', '.join(book.sheetnames)}. Pass one of them with --sheet")
+        if not hasattr(worksheet, "iter_rows"):
+            raise InputError(f"{path}: sheet {worksheet.title!r} is a chart, not a table")
+        worksheet.reset_dimensions()  # trust the cells, not a possibly stale dimension tag
+        for number, cells in enumerate(worksheet.iter_rows(min_row=1), start=1):
+            yield number, [excel_text(c.value, getattr(c, "number_format", "General"))
+                           for c in cells]
+    finally:
+        book.close()
+
+
+def excel_text(value: object, number_format: str | None) -> str:
+    """The text Excel would show for a cell value under its number format."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, dt.datetime):
+        if value.time() == dt.time(0):
+            return value.date().isoformat()
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, int | float):
+        return format_number(value, number_format or "General")
+    return str(value)
+
+
+def format_number(value: float, number_format: str) -> str:
+    """Render a number for the common formats: General, 0, 00000000, 0.00, #,##0, 0%, @,
+    with literal text around the digits (`"INV"00000`). Other formats fall back to General."""
+    fmt = number_format.split(";")[0].strip()
+    fmt = re.sub(r"\[[^\]]*\]|_.|\*.", "", fmt)  # colours, conditions, padding
+    match = _NUMBER_FORMAT.match(fmt)
+    if fmt in ("", "General", "@") or not match:
+        return _general(value)
+    percent = match.group("post").endswith("%")
+    digits = _digits(value * 100 if percent else value, match.group("int"), match.group("dec"))
+    return _literal(match.group("pre")) + digits + _literal(match.group("post"))
+
+
+def _digits(value: float, integer_part: str, decimals: str | None) -> str:
+    """Digits for a `0`/`#`/`,` pattern, rounded half away from zero as Excel does."""
+    places = len(decimals or "")
+    exact = Decimal(repr(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    spec = ("," if "," in integer_part else "") + f".{places}f"
+    whole, _, frac = f"{abs(exact):{spec}}".partition(".")
+    width = integer_part.count("0")
+    if len(whole.replace(",", "")) < width:
+        whole = whole.replace(",", "").zfill(width)
+    elif width == 0 and whole == "0":
+        whole = ""  # "#.00" shows 0.5 as ".50"
+    sign = "-" if exact < 0 else ""
+    return sign + whole + ("." + frac if frac else "")
+
+
+def _literal(text: str) -> str:
+    """The literal text of a format part: quoted strings and backslash-escaped characters."""
+    return re.sub(r'"([^"]*)"|\\(.)', lambda m: m.group(1) or m.group(2) or "", text)
+
+
+def _general(value: float) -> str:
+    """Excel's General format: integers without '.0', up to 15 significant digits otherwise."""
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    text = format(value, ".15g")
+    return text.replace("e+", "E+").replace("e-", "E-")
+
+
+# --- columns -----------------------------------------------------------------------------------
+
+
+def normalise_name(name: str) -> str:
+    """Compare header names without case, spaces, underscores or hyphens."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def resolve_column(path: Path, columns: list[str], what: str, aliases: tuple[str, ...],
+                   override: str | None, flag: str) -> str | None:
+    """The one column holding `what`, by `flag` override or by alias; ambiguity is an error."""
+    if override is not None:
+        for column in columns:
+            if column == override or normalise_name(column) == normalise_name(override):
+                return column
+        raise InputError(f"{path}: {flag} {override!r} names no column; saw: "
+                         f"{', '.join(columns)}")
+    for alias in aliases:
+        matches = [c for c in columns if normalise_name(c) == alias]
+        if len(matches) > 1:
+            raise InputError(f"{path}: several columns could be the {what}: "
+                             f"{', '.join(matches)}; pass {flag} to choose one")
+        if matches:
+            return matches[0]
+    return None
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+
+def normalise_reason(text: str) -> str:
+    """`1`, `1.0`, `01` and ` 01 ` all mean reason `01`; anything else is kept for the message."""
+    text = text.strip()
+    match = _REASON_NUMBER.match(text)
+    if match:
+        return f"{int(match.group(1)):02d}"
+    return text
+
+
+def key_problem(key: str) -> str:
+    """Why a (trimmed) invoice key cannot be sent, or "" if it can."""
+    if not key:
+        return "invoice key is empty"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"invoice key is longer than {MAX_KEY_LENGTH} characters ({len(key)})"
+    if key in EXCEL_ERRORS:
+        return f"invoice key is the Excel error value {key}; fix the formula or the cell"
+    if _SCIENTIFIC.match(key):
+        return ("invoice key looks like a number Excel turned into scientific notation "
+                f"({key}), which loses digits; format the column as Text and re-enter the keys")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        return "invoice key contains control characters"
+    if any(ch.isspace() for ch in key):
+        return "invoice key has whitespace inside"
+    if not key.isascii():
+        return "invoice key contains non-ASCII characters"
+    for bad in ("/", "?", "#", "%"):
+        if bad in key:
+            return f"invoice key contains {bad!r}, which no Zuora invoice key has"
+    if ".." in key:
+        return "invoice key contains '..'"
+    return ""
+
+
+def row_problem(key: str, reason: str, reference: str) -> str:
+    """The first rule a row breaks, or "" if it can be sent."""
+    problem = key_problem(key)
+    if problem:
+        return problem
+    if not reason:
+        return "reason is empty; fill the reason column (01-04) or pass --reason CODE"
+    if reason not in REASONS:
+        return f"reason {reason[:20]!r} is not one of 01, 02, 03, 04"
+    if reference and reason != "01":
+        return (f"documentReferenceID is given with reason {reason}; "
+                "Zuora accepts it only with reason 01 (Mexico)")
+    if reference and problem_in_reference(reference):
+        return problem_in_reference(reference)
+    return ""
+
+
+def problem_in_reference(reference: str) -> str:
+    """A document reference goes in a JSON body, so only length and control characters matter."""
+    if len(reference) > MAX_KEY_LENGTH:
+        return f"documentReferenceID is longer than {MAX_KEY_LENGTH} characters"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in reference):
+        return "documentReferenceID contains control characters"
+    return ""
+
+
+def make_row(number: int, key: str, reason: str, reference: str,
+             extra: dict[str, str]) -> SourceRow:
+    """A normalised row, marked `invalid` with the broken rule if it cannot be sent."""
+    key = key.strip()
+    reason = normalise_reason(reason)
+    reference = reference.strip()
+    problem = row_problem(key, reason, reference)
+    return SourceRow(row=number, invoice_key=key, reason=reason,
+                     document_reference_id=reference, extra=extra,
+                     status=Status.INVALID if problem else None, message=problem)
+
+
+def mark_duplicates(rows: list[SourceRow]) -> list[SourceRow]:
+    """A row whose key an earlier sendable row already has is `duplicate`, pointing at it.
+
+    Keys compare without case: Zuora invoice numbers do not distinguish case, and a second
+    cancel of the same invoice is exactly what must never be sent. Rows carried over from an
+    earlier report as `succeeded` claim their key first.
+    """
+    first: dict[str, int] = {}
+    for row in rows:
+        if row.status in (None, Status.SUCCEEDED):
+            first.setdefault(row.invoice_key.lower(), row.row)
+    out = []
+    for row in rows:
+        owner = first.get(row.invoice_key.lower())
+        if row.status is None and owner is not None and owner != row.row:
+            row = replace(row, status=Status.DUPLICATE, duplicate_of=owner,
+                          message=f"duplicate of row {owner} (same invoice key)")
+        out.append(row)
+    return out
+
+
+# --- an earlier report as input ------------------------------------------------------------
+
+#: Statuses re-run by default when a report is the input: never `succeeded` (a second cancel).
+DEFAULT_RERUN = frozenset({Status.FAILED, Status.NOT_ATTEMPTED, Status.INVALID})
+
+
+def _load_report(path: Path, columns: list[str], records: list[tuple[int, list[str]]],
+                 options: LoadOptions) -> LoadedInput:
+    """Rows of an earlier report: selected statuses are re-validated, the rest carried over."""
+    only = options.only if options.only is not None else DEFAULT_RERUN
+    if Status.SUCCEEDED in only:
+        raise InputError("--only succeeded is refused: those invoices are already cancelled, "
+                         "and a second cancel is what batch-cancel never sends")
+    passthrough = [c for c in columns if c not in REPORT_COLUMNS]
+    rows: list[SourceRow] = []
+    for number, cells in records:
+        values = dict(zip(columns, cells, strict=True))
+        extra = {c: values[c] for c in passthrough}
+        try:
+            original = int(values["row"])
+        except ValueError:
+            original = number
+        try:
+            earlier = Status(values["status"].strip())
+        except ValueError as exc:
+            raise InputError(f"{path}: row {number} has status {values['status']!r}, which is "
+                             f"not one of {', '.join(s.value for s in Status)}") from exc
+        if earlier in only:
+            rows.append(make_row(original, values["invoice_key"], values["reason"],
+                                 values.get("document_reference_id", ""), extra))
+        else:
+            carried = {c: values.get(c, "") for c in REPORT_COLUMNS}
+            rows.append(SourceRow(row=original, invoice_key=values["invoice_key"].strip(),
+                                  reason=values["reason"].strip(),
+                                  document_reference_id=values.get("document_reference_id", ""),
+                                  extra=extra, status=earlier,
+                                  message=values.get("error_message", ""), carried=carried))
+    _check_not_empty(path, rows)
+    numbers = [r.row for r in rows]
+    if len(set(numbers)) != len(numbers):
+        raise InputError(f"{path}: the report's 'row' column repeats a row number; "
+                         "was the report edited? Restore unique row numbers")
+    return LoadedInput(path, passthrough, mark_duplicates(rows), is_report=True,
+                       key_column="invoice_key", reason_column="reason",
+                       reference_column="document_reference_id")

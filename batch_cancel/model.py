@@ -1,0 +1,164 @@
+"""The domain: plain typed data that flows file → jobs → outcomes → report.
+
+Nothing here does I/O; every other module speaks in these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """The final state of one input row, as written in the report's `status` column."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+    NOT_ATTEMPTED = "not_attempted"
+
+
+#: The columns batch-cancel adds to every report, in order. A file holding all of them is a report.
+REPORT_COLUMNS: tuple[str, ...] = (
+    "row",
+    "invoice_key",
+    "reason",
+    "document_reference_id",
+    "status",
+    "http_status",
+    "error_code",
+    "error_message",
+    "attempts",
+    "track_id",
+    "zuora_request_id",
+    "process_id",
+    "finished_at",
+)
+
+#: The columns that must be present for a file to be read back as a report.
+REPORT_SIGNATURE: frozenset[str] = frozenset({"row", "invoice_key", "reason", "status", "track_id"})
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    """One cancel call to make: what the runner needs, nothing more."""
+
+    row: int
+    invoice_key: str
+    reason: str
+    document_reference_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One data row of the input file, with what the loader made of it.
+
+    `row` is the row number the user sees in the file (the header row is 1). `extra` holds the
+    input's own columns, passed through to the report untouched. A row that cannot be sent
+    carries its final `status` (`invalid`, `duplicate`, or an earlier report's outcome being
+    carried over) and `message`; a row to send has `status` None.
+    """
+
+    row: int
+    invoice_key: str
+    reason: str
+    document_reference_id: str
+    extra: dict[str, str]
+    status: Status | None = None
+    message: str = ""
+    carried: dict[str, str] | None = None
+    duplicate_of: int | None = None
+
+    @property
+    def job(self) -> CancelJob:
+        """The cancel call this row asks for."""
+        return CancelJob(self.row, self.invoice_key, self.reason, self.document_reference_id)
+
+
+class Verdict(StrEnum):
+    """What one HTTP answer means for the row that was sent."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    FINAL = "final"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One attempt's answer from Zuora, already classified.
+
+    `in_doubt` is true when the cancel may or may not have been applied (timeout, dropped
+    connection, 5xx): before sending it again the runner reads the invoice first.
+    `retry_after` is the pause Zuora asked for (seconds), `rate_limited` marks a 429.
+    """
+
+    verdict: Verdict
+    http_status: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    zuora_request_id: str = ""
+    process_id: str = ""
+    retry_after: float | None = None
+    rate_limited: bool = False
+    in_doubt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final result of one sent (or unsent) job: one report row's status columns."""
+
+    row: int
+    status: Status
+    http_status: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    attempts: int = 0
+    track_id: str = ""
+    zuora_request_id: str = ""
+    process_id: str = ""
+    finished_at: str = ""
+
+    @classmethod
+    def from_answer(cls, job: CancelJob, answer: Answer, attempts: int, track_id: str,
+                    finished_at: str) -> Outcome:
+        """The outcome that the last answer of a job decides."""
+        status = Status.SUCCEEDED if answer.verdict is Verdict.SUCCEEDED else Status.FAILED
+        return cls(
+            row=job.row,
+            status=status,
+            http_status=answer.http_status,
+            error_code=answer.error_code,
+            error_message=answer.error_message,
+            attempts=attempts,
+            track_id=track_id,
+            zuora_request_id=answer.zuora_request_id,
+            process_id=answer.process_id,
+            finished_at=finished_at,
+        )
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a run did, for the closing summary, the exit code and library callers."""
+
+    counts: dict[Status, int] = field(default_factory=dict)
+    top_errors: list[tuple[str, int, str]] = field(default_factory=list)
+    elapsed: float = 0.0
+    sent_rows: int = 0
+    report_path: str = ""
+    interrupted: bool = False
+    auth_failed: bool = False
+    #: every row succeeded, or is a duplicate of a row that succeeded
+    complete: bool = False
+    stop_reason: str = ""
+
+    @property
+    def total(self) -> int:
+        """Rows in the report."""
+        return sum(self.counts.values())
+
+    @property
+    def rate(self) -> float:
+        """Rows sent per second of wall time."""
+        return self.sent_rows / self.elapsed if self.elapsed > 0 else 0.0

@@ -1,0 +1,142 @@
+"""The live progress display for people at a terminal (rich), and the plan/summary texts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .config import Target
+from .loader import LoadedInput
+from .model import Outcome, Status, Summary
+from .runner import Runner
+
+
+class RichProgress:
+    """done/total, rows/s, ETA, counts per status, in flight, and a pause when one is on."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress = Progress(
+            TextColumn("[bold]cancelling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} rows/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._counts: Counter[Status] = Counter()
+        self._started = time.monotonic()
+
+    def start(self, total: int, to_send: int) -> None:
+        """Show the bar for the rows to send."""
+        self._started = time.monotonic()
+        self._task = self._progress.add_task("send", total=to_send, rate=0.0, detail="")
+        self._progress.start()
+
+    def advance(self, outcome: Outcome, runner: Runner) -> None:
+        """Count one finished row."""
+        if self._task is None:
+            return
+        self._counts[outcome.status] += 1
+        done = sum(self._counts.values())
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        detail = " ".join(f"{s.value}={n}" for s, n in self._counts.items())
+        detail += f" in_flight={runner.in_flight}"
+        pause = runner.paused_until - time.monotonic()
+        if pause > 0:
+            detail += f" [yellow]paused {pause:.0f}s (429)[/]"
+        self._progress.update(self._task, completed=done, rate=done / elapsed, detail=detail)
+
+    def stop(self) -> None:
+        """Leave the last state on screen."""
+        self._progress.stop()
+
+
+class ConsoleLines:
+    """A text stream for log lines that prints through a rich console, above its live display."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        """Buffer until a full line, then print it above the progress bar."""
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        """Lines are printed as they complete."""
+
+    def isatty(self) -> bool:
+        """Colours follow the console."""
+        return self._console.is_terminal
+
+
+def plan_text(loaded: LoadedInput, target: Target, base_url: str) -> str:
+    """What a run is about to do: the tenant, and the rows per status and per reason."""
+    to_send = list(loaded.to_send())
+    by_status = Counter(row.status for row in loaded.rows if row.status is not None)
+    by_reason = Counter(row.reason for row in to_send)
+    lines = [
+        f"Input:  {loaded.path} ({len(loaded.rows)} rows"
+        + (", an earlier report" if loaded.is_report else "") + ")",
+        f"Target: {target.name} {base_url}".rstrip(),
+        f"To send: {len(to_send)}"
+        + (" (reasons: " + ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())) + ")"
+           if by_reason else ""),
+    ]
+    for status, count in sorted(by_status.items(), key=lambda kv: kv[0].value):
+        label = "carried over" if loaded.is_report and status not in (
+            Status.INVALID, Status.DUPLICATE) else "not sent"
+        lines.append(f"{status.value}: {count} ({label})")
+    invalid = [row for row in loaded.rows if row.status is Status.INVALID][:10]
+    for row in invalid:
+        lines.append(f"  row {row.row}: {row.message}")
+    if by_status[Status.INVALID] > len(invalid):
+        lines.append(f"  ... and {by_status[Status.INVALID] - len(invalid)} more invalid rows")
+    return "\n".join(lines)
+
+
+def summary_text(summary: Summary) -> str:
+    """The closing summary: counts per status, top errors, time and rate."""
+    lines = [f"Done: {summary.total} rows in {summary.elapsed:.1f} s "
+             f"({summary.sent_rows} sent, {summary.rate:.1f} rows/s)"]
+    if summary.interrupted or summary.auth_failed:
+        lines.append(f"Stopped early: {summary.stop_reason}")
+    lines.extend(_counts(summary.counts.items()))
+    if summary.top_errors:
+        lines.append("Top errors:")
+        for code, count, message in summary.top_errors:
+            lines.append(f"  {code:<12} x{count:<6} {message[:120]}")
+    if summary.report_path:
+        lines.append(f"Report: {summary.report_path}")
+    return "\n".join(lines)
+
+
+def _counts(items: Iterable[tuple[Status, int]]) -> list[str]:
+    return [f"  {status.value:<14}{count:>8}" for status, count in items if count]
+
+
+def make_console(stream: TextIO) -> Console:
+    """A console on the given stream (stderr: stdout stays for the plan and the summary)."""
+    return Console(file=stream)

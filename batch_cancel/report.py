@@ -1,0 +1,234 @@
+"""The journal written as outcomes happen, the final report, and the run summary.
+
+The journal is append-only JSON lines, flushed per outcome, so a crash loses nothing already
+done. The report is written once at the end, atomically (temp file, then rename), with every
+input row exactly once, in input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from .model import REPORT_COLUMNS, Outcome, SourceRow, Status, Summary
+
+REPORT_FORMATS = (".csv", ".xlsx", ".jsonl")
+#: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
+SERVER_TEXT = ("error_code", "error_message", "zuora_request_id", "process_id")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: fsync the journal at most once per this many records (each record is still flushed).
+FSYNC_EVERY = 200
+
+
+class ReportError(Exception):
+    """The report cannot be written where asked; the message says what to change."""
+
+
+def default_report_path(input_path: Path) -> Path:
+    """`<input stem>.report.csv` beside the input (a report fed back gets a new name)."""
+    stem = input_path.stem
+    return input_path.with_name(f"{stem}.report.csv")
+
+
+def journal_path(report_path: Path) -> Path:
+    """The journal lives beside the report it belongs to."""
+    return report_path.with_name(report_path.name + ".journal.jsonl")
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse a report path we could only fail to write, before anything is sent."""
+    if path.suffix.lower() not in REPORT_FORMATS:
+        raise ReportError(f"--report {path}: unsupported format {path.suffix or '(none)'!r}; "
+                          "use a name ending in .csv, .xlsx or .jsonl")
+    if not path.parent.exists():
+        raise ReportError(f"--report {path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ReportError(f"--report {path}: is a folder; name a file")
+    if not os.access(path.parent, os.W_OK):
+        raise ReportError(f"--report {path}: the folder {path.parent} is not writable")
+
+
+def _private_open(path: Path, mode: str) -> IO[str]:
+    """Open a file readable by its owner only: reports name invoices and tenants."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    return os.fdopen(fd, mode, encoding="utf-8", newline="")
+
+
+class Journal:
+    """Append-only JSON lines: one record per finished row, flushed as it happens."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self._handle = _private_open(path, "a")
+        self._unsynced = 0
+        self._write({"event": "run", "run_id": run_id})
+
+    def record(self, outcome: Outcome) -> None:
+        """Write one outcome and flush it to the OS (fsync is batched, see FSYNC_EVERY)."""
+        self._write({"event": "outcome", **asdict(outcome)})
+
+    def _write(self, record: dict[str, object]) -> None:
+        self._handle.write(json.dumps(record, default=str) + "\n")
+        self._handle.flush()
+        self._unsynced += 1
+        if self._unsynced >= FSYNC_EVERY:
+            os.fsync(self._handle.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        """Sync and close."""
+        if not self._handle.closed:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def report_rows(rows: list[SourceRow], outcomes: dict[int, Outcome]
+                ) -> Iterator[tuple[SourceRow, dict[str, str]]]:
+    """Each input row with its report columns; a row to send that has no outcome is
+    `not_attempted`, so no row can go missing whatever stopped the run."""
+    for row in rows:
+        if row.carried is not None:
+            yield row, dict(row.carried)
+            continue
+        outcome = outcomes.get(row.row)
+        if outcome is None:
+            status = row.status or Status.NOT_ATTEMPTED
+            message = row.message or ("" if row.status else "not sent: the run stopped first")
+            outcome = Outcome(row.row, status, error_message=message)
+        yield row, _columns(row, outcome)
+
+
+def _columns(row: SourceRow, outcome: Outcome) -> dict[str, str]:
+    return {
+        "row": str(row.row),
+        "invoice_key": row.invoice_key,
+        "reason": row.reason,
+        "document_reference_id": row.document_reference_id,
+        "status": outcome.status.value,
+        "http_status": "" if outcome.http_status is None else str(outcome.http_status),
+        "error_code": outcome.error_code,
+        "error_message": outcome.error_message,
+        "attempts": str(outcome.attempts),
+        "track_id": outcome.track_id,
+        "zuora_request_id": outcome.zuora_request_id,
+        "process_id": outcome.process_id,
+        "finished_at": outcome.finished_at,
+    }
+
+
+def neutralise(text: str) -> str:
+    """Make server text inert in a spreadsheet: a leading = + - @ would start a formula."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
+                 outcomes: dict[int, Outcome]) -> Summary:
+    """Write the report atomically in the format its extension names; return the counts."""
+    header = [*input_columns, *REPORT_COLUMNS]
+    summary = Summary(report_path=str(path))
+    counts: Counter[Status] = Counter()
+    errors: Counter[str] = Counter()
+    first_message: dict[str, str] = {}
+    statuses: dict[int, Status] = {}
+    owners: dict[int, int] = {}
+    suffix = path.suffix.lower()
+    spreadsheet = suffix in (".csv", ".xlsx")
+
+    def records() -> Iterator[list[str]]:
+        for row, columns in report_rows(rows, outcomes):
+            status = Status(columns["status"])
+            counts[status] += 1
+            statuses[row.row] = status
+            if status is Status.DUPLICATE:
+                owners[row.row] = row.duplicate_of or _owner_from_message(columns)
+            if status is Status.FAILED:
+                code = columns["error_code"] or columns["http_status"] or "(no code)"
+                errors[code] += 1
+                first_message.setdefault(code, columns["error_message"])
+            if spreadsheet:
+                for name in SERVER_TEXT:
+                    columns[name] = neutralise(columns[name])
+            yield [row.extra.get(c, "") for c in input_columns] + [columns[c]
+                                                                   for c in REPORT_COLUMNS]
+
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp_path = Path(temp)
+    try:
+        os.chmod(temp_path, 0o600)
+        if suffix == ".xlsx":
+            _write_xlsx(temp_path, header, records())
+        elif suffix == ".jsonl":
+            _write_jsonl(temp_path, header, records())
+        else:
+            _write_csv(temp_path, header, records())
+        os.replace(temp_path, path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    summary.counts = {status: counts.get(status, 0) for status in Status}
+    summary.top_errors = [(code, n, first_message[code]) for code, n in errors.most_common(5)]
+    summary.complete = all(
+        status is Status.SUCCEEDED
+        or (status is Status.DUPLICATE and statuses.get(owners[row]) is Status.SUCCEEDED)
+        for row, status in statuses.items()
+    )
+    return summary
+
+
+def _owner_from_message(columns: dict[str, str]) -> int:
+    """The row a carried-over duplicate points at ("duplicate of row 12 ..."), or 0."""
+    words = columns["error_message"].split()
+    return int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
+
+
+def _write_csv(path: Path, header: list[str], records: Iterator[list[str]]) -> None:
+    # utf-8 with a BOM: Excel then opens non-ASCII text correctly; the loader strips it again.
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(records)
+
+
+def _write_jsonl(path: Path, header: list[str], records: Iterator[list[str]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for values in records:
+            handle.write(json.dumps(dict(zip(header, values, strict=True)),
+                                    ensure_ascii=False) + "\n")
+
+
+def _write_xlsx(path: Path, header: list[str], records: Iterator[list[str]]) -> None:
+    """Every cell as text, so keys with leading zeros stay as they were."""
+    import openpyxl
+    from openpyxl.cell import WriteOnlyCell
+
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet("Rows")
+    sheet.freeze_panes = "A2"
+    sheet.append(header)
+    for values in records:
+        cells = []
+        for value in values:
+            cell = WriteOnlyCell(sheet, value=value)
+            cell.data_type = "s"  # text, even for "=..." input values: never a formula
+            cell.number_format = "@"
+            cells.append(cell)
+        sheet.append(cells)
+    book.save(path)

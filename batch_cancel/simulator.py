@@ -1,0 +1,713 @@
+"""A local stand-in for the Zuora endpoints that batch-cancel talks to.
+
+Why it exists: a real tenant cannot be hammered, made to fail on demand or rewound. This server
+reproduces the parts of Zuora's behaviour a bulk client has to survive (see
+/work/shared/zuora-api-notes.md, sections 1, 2, 4, 5 and 6):
+
+* OAuth tokens that expire, and a 401 ``{"message": "Authentication error"}`` when they do;
+* the tenant concurrency limit (429, code 50000070, ``Retry-After: 120``) and a fixed-window
+  rate limit (429, category 70, ``RateLimit-*`` headers), both counting failed requests too;
+* HTTP 200 answers that are not successes (``success: false`` with 8-digit reason codes);
+* the asynchronous ``Success -> CancelProcessing -> Cancelled | CancelFailed`` lifecycle, and the
+  server-side refusal of a second cancel (the only guard there is: the PUT has no idempotency key);
+* seeded, reproducible faults, including the in-doubt case where the cancel is applied but the
+  answer is lost.
+
+It imports only the standard library and aiohttp so that it can run with nothing else of the
+package present, and it keeps all state on the ``Simulator`` instance so tests can run several
+independent servers side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import random
+import secrets
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote
+
+from aiohttp import web
+
+__all__ = [
+    "RequestRecord",
+    "Simulator",
+    "SimulatorConfig",
+    "SimulatorStats",
+    "serve",
+]
+
+STATUS_SUCCESS: Final = "Success"
+STATUS_CANCEL_PROCESSING: Final = "CancelProcessing"
+STATUS_CANCELLED: Final = "Cancelled"
+STATUS_CANCEL_FAILED: Final = "CancelFailed"
+
+_CANCEL_FAILED_CODE: Final = "TAX-301"
+_CANCEL_FAILED_MESSAGE: Final = "The tax authority rejected the cancellation"
+
+_CODE_CONCURRENCY: Final = 50000070
+_CODE_RATE: Final = 70
+_CODE_INVALID_VALUE: Final = 59210020
+_CODE_UNKNOWN_FIELD: Final = 59210021
+_CODE_STATE: Final = 59210030
+_CODE_CANCEL_NOT_FOUND: Final = 59210040
+_CODE_LOCK: Final = 59210050
+_CODE_INTERNAL: Final = 59210060
+_CODE_TEMPORARY: Final = 59210061
+_CODE_MALFORMED: Final = 59210090
+_CODE_READ_NOT_FOUND: Final = 50000040
+_CODE_NO_ROUTE: Final = 50000040
+
+_CONCURRENCY_MESSAGE: Final = (
+    "The total number of concurrent requests has exceeded the limit allowed by the system. "
+    "Please resubmit your request later."
+)
+_HTML_502: Final = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+_VALID_REASONS: Final = frozenset({"01", "02", "03", "04"})
+_ALLOWED_FIELDS: Final = frozenset({"reason", "documentReferenceID"})
+_MAX_SHOWN: Final = 64
+_SHUTDOWN_TIMEOUT: Final = 0.25
+_WINDOW_NAMES: Final = {60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+
+# Route kinds, decided from method and raw path only.
+_TOKEN: Final = "token"
+_CANCEL: Final = "cancel"
+_READ: Final = "read"
+_V1_OTHER: Final = "v1"
+_CONTROL: Final = "control"
+_OTHER: Final = "other"
+
+# Faults that end the cancel PUT before the cancel is looked at (so it is never applied).
+_EARLY_FAULTS: Final = frozenset({"fail_500", "fail_503", "html_502", "drop", "retryable_false"})
+
+
+@dataclass
+class SimulatorConfig:
+    """Knobs for one simulated tenant; mutable while the server runs so tests can flip faults."""
+
+    client_id: str = "sim-client-id"
+    client_secret: str = "sim-client-secret"
+    token_ttl: float = 3600.0
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+    rate_limit: int | None = None
+    rate_window: float = 60.0
+    rate_retry_after: bool = False
+    concurrency_limit: int | None = None
+    concurrency_retry_after: int = 120
+    cancel_delay: float = 2.0
+    cancel_failed_rate: float = 0.0
+    seed: int = 0
+    fail_500: float = 0.0
+    fail_503: float = 0.0
+    html_502: float = 0.0
+    drop: float = 0.0
+    drop_after_apply: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 30.0
+    retryable_false: float = 0.0
+    unknown_marker: str = "NOTFOUND"
+    cancelled_marker: str = "CANCELLED"
+
+    def __post_init__(self) -> None:
+        """Reject settings that would otherwise surface later as odd server behaviour."""
+        shares = (*self.fault_shares(), ("cancel_failed_rate", self.cancel_failed_rate))
+        for name, share in shares:
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {share}")
+        if sum(share for _, share in self.fault_shares()) > 1.0 + 1e-9:
+            raise ValueError("the fault probabilities must add up to at most 1")
+        if self.rate_window <= 0:
+            raise ValueError("rate_window must be positive")
+        if self.rate_limit is not None and self.rate_limit < 0:
+            raise ValueError("rate_limit must be >= 0 or None")
+        if self.concurrency_limit is not None and self.concurrency_limit < 0:
+            raise ValueError("concurrency_limit must be >= 0 or None")
+
+    def fault_shares(self) -> tuple[tuple[str, float], ...]:
+        """The cancel-PUT faults in the fixed order they are drawn in (keeps runs reproducible)."""
+        return (
+            ("fail_500", self.fail_500),
+            ("fail_503", self.fail_503),
+            ("html_502", self.html_502),
+            ("drop", self.drop),
+            ("drop_after_apply", self.drop_after_apply),
+            ("slow", self.slow),
+            ("retryable_false", self.retryable_false),
+        )
+
+
+@dataclass
+class RequestRecord:
+    """One request the server saw, so tests can assert on exactly what a client sent."""
+
+    method: str
+    path: str
+    key: str | None
+    headers: dict[str, str]
+    body: str
+    started: float
+    finished: float
+    status: int | None
+
+
+@dataclass
+class SimulatorStats:
+    """Counters that let tests prove properties such as "never cancel the same invoice twice"."""
+
+    requests: list[RequestRecord] = field(default_factory=list)
+    token_requests: int = 0
+    cancel_requests: int = 0
+    accepted_cancels: dict[str, int] = field(default_factory=dict)
+    invoice_reads: int = 0
+    max_in_flight: int = 0
+
+    def cancels(self) -> list[RequestRecord]:
+        """The cancel PUT records, in arrival order."""
+        return [r for r in self.requests if _classify(r.method, r.path) == _CANCEL]
+
+    def as_json(self) -> dict[str, Any]:
+        """The counters for /_sim/stats (subprocess tests cannot reach this object)."""
+        return {
+            "token_requests": self.token_requests,
+            "cancel_requests": self.cancel_requests,
+            "accepted_cancels": dict(self.accepted_cancels),
+            "invoice_reads": self.invoice_reads,
+            "max_in_flight": self.max_in_flight,
+            "total_requests": len(self.requests),
+        }
+
+
+@dataclass
+class _Invoice:
+    """Server-side e-invoice state; the CancelProcessing outcome is settled lazily on read."""
+
+    status: str
+    settles_at: float | None = None
+    will_fail: bool = False
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The limit verdict and header values for one /v1 request, fixed at its arrival."""
+
+    concurrency_exceeded: bool
+    concurrency_limit: int | None
+    concurrency_remaining: int | None
+    rate_exceeded: bool
+    rate_limit: int | None
+    rate_remaining: int
+    rate_reset: int
+    rate_window: float
+
+
+class _Dropped(Exception):
+    """Raised inside a handler to end the exchange with no answer at all."""
+
+
+class Simulator:
+    """A fake Zuora tenant served over real HTTP by aiohttp."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        """All state lives on the instance, so several simulators can run in one process."""
+        self.config = config if config is not None else SimulatorConfig()
+        self.stats = SimulatorStats()
+        self._invoices: dict[str, _Invoice] = {}
+        self._tokens: dict[str, float] = {}
+        self._cancel_attempts: dict[str, int] = {}
+        self._jitter_rng = random.Random(f"{self.config.seed}|jitter")
+        self._in_flight = 0
+        self._epoch = time.monotonic()
+        self._window_index = 0
+        self._window_count = 0
+        self._entity = str(uuid.uuid4())
+        self._user = secrets.token_hex(16)
+        self._runner: web.AppRunner | None = None
+
+    # ----------------------------------------------------------------- public surface
+
+    def app(self) -> web.Application:
+        """A fresh aiohttp app bound to this simulator's state (an app can only be run once)."""
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", self._handle)
+        return application
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in the running loop and return the base URL with the port actually bound."""
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Stop serving; requests still sleeping (slow faults) are cut short quickly."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def invoice_status(self, key: str) -> str | None:
+        """Current eInvoiceStatus of ``key`` (None if the key does not exist)."""
+        invoice = self._lookup(key)
+        return None if invoice is None else self._settle(invoice)
+
+    def expire_tokens(self) -> None:
+        """Make every issued token expired now, to test refresh in the middle of a run."""
+        now = time.monotonic()
+        self._tokens = dict.fromkeys(self._tokens, now)
+
+    # ----------------------------------------------------------------- dispatch
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Single entry point: routing on the raw path keeps ``INV%2F1`` one key, not two."""
+        path = _raw_path(request)
+        kind = _classify(request.method, path)
+        if kind == _CONTROL:
+            return self._control(request.method, path)
+        record = self._record_arrival(request, path, kind)
+        try:
+            record.body = (await request.read()).decode("utf-8", "replace")
+            response = await self._route(request, kind, path, record.body)
+        except _Dropped:
+            _drop_connection(request)
+            return web.Response(status=204)  # never written: the transport is closed
+        except web.HTTPException as exc:
+            record.status = exc.status
+            raise
+        else:
+            record.status = response.status
+            return response
+        finally:
+            record.finished = time.monotonic()
+
+    def _record_arrival(self, request: web.Request, path: str, kind: str) -> RequestRecord:
+        """Log the request and bump the per-kind counters the moment it arrives."""
+        now = time.monotonic()
+        record = RequestRecord(
+            method=request.method,
+            path=path,
+            key=_invoice_key(path),
+            headers=dict(request.headers),
+            body="",
+            started=now,
+            finished=now,
+            status=None,
+        )
+        self.stats.requests.append(record)
+        if kind == _TOKEN:
+            self.stats.token_requests += 1
+        elif kind == _CANCEL:
+            self.stats.cancel_requests += 1
+        elif kind == _READ:
+            self.stats.invoice_reads += 1
+        return record
+
+    async def _route(
+        self, request: web.Request, kind: str, path: str, body: str
+    ) -> web.StreamResponse:
+        """Send the request to the token endpoint, the /v1 pipeline or a JSON 404."""
+        if kind == _TOKEN:
+            return self._issue_token(body)
+        if kind in (_CANCEL, _READ, _V1_OTHER):
+            return await self._v1(request, kind, path, body)
+        return _route_not_found(path)
+
+    def _control(self, method: str, path: str) -> web.Response:
+        """Simulator-only endpoints; not recorded, so they never skew the counters."""
+        if method == "GET" and path == "/_sim/stats":
+            return web.json_response(self.stats.as_json())
+        return _route_not_found(path)
+
+    # ----------------------------------------------------------------- OAuth
+
+    def _issue_token(self, body: str) -> web.Response:
+        """Client-credentials grant; the answer never echoes the secret that was sent."""
+        form = {name: values[0] for name, values in parse_qs(body, keep_blank_values=True).items()}
+        wanted = ("client_id", "client_secret", "grant_type")
+        missing = [name for name in wanted if not form.get(name)]
+        if missing:
+            description = "Missing required parameter(s): " + ", ".join(missing)
+            return web.json_response(
+                {"error": "invalid_request", "error_description": description}, status=400
+            )
+        if not self._credentials_ok(form):
+            return web.json_response(
+                {"error": "invalid_client", "error_description": "Invalid client credentials"},
+                status=401,
+            )
+        return web.json_response(self._new_token())
+
+    def _credentials_ok(self, form: dict[str, str]) -> bool:
+        """Constant-time comparison, as a real identity provider would do."""
+        id_ok = _same(form["client_id"], self.config.client_id)
+        secret_ok = _same(form["client_secret"], self.config.client_secret)
+        return id_ok and secret_ok and form["grant_type"] == "client_credentials"
+
+    def _new_token(self) -> dict[str, Any]:
+        """Mint an opaque token valid for token_ttl seconds from now."""
+        token = secrets.token_hex(16)
+        self._tokens[token] = time.monotonic() + self.config.token_ttl
+        return {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": int(self.config.token_ttl),
+            "scope": f"entity.{self._entity} platform.write service.usage.update tenant.1 "
+            f"user.{self._user}",
+            "jti": secrets.token_hex(16),
+        }
+
+    def _authorized(self, request: web.Request) -> bool:
+        """True when the request carries a bearer token that is issued and not expired."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        expiry = self._tokens.get(token.strip())
+        return scheme.lower() == "bearer" and expiry is not None and time.monotonic() < expiry
+
+    # ----------------------------------------------------------------- /v1 pipeline
+
+    async def _v1(self, request: web.Request, kind: str, path: str, body: str) -> web.Response:
+        """Count the request in flight for its whole life, then check limits and route it."""
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        try:
+            limits = self._admit(time.monotonic())
+            response = await self._v1_checked(request, kind, path, body, limits)
+            self._decorate(request, response, limits)
+            return response
+        finally:
+            self._in_flight -= 1
+
+    async def _v1_checked(
+        self, request: web.Request, kind: str, path: str, body: str, limits: _Limits
+    ) -> web.Response:
+        """Zuora's order: concurrency, then authentication, then the rate window, then work."""
+        if limits.concurrency_exceeded:
+            return self._concurrency_429()
+        if not self._authorized(request):
+            return web.json_response({"message": "Authentication error"}, status=401)
+        if limits.rate_exceeded:
+            return self._rate_429(limits)
+        await self._latency()
+        key = _invoice_key(path)
+        if kind == _READ and key is not None:
+            return self._read_invoice(key)
+        if kind == _CANCEL and key is not None:
+            return await self._cancel(key, body)
+        return _route_not_found(path)
+
+    def _admit(self, now: float) -> _Limits:
+        """Charge this request to the rate window and take the limit readings for its headers."""
+        window = self.config.rate_window
+        index = math.floor((now - self._epoch) / window)
+        if index != self._window_index:
+            self._window_index, self._window_count = index, 0
+        self._window_count += 1  # every request counts, 429s and failures included
+        rate_limit = self.config.rate_limit
+        reset = max(1, math.ceil(self._epoch + (index + 1) * window - now))
+        concurrency = self.config.concurrency_limit
+        free = None if concurrency is None else max(0, concurrency - self._in_flight)
+        return _Limits(
+            concurrency_exceeded=concurrency is not None and self._in_flight > concurrency,
+            concurrency_limit=concurrency,
+            concurrency_remaining=free,
+            rate_exceeded=rate_limit is not None and self._window_count > rate_limit,
+            rate_limit=rate_limit,
+            rate_remaining=0 if rate_limit is None else max(0, rate_limit - self._window_count),
+            rate_reset=reset,
+            rate_window=window,
+        )
+
+    def _concurrency_429(self) -> web.Response:
+        """The tenant concurrency 429: code 50000070 and a fixed Retry-After, as Zuora sends."""
+        response = _failure(429, _CODE_CONCURRENCY, _CONCURRENCY_MESSAGE)
+        response.headers["Retry-After"] = str(self.config.concurrency_retry_after)
+        return response
+
+    def _rate_429(self, limits: _Limits) -> web.Response:
+        """The rate 429: category 70 body; Retry-After only if configured (UNCONFIRMED upstream)."""
+        unit = _WINDOW_NAMES.get(limits.rate_window, f"{limits.rate_window:g}-second window")
+        message = f"API Rate limit exceeded for the {unit}, retry after {limits.rate_reset} seconds"
+        response = web.json_response(
+            {"reasons": [{"code": _CODE_RATE, "message": message}]}, status=429
+        )
+        if self.config.rate_retry_after:
+            response.headers["Retry-After"] = str(limits.rate_reset)
+        return response
+
+    async def _latency(self) -> None:
+        """Simulated service time, which is what makes the concurrency limit bite."""
+        delay = self.config.latency
+        if self.config.latency_jitter > 0:
+            jitter = self.config.latency_jitter
+            delay += self._jitter_rng.uniform(-jitter, jitter)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _decorate(self, request: web.Request, response: web.Response, limits: _Limits) -> None:
+        """Add Zuora's per-response headers; a proxy 502 has none, a 500 lacks the limit ones."""
+        if response.status == 502:
+            return
+        headers = response.headers
+        headers["Zuora-Request-Id"] = str(uuid.uuid4())
+        track_id = request.headers.get("Zuora-Track-Id")
+        if track_id is not None:
+            headers["Zuora-Track-Id"] = track_id
+        if response.status == 500:
+            return
+        headers["Concurrency-Limit-Type"] = "Default"
+        if limits.concurrency_limit is not None and limits.concurrency_remaining is not None:
+            headers["Concurrency-Limit-Limit"] = str(limits.concurrency_limit)
+            headers["Concurrency-Limit-Remaining"] = str(limits.concurrency_remaining)
+        if limits.rate_limit is not None:
+            policy = f"{limits.rate_limit}, {limits.rate_limit};w={limits.rate_window:g}"
+            headers["RateLimit-Limit"] = policy
+            headers["RateLimit-Remaining"] = str(limits.rate_remaining)
+            headers["RateLimit-Reset"] = str(limits.rate_reset)
+
+    # ----------------------------------------------------------------- invoices
+
+    def _lookup(self, key: str) -> _Invoice | None:
+        """Find or lazily create the invoice, so any number of keys costs only what is touched."""
+        unknown = self.config.unknown_marker
+        if unknown and unknown in key:
+            return None
+        invoice = self._invoices.get(key)
+        if invoice is None:
+            marker = self.config.cancelled_marker
+            status = STATUS_CANCELLED if marker and marker in key else STATUS_SUCCESS
+            invoice = self._invoices[key] = _Invoice(status)
+        return invoice
+
+    def _settle(self, invoice: _Invoice) -> str:
+        """Move a due CancelProcessing to its outcome; timestamps instead of timers scale freely."""
+        due = invoice.settles_at
+        if invoice.status != STATUS_CANCEL_PROCESSING or due is None:
+            return invoice.status
+        if time.monotonic() >= due:
+            if invoice.will_fail:
+                invoice.status = STATUS_CANCEL_FAILED
+                invoice.error_code = _CANCEL_FAILED_CODE
+                invoice.error_message = _CANCEL_FAILED_MESSAGE
+            else:
+                invoice.status = STATUS_CANCELLED
+        return invoice.status
+
+    def _read_invoice(self, key: str) -> web.Response:
+        """GET /v1/invoices/{key}: the fields a client polls to learn a cancel's outcome."""
+        invoice = self._lookup(key)
+        if invoice is None:
+            return _failure(404, _CODE_READ_NOT_FOUND, f"Invoice {_shown(key)} not found")
+        status = self._settle(invoice)
+        return web.json_response(
+            {
+                "success": True,
+                "id": hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32],
+                "invoiceNumber": key,
+                "status": "Posted",
+                "eInvoiceStatus": status,
+                "eInvoiceErrorCode": invoice.error_code,
+                "eInvoiceErrorMessage": invoice.error_message,
+            }
+        )
+
+    async def _cancel(self, key: str, body: str) -> web.Response:
+        """PUT .../e-invoice/cancel with the drawn fault wrapped around the real processing."""
+        fault = self._draw_fault(key)
+        if fault == "drop":
+            raise _Dropped
+        if fault in _EARLY_FAULTS:
+            return _early_fault(fault)
+        response = self._process_cancel(key, body)
+        if fault == "drop_after_apply":
+            raise _Dropped  # processed (applied if valid), answer lost: the in-doubt case
+        if fault == "slow":
+            await asyncio.sleep(self.config.slow_seconds)
+        return response
+
+    def _draw_fault(self, key: str) -> str | None:
+        """Draw at most one fault for this cancel PUT from one uniform number.
+
+        The generator is seeded from (seed, key, attempt number for that key) rather than shared:
+        the same requests then get the same faults whatever order concurrent workers reach the
+        server in, so a failing run or a benchmark replays exactly.
+        """
+        attempt = self._cancel_attempts.get(key, 0) + 1
+        self._cancel_attempts[key] = attempt
+        draw = random.Random(f"{self.config.seed}|fault|{key}|{attempt}").random()
+        threshold = 0.0
+        for name, share in self.config.fault_shares():
+            threshold += share
+            if draw < threshold:
+                return name
+        return None
+
+    def _process_cancel(self, key: str, body: str) -> web.Response:
+        """Validate, look up, check state, apply: Zuora's own refusal of a second cancel."""
+        invalid = _validate_cancel_body(body)
+        if invalid is not None:
+            return invalid
+        invoice = self._lookup(key)
+        if invoice is None:
+            return _failure(404, _CODE_CANCEL_NOT_FOUND, f"Invoice {_shown(key)} not found")
+        status = self._settle(invoice)
+        if status != STATUS_SUCCESS:
+            message = f"Cannot cancel the e-invoice: its status is {status}."
+            return _failure(200, _CODE_STATE, message)
+        self._apply_cancel(key, invoice)
+        return web.json_response({"success": True})
+
+    def _apply_cancel(self, key: str, invoice: _Invoice) -> None:
+        """Accept the cancel; its outcome is fixed now (seeded per key) and revealed later."""
+        invoice.status = STATUS_CANCEL_PROCESSING
+        invoice.settles_at = time.monotonic() + self.config.cancel_delay
+        outcome_draw = random.Random(f"{self.config.seed}|outcome|{key}").random()
+        invoice.will_fail = outcome_draw < self.config.cancel_failed_rate
+        self.stats.accepted_cancels[key] = self.stats.accepted_cancels.get(key, 0) + 1
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _raw_path(request: web.Request) -> str:
+    """The request path still percent-encoded, without the query string."""
+    raw = request.raw_path
+    if not raw.startswith("/"):  # absolute-form request target
+        raw = request.rel_url.raw_path
+    return raw.partition("?")[0]
+
+
+def _classify(method: str, path: str) -> str:
+    """Which endpoint a (method, raw path) pair addresses."""
+    if path.startswith("/_sim/"):
+        return _CONTROL
+    if path == "/oauth/token":
+        return _TOKEN if method == "POST" else _OTHER
+    if path != "/v1" and not path.startswith("/v1/"):
+        return _OTHER
+    parts = path.split("/")
+    if _invoice_key(path) is not None:
+        if len(parts) == 4 and method == "GET":
+            return _READ
+        if len(parts) == 6 and parts[4:] == ["e-invoice", "cancel"] and method == "PUT":
+            return _CANCEL
+    return _V1_OTHER
+
+
+def _invoice_key(path: str) -> str | None:
+    """Decoded key of a /v1/invoices/{key}/... path: exactly one raw segment, then unquoted."""
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[1] == "v1" and parts[2] == "invoices" and parts[3]:
+        return unquote(parts[3])
+    return None
+
+
+def _validate_cancel_body(body: str) -> web.Response | None:
+    """The 400 a malformed or invalid cancel body gets, or None when it is acceptable."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        payload = None
+    if not isinstance(payload, dict):
+        message = "Malformed JSON: the request body must be a JSON object."
+        return _failure(400, _CODE_MALFORMED, message)
+    reason = payload.get("reason")
+    if reason is not None and (not isinstance(reason, str) or reason not in _VALID_REASONS):
+        return _failure(400, _CODE_INVALID_VALUE, "Invalid value for reason")
+    reference = payload.get("documentReferenceID")
+    if reference is not None and not isinstance(reference, str):
+        return _failure(400, _CODE_INVALID_VALUE, "Invalid value for documentReferenceID")
+    if reference is not None and reason != "01":
+        message = "documentReferenceID is only allowed with reason 01"
+        return _failure(400, _CODE_INVALID_VALUE, message)
+    unknown = sorted(set(payload) - _ALLOWED_FIELDS)
+    if unknown:
+        return _failure(400, _CODE_UNKNOWN_FIELD, f"Unknown field: {_shown(unknown[0])}")
+    return None
+
+
+def _early_fault(fault: str | None) -> web.Response:
+    """Answers for the faults that leave the cancel unapplied."""
+    if fault == "fail_500":
+        return _failure(500, _CODE_INTERNAL, "Internal error")
+    if fault == "fail_503":
+        message = "Service temporarily unavailable. Please retry later."
+        return _failure(503, _CODE_TEMPORARY, message)
+    if fault == "html_502":
+        return web.Response(status=502, text=_HTML_502, content_type="text/html")
+    message = "Operation failed due to lock contention. Please retry."
+    return _failure(200, _CODE_LOCK, message)
+
+
+def _failure(status: int, code: int, message: str) -> web.Response:
+    """Zuora's CommonResponse failure shape; processId is what support asks for."""
+    body = {
+        "success": False,
+        "processId": secrets.token_hex(8).upper(),
+        "reasons": [{"code": code, "message": message}],
+    }
+    return web.json_response(body, status=status)
+
+
+def _route_not_found(path: str) -> web.Response:
+    """A JSON 404 for anything that is not a simulated endpoint."""
+    return _failure(404, _CODE_NO_ROUTE, f"No route for {_shown(path)}")
+
+
+def _shown(text: str) -> str:
+    """Keys as they appear in messages: capped so hostile input cannot bloat the answers."""
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare credentials in constant time, tolerating non-ASCII input."""
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _drop_connection(request: web.Request) -> None:
+    """Close the socket so the client sees a disconnect instead of any HTTP answer."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+# --------------------------------------------------------------------- command line
+
+
+def serve(config: SimulatorConfig, host: str, port: int) -> None:
+    """Run a simulator in the foreground until Ctrl+C or SIGTERM (``batch-cancel simulate``).
+
+    Not ``web.run_app``: that prints the requested port, useless with port 0, while scripts need
+    the port actually bound, so the URL is printed after binding.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_until_stopped(Simulator(config), host, port))
+
+
+async def _serve_until_stopped(simulator: Simulator, host: str, port: int) -> None:
+    """Start, print how to connect, and wait for a stop signal."""
+    base_url = await simulator.start(host, port)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stopped.set)
+    print(f"Zuora simulator listening on {base_url}", flush=True)
+    print(f"  client_id:     {simulator.config.client_id}", flush=True)
+    print(f"  client_secret: {simulator.config.client_secret}", flush=True)
+    print(f"  stats:         {base_url}/_sim/stats", flush=True)
+    print("Press Ctrl+C to stop.", flush=True)
+    try:
+        await stopped.wait()
+    finally:
+        await simulator.stop()

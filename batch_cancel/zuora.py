@@ -1,0 +1,303 @@
+"""One HTTP call to Zuora at a time: the OAuth token, headers, body, and what an answer means.
+
+This module never loops over rows and never sleeps; the runner decides when to call again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from . import __version__
+from .config import Settings
+from .model import Answer, CancelJob, Verdict
+
+#: HTTP statuses worth another try: the tenant's limits and the gateway's transient failures.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Zuora error categories (`code % 100`) worth another try: lock contention, internal and
+#: temporary errors, limits, and an external system (the tax authority's provider) failing.
+RETRY_CATEGORIES = frozenset({50, 60, 61, 70, 99})
+#: Categories after which the cancel may have been applied, so it is checked before a resend.
+DOUBT_CATEGORIES = frozenset({60, 99})
+#: Refresh a token this long before Zuora says it expires (Zuora's own samples use 300 s).
+REFRESH_MARGIN = 300.0
+
+_TAGS = re.compile(r"<[^>]+>")
+_SPACES = re.compile(r"\s+")
+
+
+class AuthenticationError(Exception):
+    """Zuora refused the credentials or a fresh token: the run must stop (exit 3)."""
+
+
+class TokenUnavailable(Exception):
+    """The token endpoint failed in a way that may pass (429, 5xx, network)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """OAuth client credentials. The secret never appears in `repr` (and so in no traceback)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"Credentials(client_id={self.client_id!r}, client_secret=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceState:
+    """What `GET /v1/invoices/{key}` says of an invoice's e-invoice."""
+
+    einvoice_status: str | None
+    answer: Answer
+
+
+def invoice_path(key: str) -> str:
+    """The key as one percent-encoded path segment: nothing in it can change the route."""
+    return quote(key, safe="")
+
+
+class ZuoraClient:
+    """Sends cancels with one shared OAuth token, refreshed by one caller at a time."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, credentials: Credentials,
+                 settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._credentials = credentials
+        self._settings = settings
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._generation = 0
+        self._lock = asyncio.Lock()
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._static_headers = self._optional_headers(settings)
+        self.token_refreshes = 0
+
+    @staticmethod
+    def _optional_headers(settings: Settings) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"batch-cancel/{__version__}",
+        }
+        for name, value in (("Zuora-Entity-Ids", settings.entity_ids),
+                            ("Zuora-Org-Ids", settings.org_ids),
+                            ("Zuora-Version", settings.zuora_version)):
+            if value:
+                headers[name] = value
+        return headers
+
+    # --- the token ------------------------------------------------------------------------
+
+    async def authenticate(self) -> None:
+        """Get a token now, so bad credentials stop the run before any cancel is sent."""
+        await self._refresh(self._generation)
+
+    async def _bearer(self) -> tuple[str, int]:
+        """A live token and its generation, refreshing it first if it is about to expire."""
+        if self._token is None or self._clock() >= self._expires_at:
+            await self._refresh(self._generation)
+        assert self._token is not None
+        return self._token, self._generation
+
+    async def _refresh(self, stale_generation: int) -> None:
+        """Fetch a new token unless another caller already replaced the stale one."""
+        async with self._lock:
+            if self._generation != stale_generation and self._clock() < self._expires_at:
+                return
+            token, lifetime = await self._fetch_token()
+            self._token = token
+            margin = min(REFRESH_MARGIN, lifetime / 10)
+            self._expires_at = self._clock() + max(lifetime - margin, 0.0)
+            self._generation += 1
+            self.token_refreshes += 1
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        form = {
+            "client_id": self._credentials.client_id,
+            "client_secret": self._credentials.client_secret,
+            "grant_type": "client_credentials",
+        }
+        try:
+            async with self._session.post(f"{self._base}/oauth/token", data=form,
+                                          timeout=self._timeout,
+                                          headers={"Accept": "application/json"}) as response:
+                status = response.status
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TokenUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from None
+        if status in (400, 401, 403):
+            raise AuthenticationError(
+                f"Zuora refused the client credentials (HTTP {status}: {_short(body)}); "
+                "check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET and the target environment"
+            )
+        if status != 200:
+            raise TokenUnavailable(f"token endpoint answered HTTP {status}: {_short(body)}")
+        data = _json(body)
+        token = data.get("access_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise TokenUnavailable("token endpoint answered 200 without an access_token")
+        assert isinstance(data, dict)
+        try:
+            lifetime = float(data.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        return token, lifetime
+
+    # --- calls ---------------------------------------------------------------------------
+
+    async def cancel(self, job: CancelJob, track_id: str) -> Answer:
+        """Send one cancel and classify the answer (on a 401: new token, one more try)."""
+        body: dict[str, str] = {"reason": job.reason}
+        if job.reason == "01" and job.document_reference_id:
+            body["documentReferenceID"] = job.document_reference_id
+        url = f"{self._base}/v1/invoices/{invoice_path(job.invoice_key)}/e-invoice/cancel"
+        answer, _ = await self._call("PUT", url, track_id, json.dumps(body))
+        return answer
+
+    async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+        """Read an invoice's `eInvoiceStatus`, to learn whether an in-doubt cancel was applied."""
+        url = f"{self._base}/v1/invoices/{invoice_path(key)}"
+        answer, data = await self._call("GET", url, track_id, None)
+        status = data.get("eInvoiceStatus") if isinstance(data, dict) else None
+        return InvoiceState(status if isinstance(status, str) else None, answer)
+
+    async def _call(self, method: str, url: str, track_id: str,
+                    body: str | None) -> tuple[Answer, Any]:
+        try:
+            token, generation = await self._bearer()
+        except TokenUnavailable as exc:
+            return Answer(Verdict.RETRY, error_message=str(exc)), None
+        answer, data = await self._send(method, url, track_id, body, token)
+        if answer.http_status == 401:
+            try:
+                await self._refresh(generation)
+                token, _ = await self._bearer()
+            except TokenUnavailable as exc:
+                return Answer(Verdict.RETRY, error_message=str(exc)), None
+            answer, data = await self._send(method, url, track_id, body, token)
+            if answer.http_status == 401:
+                raise AuthenticationError(
+                    "Zuora answered 401 Unauthorized even with a fresh token; the credentials "
+                    "may lack permission for this tenant or entity (check --entity-ids)"
+                )
+        return answer, data
+
+    async def _send(self, method: str, url: str, track_id: str, body: str | None,
+                    token: str) -> tuple[Answer, Any]:
+        headers = {**self._static_headers, "Authorization": f"Bearer {token}",
+                   "Zuora-Track-Id": track_id}
+        if body is None:
+            headers.pop("Content-Type")
+        try:
+            async with self._session.request(method, URL(url, encoded=True), data=body,
+                                             headers=headers, timeout=self._timeout) as response:
+                raw = await response.read()
+                return classify(response.status, response.headers, raw), _json(raw)
+        except TimeoutError:
+            return Answer(Verdict.RETRY, in_doubt=True,
+                          error_message=f"no answer within {self._settings.timeout:g} s"), None
+        except aiohttp.ClientConnectorError as exc:
+            return Answer(Verdict.RETRY, error_message=f"cannot connect: {exc.os_error}"), None
+        except aiohttp.ClientError as exc:
+            return Answer(Verdict.RETRY, in_doubt=True,
+                          error_message=f"connection dropped: {type(exc).__name__}"), None
+
+
+# --- classifying answers ---------------------------------------------------------------------
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
+    """Turn one HTTP answer into a verdict: succeeded, worth a retry, or final.
+
+    HTTP 200 is not success: only `"success": true` in a 2xx body is. Otherwise the first
+    `reasons[].code` decides by its category (`code % 100`), then the HTTP status.
+    """
+    data = _json(body)
+    request_id = headers.get("Zuora-Request-Id", "")
+    process_id = str(data.get("processId") or "") if isinstance(data, dict) else ""
+    if 200 <= status < 300 and isinstance(data, dict) and data.get("success") is True:
+        return Answer(Verdict.SUCCEEDED, http_status=status, zuora_request_id=request_id,
+                      process_id=process_id)
+    code, message = _reason(data, body, status)
+    category = int(code) % 100 if code.isdigit() else None
+    retry = status in RETRY_STATUSES or category in RETRY_CATEGORIES
+    in_doubt = status in RETRY_STATUSES - {429} or category in DOUBT_CATEGORIES
+    return Answer(
+        Verdict.RETRY if retry else Verdict.FINAL,
+        http_status=status,
+        error_code=code,
+        error_message=message,
+        zuora_request_id=request_id,
+        process_id=process_id,
+        retry_after=retry_after(headers) if status == 429 or category == 70 else None,
+        rate_limited=status == 429 or category == 70,
+        in_doubt=in_doubt,
+    )
+
+
+def _reason(data: Any, body: bytes, status: int) -> tuple[str, str]:
+    """The error code and a readable message from any error body Zuora or a proxy may send."""
+    if isinstance(data, dict):
+        reasons = data.get("reasons")
+        if isinstance(reasons, list) and reasons:
+            first = reasons[0] if isinstance(reasons[0], dict) else {}
+            messages = [str(r.get("message", "")) for r in reasons if isinstance(r, dict)]
+            return str(first.get("code", "")).strip(), "; ".join(m for m in messages if m)
+        for key in ("message", "error_description", "error", "Errors"):
+            if data.get(key):
+                return str(data.get("code", "") or ""), str(data[key])[:500]
+        if 200 <= status < 300:
+            return "", "answer without \"success\": true; check the invoice in Zuora"
+    if data is None and body.strip():
+        return "", f"HTTP {status} with a non-JSON body: {_short(body)}"
+    return "", f"HTTP {status}"
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait: `Retry-After` (seconds or HTTP date), else `RateLimit-Reset` at 0 left."""
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                return max(when.timestamp() - time.time(), 0.0)
+    remaining, reset = headers.get("RateLimit-Remaining"), headers.get("RateLimit-Reset")
+    if reset and (remaining is None or remaining.strip() == "0"):
+        try:
+            return max(float(reset), 0.0)
+        except ValueError:
+            return None
+    return None
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _short(body: bytes, limit: int = 200) -> str:
+    """A one-line excerpt of a body, tags stripped (a proxy's HTML page reads as its text)."""
+    text = body[:4000].decode("utf-8", errors="replace")
+    text = _SPACES.sub(" ", _TAGS.sub(" ", text)).strip()
+    return text[:limit] or "(empty)"
