@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
 import structlog
 
 from .config import Settings, Target
@@ -24,7 +23,13 @@ from .loader import LoadedInput, LoadOptions, load
 from .model import Outcome, Status, Summary
 from .report import Journal, check_report_path, default_report_path, journal_path, write_report
 from .runner import Limits, Runner
-from .zuora import AuthenticationError, Credentials, TokenUnavailable, ZuoraClient
+from .zuora import (
+    AuthenticationError,
+    Credentials,
+    TokenUnavailable,
+    ZuoraClient,
+    open_session,
+)
 
 #: Tries of the first token request when the token endpoint fails in a way that may pass.
 AUTH_TRIES = 3
@@ -115,10 +120,8 @@ async def run_async(options: RunOptions, loaded: LoadedInput | None = None) -> S
     summary_flags: dict[str, object] = {}
     journal = Journal(journal_path(options.report), run_id)
     try:
-        async with _target(options) as (base_url, credentials), aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=options.settings.concurrency * 2),
-            raise_for_status=False,
-        ) as session:
+        async with _target(options) as (base_url, credentials), open_session(
+                options.settings.concurrency * 2) as session:
             client = ZuoraClient(session, base_url, credentials, options.settings)
             runner = _runner(client, options, run_id)
             await _send_all(options, loaded, runner, client, journal, outcomes,

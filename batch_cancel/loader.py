@@ -9,6 +9,7 @@ raises `InputError` before anything is sent; a row that cannot be sent is marked
 from __future__ import annotations
 
 import codecs
+import csv
 import datetime as dt
 import io
 import json
@@ -18,8 +19,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-
-import pandas as pd
 
 from .model import REPORT_COLUMNS, REPORT_SIGNATURE, SourceRow, Status
 
@@ -258,17 +257,17 @@ def read_csv(path: Path, encoding: str | None, delimiter: str | None
                          "rename it to .xlsx")
     text = decode_text(path, raw, encoding)
     sep = delimiter or sniff_delimiter(text)
+    # The stdlib reader, not pandas: pandas refuses blank lines above the header and rows
+    # wider than the first line even when the extra cells are empty (trailing delimiters);
+    # `split_header` decides about those. A row is a record: row numbers count records.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"',
+                        strict=True)
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str,
-                            keep_default_na=False, na_filter=False, skip_blank_lines=False,
-                            quotechar='"', engine="c")
-    except pd.errors.ParserError as exc:
+        yield from enumerate(reader, start=1)
+    except csv.Error as exc:
         raise InputError(f"{path}: not a readable {'tab' if sep == chr(9) else repr(sep)}-"
-                         f"separated file: {exc}. Check quotes and the delimiter") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise InputError(f"{path}: the file is empty (no header row, no data)") from exc
-    for number, cells in enumerate(frame.fillna("").to_numpy().tolist(), start=1):
-        yield number, [str(c) for c in cells]
+                         f"separated file: {exc} (near line {reader.line_num}). "
+                         "Check quotes and the delimiter") from exc
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, list[str]]]:

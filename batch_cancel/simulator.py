@@ -263,6 +263,10 @@ class Simulator:
         invoice = self._lookup(key)
         return None if invoice is None else self._settle(invoice)
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token issued so far (tests grep outputs for them)."""
+        return list(self._tokens)
+
     def expire_tokens(self) -> None:
         """Make every issued token expired now, to test refresh in the middle of a run."""
         now = time.monotonic()

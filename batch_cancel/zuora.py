@@ -63,6 +63,22 @@ class InvoiceState:
     answer: Answer
 
 
+def open_session(connections: int = 100) -> aiohttp.ClientSession:
+    """An aiohttp session that never resends a request on its own.
+
+    aiohttp silently retries an idempotent method (PUT included) once when a reused
+    keep-alive connection drops, with no public switch (aio-libs/aiohttp#10790). For a cancel
+    that is a second filing sent without the in-doubt check, so the private flag aiohttp's own
+    test utilities use is turned off, and an aiohttp without it is refused rather than trusted.
+    """
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError("this aiohttp version may resend requests on its own; "
+                           "pin aiohttp to a version batch-cancel was tested with")
+    session._retry_connection = False
+    return session
+
+
 def invoice_path(key: str) -> str:
     """The key as one percent-encoded path segment: nothing in it can change the route."""
     return quote(key, safe="")

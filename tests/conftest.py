@@ -1,0 +1,140 @@
+"""Shared fixtures: the simulator on loopback, real input files, and the CLI driven in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from batch_cancel.cli import main
+from batch_cancel.simulator import Simulator, SimulatorConfig, SimulatorStats
+
+
+@dataclass
+class RunningSimulator:
+    """A simulator served from a background thread, for tests that call the sync CLI/API."""
+
+    simulator: Simulator
+    url: str
+
+    @property
+    def config(self) -> SimulatorConfig:
+        return self.simulator.config
+
+    @property
+    def stats(self) -> SimulatorStats:
+        return self.simulator.stats
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the CLI at this simulator."""
+        return {"ZUORA_CLIENT_ID": self.config.client_id,
+                "ZUORA_CLIENT_SECRET": self.config.client_secret,
+                "ZUORA_BASE_URL": ""}
+
+
+@pytest.fixture
+def sim() -> Iterator[RunningSimulator]:
+    """The project's Zuora simulator on 127.0.0.1, in its own thread and event loop."""
+    loop = asyncio.new_event_loop()
+    simulator = Simulator(SimulatorConfig(cancel_delay=0.05))
+    started = threading.Event()
+    holder: dict[str, str] = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        holder["url"] = loop.run_until_complete(simulator.start("127.0.0.1", 0))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10), "simulator did not start"
+    try:
+        yield RunningSimulator(simulator, holder["url"])
+    finally:
+        asyncio.run_coroutine_threadsafe(simulator.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture
+async def live_sim() -> Any:
+    """The simulator in the test's own event loop, for async tests of the client and runner."""
+    simulator = Simulator(SimulatorConfig(cancel_delay=0.05))
+    url = await simulator.start("127.0.0.1", 0)
+    try:
+        yield RunningSimulator(simulator, url)
+    finally:
+        await simulator.stop()
+
+
+CliInvoker = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> CliInvoker:
+    """Run `batch-cancel ARGS...` in-process; returns click's Result (exit code, output)."""
+    for name in ("ZUORA_CLIENT_ID", "ZUORA_CLIENT_SECRET", "ZUORA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+        runner = CliRunner()
+        return runner.invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def make_csv(tmp_path: Path) -> Callable[..., Path]:
+    """Write a real CSV file: rows of strings, with a chosen delimiter and encoding."""
+
+    def write(rows: Sequence[Sequence[str]], name: str = "input.csv", delimiter: str = ",",
+              encoding: str = "utf-8") -> Path:
+        path = tmp_path / name
+        with path.open("w", encoding=encoding, newline="") as handle:
+            csv.writer(handle, delimiter=delimiter).writerows(rows)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_xlsx(tmp_path: Path) -> Callable[..., Path]:
+    """Write a real .xlsx workbook: rows of cell values, optional {cell: number format}."""
+
+    def write(rows: Sequence[Sequence[object]], name: str = "input.xlsx",
+              formats: dict[str, str] | None = None, sheet: str = "Sheet1",
+              extra_sheets: dict[str, Sequence[Sequence[object]]] | None = None) -> Path:
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        first = book.active
+        first.title = sheet
+        for row in rows:
+            first.append(list(row))
+        for cell, number_format in (formats or {}).items():
+            first[cell].number_format = number_format
+        for title, more in (extra_sheets or {}).items():
+            other = book.create_sheet(title)
+            for row in more:
+                other.append(list(row))
+        path = tmp_path / name
+        book.save(path)
+        return path
+
+    return write
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV report as dicts."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))

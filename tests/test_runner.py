@@ -1,0 +1,242 @@
+"""The worker pool: limits as the server sees them, pauses, retries, and no row lost."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import pytest
+
+from batch_cancel.config import Settings
+from batch_cancel.model import Answer, CancelJob, Outcome, Status
+from batch_cancel.runner import Backoff, Clock, Limits, Runner
+from batch_cancel.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+
+
+class FakeClock(Clock):
+    """Time that moves only when the runner sleeps; records every sleep."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+def jobs(n: int, start: int = 2, prefix: str = "INV") -> list[CancelJob]:
+    return [CancelJob(row, f"{prefix}{row:05d}", "02") for row in range(start, start + n)]
+
+
+async def run_jobs(live_sim, job_list: list[CancelJob], limits: Limits, **kwargs: object
+                   ) -> tuple[dict[int, Outcome], Runner]:
+    outcomes: dict[int, Outcome] = {}
+
+    def collect(outcome: Outcome) -> None:
+        assert outcome.row not in outcomes, "a row was reported twice"
+        outcomes[outcome.row] = outcome
+
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    timeout = float(kwargs.pop("timeout", 10.0))  # type: ignore[arg-type]
+    async with open_session() as session:
+        client = kwargs.pop("client", None) or ZuoraClient(
+            session, live_sim.url, credentials, Settings(timeout=timeout))
+        runner = Runner(client, limits, "run1", rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
+        await runner.run(job_list, collect)
+    return outcomes, runner
+
+
+async def test_in_flight_never_exceeds_concurrency_as_seen_by_the_server(live_sim) -> None:
+    """The server never sees more than --concurrency requests at once."""
+    live_sim.config.latency = 0.02
+    outcomes, _ = await run_jobs(live_sim, jobs(40), Limits(concurrency=4, rate=None,
+                                                            max_attempts=3))
+    assert len(outcomes) == 40
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    assert 2 <= live_sim.stats.max_in_flight <= 4
+
+
+async def test_starts_are_spaced_by_the_rate_without_a_startup_burst(live_sim) -> None:
+    """Starts come at least 1/--rate apart, the second one included (no initial burst)."""
+    rate = 40.0
+    await run_jobs(live_sim, jobs(12), Limits(concurrency=8, rate=rate, max_attempts=1))
+    starts = sorted(r.started for r in live_sim.stats.cancels())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 12
+    assert min(gaps) >= 0.7 / rate, gaps
+    assert starts[-1] - starts[0] >= 11 * 0.95 / rate
+
+
+async def test_a_429_pauses_the_whole_pool_until_the_named_time(live_sim) -> None:
+    """After a 429, no request starts before the time Zuora named; then all rows finish."""
+    live_sim.config.rate_limit = 6
+    live_sim.config.rate_window = 1.0
+    live_sim.config.rate_retry_after = True
+    outcomes, _ = await run_jobs(live_sim, jobs(14), Limits(concurrency=3, rate=None,
+                                                            max_attempts=6))
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    records = live_sim.stats.cancels()
+    first_429 = min((r for r in records if r.status == 429), key=lambda r: r.finished)
+    later = [r for r in records if r.started > first_429.finished + 0.05]
+    assert later, "nothing was sent after the pause"
+    retry_after = 1.0  # the simulator names the seconds left in its 1-second window, rounded up
+    assert min(r.started for r in later) >= first_429.finished + 0.5 * retry_after
+
+
+async def test_retries_follow_capped_full_jitter_backoff_up_to_max_attempts(live_sim) -> None:
+    """A row that keeps failing is tried --max-attempts times with jittered, growing waits."""
+    live_sim.config.retryable_false = 1.0
+    clock = FakeClock()
+    backoff = Backoff(base=1.0, cap=3.0)
+    outcomes, _ = await run_jobs(live_sim, jobs(1), Limits(concurrency=1, rate=None,
+                                                           max_attempts=5, backoff=backoff),
+                                 clock=clock)
+    outcome = outcomes[2]
+    assert outcome.status is Status.FAILED and outcome.attempts == 5
+    assert "gave up after 5 attempts" in outcome.error_message
+    assert live_sim.stats.cancel_requests == 5
+    assert len(clock.sleeps) == 4
+    for attempt, slept in enumerate(clock.sleeps, start=1):
+        assert 0 <= slept <= min(3.0, 2 ** (attempt - 1))
+
+
+def test_backoff_formula_is_full_jitter_capped() -> None:
+    """uniform(0, min(cap, base * 2**(n-1))): never above the cap, spread over the range."""
+    rng = random.Random(1)
+    backoff = Backoff(base=1.0, cap=60.0)
+    waits = [backoff.delay(10, rng) for _ in range(500)]
+    assert max(waits) <= 60.0 and min(waits) < 5.0 and max(waits) > 50.0
+
+
+async def test_business_refusal_is_final_at_once(live_sim) -> None:
+    """An unknown invoice is failed after one attempt, not retried."""
+    outcomes, _ = await run_jobs(live_sim, jobs(1, prefix="INV-NOTFOUND-"),
+                                 Limits(concurrency=1, rate=None, max_attempts=5))
+    assert outcomes[2].status is Status.FAILED and outcomes[2].attempts == 1
+    assert outcomes[2].http_status == 404 and outcomes[2].error_code == "59210040"
+
+
+async def test_in_doubt_cancel_is_checked_before_resending(live_sim) -> None:
+    """A cancel applied but answered by a dropped connection is verified, never sent twice."""
+    live_sim.config.drop_after_apply = 1.0
+    clock = FakeClock()
+    outcomes, _ = await run_jobs(live_sim, jobs(3), Limits(concurrency=3, rate=None,
+                                                           max_attempts=5), clock=clock)
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    assert all("verified after retry" in o.error_message for o in outcomes.values())
+    assert live_sim.stats.accepted_cancels == {f"INV{n:05d}": 1 for n in range(2, 5)}
+    assert live_sim.stats.cancel_requests == 3
+    assert live_sim.stats.invoice_reads == 3
+
+
+async def test_5xx_not_applied_is_checked_then_resent(live_sim) -> None:
+    """After a 503 the invoice is still Success, so the cancel is sent again and succeeds."""
+    live_sim.config.fail_503 = 0.5
+    live_sim.config.seed = 3
+    clock = FakeClock()
+    outcomes, _ = await run_jobs(live_sim, jobs(20), Limits(concurrency=4, rate=None,
+                                                            max_attempts=8), clock=clock)
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    assert set(live_sim.stats.accepted_cancels.values()) == {1}
+    assert live_sim.stats.cancel_requests > 20
+    assert live_sim.stats.invoice_reads == live_sim.stats.cancel_requests - 20
+
+
+async def test_token_expiry_mid_run_is_invisible_in_the_outcomes(live_sim) -> None:
+    """Tokens expiring during the run are refreshed; every row still succeeds once."""
+    live_sim.config.latency = 0.005
+
+    async def expire_repeatedly() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.03)
+            live_sim.simulator.expire_tokens()
+
+    expirer = asyncio.create_task(expire_repeatedly())
+    outcomes, _ = await run_jobs(live_sim, jobs(60), Limits(concurrency=6, rate=None,
+                                                            max_attempts=2))
+    await expirer
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    assert live_sim.stats.token_requests >= 2
+    assert set(live_sim.stats.accepted_cancels.values()) == {1}
+
+
+class ExplodingClient:
+    """A real client that raises a bug-like error for one invoice."""
+
+    def __init__(self, inner: ZuoraClient, bad_key: str) -> None:
+        self.inner, self.bad_key = inner, bad_key
+
+    async def cancel(self, job: CancelJob, track_id: str) -> Answer:
+        if job.invoice_key == self.bad_key:
+            raise ValueError("boom")
+        return await self.inner.cancel(job, track_id)
+
+    async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+        return await self.inner.invoice_state(key, track_id)
+
+
+async def test_an_unexpected_error_fails_that_row_only(live_sim) -> None:
+    """One row's exception becomes its `failed` outcome with the error text; others go on."""
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    async with open_session() as session:
+        inner = ZuoraClient(session, live_sim.url, credentials, Settings())
+        client = ExplodingClient(inner, "INV00004")
+        outcomes: dict[int, Outcome] = {}
+        runner = Runner(client, Limits(concurrency=2, rate=None, max_attempts=2), "r")
+        await runner.run(jobs(6), lambda o: outcomes.__setitem__(o.row, o))
+    assert outcomes[4].status is Status.FAILED
+    assert "ValueError: boom" in outcomes[4].error_message
+    assert [outcomes[n].status for n in (2, 3, 5, 6, 7)] == [Status.SUCCEEDED] * 5
+
+
+async def test_authentication_failure_stops_the_pool_and_leaves_rows_not_attempted(
+        live_sim) -> None:
+    """A 401 that a fresh token does not cure stops everything; nothing is lost."""
+    live_sim.config.token_ttl = 0.0
+    outcomes, runner = await run_jobs(live_sim, jobs(30), Limits(concurrency=3, rate=None,
+                                                                 max_attempts=3))
+    assert runner.auth_error is not None
+    assert len(outcomes) == 30
+    assert {o.status for o in outcomes.values()} == {Status.NOT_ATTEMPTED}
+    assert live_sim.stats.accepted_cancels == {}
+
+
+async def test_stop_leaves_unstarted_rows_not_attempted(live_sim) -> None:
+    """After stop(), in-flight rows finish and the rest are reported `not_attempted`."""
+    live_sim.config.latency = 0.01
+    outcomes: dict[int, Outcome] = {}
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    async with open_session() as session:
+        client = ZuoraClient(session, live_sim.url, credentials, Settings())
+        runner = Runner(client, Limits(concurrency=2, rate=None, max_attempts=2), "r")
+
+        def collect(outcome: Outcome) -> None:
+            outcomes[outcome.row] = outcome
+            if len(outcomes) == 5:
+                runner.stop("test")
+
+        await runner.run(jobs(50), collect)
+    assert len(outcomes) == 50
+    succeeded = [o for o in outcomes.values() if o.status is Status.SUCCEEDED]
+    assert 5 <= len(succeeded) <= 8
+    assert len(live_sim.stats.accepted_cancels) == len(succeeded)
+    assert all(o.status in (Status.SUCCEEDED, Status.NOT_ATTEMPTED) for o in outcomes.values())
+
+
+@pytest.mark.parametrize("prefix", ["bc", "nightly-fixups"])
+def test_track_ids_are_unique_short_and_legal(prefix: str) -> None:
+    """Track ids: prefix, run id, row; at most 64 US-ASCII characters, none of : ; \" '."""
+    runner = Runner(ExplodingClient(None, ""), Limits(1, None, 1), "a1b2c3d4e5f6",  # type: ignore[arg-type]
+                    track_id_prefix=prefix)
+    ids = {runner.track_id(row) for row in (2, 3, 1_000_001)}
+    assert len(ids) == 3
+    for track_id in ids:
+        assert len(track_id) <= 64 and track_id.isascii()
+        assert not set(":;\"'") & set(track_id)
+        assert track_id.startswith(f"{prefix}-a1b2c3d4e5f6-")

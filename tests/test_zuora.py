@@ -1,0 +1,249 @@
+"""The Zuora client: what each answer means, what is sent, and the shared token's life."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from batch_cancel.config import Settings
+from batch_cancel.model import CancelJob, Verdict
+from batch_cancel.zuora import (
+    AuthenticationError,
+    Credentials,
+    ZuoraClient,
+    classify,
+    open_session,
+    retry_after,
+)
+
+
+def body(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+def failure(code: int, message: str = "m") -> bytes:
+    return body({"success": False, "processId": "P1", "reasons": [{"code": code,
+                                                                   "message": message}]})
+
+
+# --- classification -------------------------------------------------------------------------
+
+
+def test_success_true_in_a_2xx_body_is_succeeded() -> None:
+    """Only `"success": true` in a 2xx body means the cancel was accepted."""
+    answer = classify(200, {"Zuora-Request-Id": "R1"}, body({"success": True}))
+    assert answer.verdict is Verdict.SUCCEEDED
+    assert answer.zuora_request_id == "R1"
+
+
+def test_http_200_with_success_false_is_not_success() -> None:
+    """HTTP 200 with `success: false` is read by its reason code, not taken as success."""
+    answer = classify(200, {}, failure(59210030, "already cancelled"))
+    assert answer.verdict is Verdict.FINAL
+    assert (answer.error_code, answer.error_message, answer.process_id) == (
+        "59210030", "already cancelled", "P1")
+
+
+@pytest.mark.parametrize("code", [59210050, 59210060, 59210061, 59210070, 59210099])
+def test_retryable_categories_are_retried(code: int) -> None:
+    """Categories 50, 60, 61, 70 and 99 can succeed later."""
+    assert classify(200, {}, failure(code)).verdict is Verdict.RETRY
+
+
+@pytest.mark.parametrize("code", [59210010, 59210011, 59210020, 59210021, 59210022, 59210030,
+                                  59210040, 59210045, 59210090])
+def test_business_refusals_are_final_at_once(code: int) -> None:
+    """Permission, validation, business-rule and not-found codes are final."""
+    assert classify(200, {}, failure(code)).verdict is Verdict.FINAL
+
+
+def test_reason_code_given_as_string_is_categorised() -> None:
+    """Zuora's SDK types the code as a string; the category is computed all the same."""
+    data = body({"success": False, "reasons": [{"code": "59210050", "message": "lock"}]})
+    assert classify(200, {}, data).verdict is Verdict.RETRY
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_gateway_and_server_errors_are_retried_and_in_doubt(status: int) -> None:
+    """5xx answers are retried, after checking whether the cancel was applied."""
+    answer = classify(status, {}, failure(59210060))
+    assert answer.verdict is Verdict.RETRY
+    assert answer.in_doubt
+
+
+def test_html_proxy_page_is_handled_not_a_crash() -> None:
+    """A proxy's HTML page becomes a readable message."""
+    answer = classify(502, {}, b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+    assert answer.verdict is Verdict.RETRY
+    assert "502 Bad Gateway" in answer.error_message
+    assert "<" not in answer.error_message
+
+
+def test_429_is_rate_limited_with_retry_after() -> None:
+    """A 429 names the pause: Retry-After first."""
+    answer = classify(429, {"Retry-After": "120", "RateLimit-Reset": "7"}, failure(50000070))
+    assert answer.rate_limited and answer.verdict is Verdict.RETRY and not answer.in_doubt
+    assert answer.retry_after == 120
+
+
+def test_429_without_retry_after_uses_ratelimit_reset() -> None:
+    """Without Retry-After, RateLimit-Reset (with Remaining 0) names the pause."""
+    headers = {"RateLimit-Remaining": "0", "RateLimit-Reset": "7"}
+    assert classify(429, headers, b"").retry_after == 7
+
+
+def test_retry_after_as_http_date_is_understood() -> None:
+    """Retry-After may be an HTTP date; a date in the past means no wait."""
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+
+
+def test_2xx_without_success_field_is_not_counted_as_success() -> None:
+    """An unexpected 2xx shape is not taken for an accepted cancel."""
+    answer = classify(200, {}, body({"id": "x"}))
+    assert answer.verdict is Verdict.FINAL
+    assert "success" in answer.error_message
+
+
+def test_empty_or_odd_json_bodies_do_not_crash() -> None:
+    """Empty bodies, JSON lists and strings classify by status."""
+    assert classify(404, {}, b"").verdict is Verdict.FINAL
+    assert classify(503, {}, b"[1, 2]").verdict is Verdict.RETRY
+    assert classify(400, {}, b'"oops"').error_message == "HTTP 400"
+
+
+# --- the client over loopback -------------------------------------------------------------
+
+
+def client_for(session: aiohttp.ClientSession, live_sim, **settings: object) -> ZuoraClient:
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    return ZuoraClient(session, live_sim.url, credentials, Settings(**settings))  # type: ignore[arg-type]
+
+
+async def test_cancel_sends_zuoras_headers_and_a_minimal_body(live_sim) -> None:
+    """Bearer token, JSON headers, track id, optional Zuora headers, and only reason + ref."""
+    async with open_session() as session:
+        client = client_for(session, live_sim, entity_ids="E1", org_ids="O1,O2",
+                            zuora_version="2025-08-12")
+        answer = await client.cancel(CancelJob(2, "INV001", "01", "DM1"), "bc-run-2")
+        plain = await client.cancel(CancelJob(3, "INV002", "02", ""), "bc-run-3")
+    assert answer.verdict is Verdict.SUCCEEDED and plain.verdict is Verdict.SUCCEEDED
+    first, second = live_sim.stats.cancels()
+    headers = first.headers
+    assert headers["Authorization"].startswith("Bearer ")
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "application/json"
+    assert headers["Zuora-Track-Id"] == "bc-run-2"
+    assert (headers["Zuora-Entity-Ids"], headers["Zuora-Org-Ids"], headers["Zuora-Version"]) == (
+        "E1", "O1,O2", "2025-08-12")
+    assert json.loads(first.body) == {"reason": "01", "documentReferenceID": "DM1"}
+    assert json.loads(second.body) == {"reason": "02"}
+    assert "Zuora-Entity-Ids" in headers and answer.zuora_request_id
+
+
+async def test_optional_headers_are_absent_when_not_given(live_sim) -> None:
+    """Zuora says not to send entity/org headers unless needed."""
+    async with open_session() as session:
+        await client_for(session, live_sim).cancel(CancelJob(2, "INV001", "02"), "t-2")
+    headers = live_sim.stats.cancels()[0].headers
+    assert not {"Zuora-Entity-Ids", "Zuora-Org-Ids", "Zuora-Version"} & set(headers)
+
+
+async def test_key_is_percent_encoded_as_one_path_segment(live_sim) -> None:
+    """Characters such as + & = : @ stay inside the key's segment."""
+    async with open_session() as session:
+        answer = await client_for(session, live_sim).cancel(CancelJob(2, "A+B&C=D:E@F", "02"),
+                                                           "t-2")
+    record = live_sim.stats.cancels()[0]
+    assert answer.verdict is Verdict.SUCCEEDED
+    assert record.path == "/v1/invoices/A%2BB%26C%3DD%3AE%40F/e-invoice/cancel"
+    assert record.key == "A+B&C=D:E@F"
+
+
+async def test_one_token_serves_every_concurrent_request(live_sim) -> None:
+    """Concurrent workers share one token: the token endpoint is asked once."""
+    async with open_session() as session:
+        client = client_for(session, live_sim)
+        await asyncio.gather(*(client.cancel(CancelJob(n, f"INV{n}", "02"), f"t-{n}")
+                               for n in range(2, 32)))
+    assert live_sim.stats.token_requests == 1
+
+
+async def test_expired_token_is_refreshed_once_for_all_workers(live_sim) -> None:
+    """After expiry, the 401s of many workers lead to exactly one new token."""
+    async with open_session() as session:
+        client = client_for(session, live_sim)
+        await client.authenticate()
+        live_sim.simulator.expire_tokens()
+        answers = await asyncio.gather(*(client.cancel(CancelJob(n, f"INV{n}", "02"), f"t-{n}")
+                                         for n in range(2, 22)))
+    assert all(a.verdict is Verdict.SUCCEEDED for a in answers)
+    assert live_sim.stats.token_requests == 2
+
+
+async def test_token_is_renewed_ahead_of_expiry(live_sim) -> None:
+    """A token close to its expiry is replaced before use, not after a 401."""
+    live_sim.config.token_ttl = 1.0  # the margin is a tenth of the lifetime: 0.9 s of use
+    async with open_session() as session:
+        client = client_for(session, live_sim)
+        await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
+        await asyncio.sleep(0.95)
+        await client.cancel(CancelJob(3, "INV3", "02"), "t-3")
+    assert live_sim.stats.token_requests == 2
+    assert all(r.status != 401 for r in live_sim.stats.requests)
+
+
+async def test_bad_credentials_raise_authentication_error_without_the_secret(live_sim) -> None:
+    """Refused credentials stop the run; the message never holds the secret."""
+    async with open_session() as session:
+        client = ZuoraClient(session, live_sim.url,
+                             Credentials("wrong-id", "s3cr3t-value-xyz"), Settings())
+        with pytest.raises(AuthenticationError) as caught:
+            await client.authenticate()
+    assert "s3cr3t-value-xyz" not in str(caught.value)
+    assert "ZUORA_CLIENT_ID" in str(caught.value)
+    assert "s3cr3t" not in repr(Credentials("a", "s3cr3t-value-xyz"))
+
+
+async def test_401_with_a_fresh_token_aborts(live_sim) -> None:
+    """A 401 even after a refresh is an authentication failure, not a retry loop."""
+    live_sim.config.token_ttl = 0.0  # every token is dead on arrival
+    async with open_session() as session:
+        client = client_for(session, live_sim)
+        with pytest.raises(AuthenticationError):
+            await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
+    assert live_sim.stats.cancel_requests == 2
+    assert live_sim.stats.accepted_cancels == {}
+
+
+async def test_dropped_connection_is_retryable_and_in_doubt(live_sim) -> None:
+    """A dropped connection may have applied the cancel: retry, but check first."""
+    live_sim.config.drop = 1.0
+    async with open_session() as session:
+        answer = await client_for(session, live_sim).cancel(CancelJob(2, "INV2", "02"), "t-2")
+    assert answer.verdict is Verdict.RETRY and answer.in_doubt and answer.http_status is None
+
+
+async def test_timeout_is_retryable_and_in_doubt(live_sim) -> None:
+    """A request with no answer in time is retried after a check."""
+    live_sim.config.slow = 1.0
+    live_sim.config.slow_seconds = 2.0
+    async with open_session() as session:
+        answer = await client_for(session, live_sim, timeout=0.2).cancel(
+            CancelJob(2, "INV2", "02"), "t-2")
+    assert answer.verdict is Verdict.RETRY and answer.in_doubt
+    assert "0.2 s" in answer.error_message
+
+
+async def test_invoice_state_reads_einvoice_status(live_sim) -> None:
+    """The in-doubt check reads eInvoiceStatus with GET /v1/invoices/{key}."""
+    async with open_session() as session:
+        client = client_for(session, live_sim)
+        before = await client.invoice_state("INV9", "t-9")
+        await client.cancel(CancelJob(9, "INV9", "02"), "t-9")
+        after = await client.invoice_state("INV9", "t-9")
+        missing = await client.invoice_state("INV-NOTFOUND-1", "t-10")
+    assert (before.einvoice_status, after.einvoice_status) == ("Success", "CancelProcessing")
+    assert missing.einvoice_status is None and missing.answer.verdict is Verdict.FINAL
