@@ -61,8 +61,8 @@ def main() -> None:
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="The outcome report: .csv, .xlsx or .jsonl "
                    "(default: <input stem>.report.csv beside the input).")
-@click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)),
-              help="A named Zuora environment.")
+@click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
+              help="A named Zuora environment: " + " | ".join(ENVIRONMENTS) + ".")
 @click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL); "
                                  "OAuth at {base}/oauth/token.")
 @click.option("--simulate", is_flag=True,

@@ -1,0 +1,73 @@
+"""Ctrl-C in a real process: in-flight rows finish, the rest are reported, exit 130."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import read_report
+
+BIN = Path(sys.executable).with_name("batch-cancel")
+
+
+@pytest.fixture
+def sim_process() -> Iterator[str]:
+    """`batch-cancel simulate` as its own process, slow enough to interrupt mid-run."""
+    process = subprocess.Popen([str(BIN), "simulate", "--port", "0", "--latency", "0.05"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    url = line.strip().rsplit(" ", 1)[-1]
+    assert url.startswith("http://127.0.0.1:"), line
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+
+
+def test_sigint_stops_cleanly_with_every_row_reported_and_exit_130(sim_process: str,
+                                                                   tmp_path: Path) -> None:
+    """After Ctrl-C: exit 130, every row once, no row sent twice, re-run finishes the rest."""
+    path = tmp_path / "big.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["invoice", "reason"])
+        writer.writerows([f"INV{n:05d}", "02"] for n in range(400))
+    env = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
+           "ZUORA_CLIENT_SECRET": "sim-client-secret"}
+    command = [str(BIN), "run", str(path), "--base-url", sim_process, "--concurrency", "2",
+               "--no-progress", "--log-format", "json"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, out + err
+    report = read_report(tmp_path / "big.report.csv")
+    counts = Counter(r["status"] for r in report)
+    assert len(report) == 400 and set(counts) == {"succeeded", "not_attempted"}
+    assert 0 < counts["succeeded"] < 400
+    assert "interrupted" in out
+
+    rerun = subprocess.run([*command[:2], str(tmp_path / "big.report.csv"), *command[3:],
+                            "--report", str(tmp_path / "second.csv"), "--concurrency", "20"],
+                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert Counter(r["status"] for r in read_report(tmp_path / "second.csv")) == {
+        "succeeded": 400}
+    with urllib.request.urlopen(f"{sim_process}/_sim/stats") as answer:
+        stats = json.load(answer)
+    assert len(stats["accepted_cancels"]) == 400
+    assert set(stats["accepted_cancels"].values()) == {1}
