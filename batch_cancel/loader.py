@@ -402,13 +402,17 @@ def resolve_column(path: Path, columns: list[str], what: str, aliases: tuple[str
                    override: str | None, flag: str) -> str | None:
     """The one column holding `what`, by `flag` override or by alias; ambiguity is an error."""
     if override is not None:
+        if override in columns:  # an exact name wins over a look-alike earlier column
+            return override
         for column in columns:
-            if column == override or normalise_name(column) == normalise_name(override):
+            if normalise_name(column) == normalise_name(override):
                 return column
         raise InputError(f"{path}: {flag} {override!r} names no column; saw: "
                          f"{', '.join(columns)}")
     for alias in aliases:
         matches = [c for c in columns if normalise_name(c) == alias]
+        if len(matches) == 1 and f"{matches[0]} (2)" in columns:  # the same header twice
+            matches.append(f"{matches[0]} (2)")
         if len(matches) > 1:
             raise InputError(f"{path}: several columns could be the {what}: "
                              f"{', '.join(matches)}; pass {flag} to choose one")
