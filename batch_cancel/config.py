@@ -139,14 +139,19 @@ def resolve_target(env: str | None, base_url: str | None, env_base_url: str | No
                    simulate: bool) -> Target:
     """Pick exactly one target from `--env`, `--base-url`, `ZUORA_BASE_URL` and `--simulate`.
 
-    The environment variable counts only when no flag names a target, so a flag always wins
-    over a forgotten export; two flags at once are refused, since a wrong guess could cancel
-    invoices on the wrong tenant.
+    Two at once are refused, the environment variable included (unless `--base-url` repeats
+    it): a forgotten export must not silently lose to, or win over, a flag, since a wrong
+    guess cancels invoices on the wrong tenant.
     """
     named = [flag for flag, value in (("--env", env), ("--base-url", base_url),
                                       ("--simulate", simulate)) if value]
+    if env_base_url and not (base_url and base_url.rstrip("/") == env_base_url.rstrip("/")):
+        named.append("ZUORA_BASE_URL")
     if len(named) > 1:
-        raise ConfigError(f"name exactly one target; got {' and '.join(named)}")
+        raise ConfigError(
+            f"name exactly one target; got {' and '.join(named)}"
+            + (" (unset ZUORA_BASE_URL or drop the flag)" if "ZUORA_BASE_URL" in named else "")
+        )
     if simulate:
         return Target(base_url="", name="simulator")
     if env:

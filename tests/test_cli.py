@@ -66,6 +66,14 @@ def test_two_targets_are_refused(cli, make_csv) -> None:
     assert result.exit_code == 2 and "exactly one target" in result.output
 
 
+def test_env_var_target_beside_a_flag_is_refused(cli, make_csv) -> None:
+    """ZUORA_BASE_URL left exported plus --env is two targets: refused, nothing sent."""
+    env = {"ZUORA_CLIENT_ID": "x", "ZUORA_CLIENT_SECRET": "y",
+           "ZUORA_BASE_URL": "https://rest.apisandbox.zuora.com"}
+    result = cli("run", str(make_csv(ROWS)), "--env", "production", "--yes", env=env)
+    assert result.exit_code == 2 and "ZUORA_BASE_URL" in result.output
+
+
 def test_plain_http_is_refused_except_for_loopback(cli, make_csv) -> None:
     """Credentials never travel unencrypted to another host."""
     env = {"ZUORA_CLIENT_ID": "x", "ZUORA_CLIENT_SECRET": "y"}

