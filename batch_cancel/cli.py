@@ -30,6 +30,7 @@ from .report import ReportError
 from .zuora import Credentials
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class UsageFailure(click.ClickException):
@@ -151,7 +152,11 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         sys.exit(api.exit_code(summary))
     if target.is_production and not yes:
         _confirm_production(target.base_url, entity_ids)
-    summary = api.run(options, loaded)
+    try:
+        summary = api.run(options, loaded)
+    except KeyboardInterrupt:  # a Ctrl-C outside the run's own handlers (start-up, shutdown)
+        click.echo(f"Interrupted; the report, if written, is at {options.report}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     click.echo(summary_text(summary))
     sys.exit(api.exit_code(summary))
 

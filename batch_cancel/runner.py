@@ -152,6 +152,8 @@ class Runner:
         finally:
             for worker in workers:
                 worker.cancel()
+            # let cancelled workers report their rows (in flight: in doubt) before returning
+            await asyncio.gather(*workers, return_exceptions=True)
 
     async def _worker(self, queue: asyncio.Queue[CancelJob | None],
                       on_outcome: OutcomeSink) -> None:
