@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -20,19 +22,24 @@ import structlog
 
 from .config import Settings, Target
 from .loader import LoadedInput, LoadOptions, load
-from .model import Outcome, Status, Summary
-from .report import Journal, check_report_path, default_report_path, journal_path, write_report
-from .runner import Limits, Runner
+from .model import CancelJob, Outcome, Status, Summary
+from .report import (
+    Journal,
+    JournalState,
+    check_report_path,
+    default_report_path,
+    journal_path,
+    read_journal,
+    write_report,
+)
+from .runner import Limits, Runner, StopKind
 from .zuora import (
     AuthenticationError,
     Credentials,
-    TokenUnavailable,
     ZuoraClient,
     open_session,
 )
 
-#: Tries of the first token request when the token endpoint fails in a way that may pass.
-AUTH_TRIES = 3
 #: Seconds between `run.progress` events when no progress display is shown.
 PROGRESS_EVERY = 10.0
 
@@ -61,6 +68,9 @@ class RunOptions:
     settings: Settings = field(default_factory=Settings)
     dry_run: bool = False
     overwrite: bool = False
+    resume: bool = False
+    #: seconds in-flight requests may take after Ctrl-C / SIGTERM before the run stops at once
+    grace: float = 30.0
     handle_signals: bool = True
     progress: ProgressSink | None = None
     simulator_config: object | None = None  # a SimulatorConfig for target "simulator"
@@ -70,96 +80,159 @@ class RunOptions:
         """Where the report goes."""
         return self.report_path or default_report_path(self.input_path)
 
+    @property
+    def journal(self) -> Path:
+        """The write-ahead journal beside the report."""
+        return journal_path(self.report)
 
-def prepare(options: RunOptions) -> LoadedInput:
-    """Read and validate the input and check the report path: everything done before sending.
+
+@dataclass(slots=True)
+class Plan:
+    """What a run will do: the rows read, and for a resume what the journal already settled."""
+
+    loaded: LoadedInput
+    input_sha256: str
+    journal: JournalState | None = None
+
+    def jobs(self) -> Iterator[CancelJob]:
+        """The cancels still to send, in input order; rows in doubt are checked first."""
+        state = self.journal
+        for row in self.loaded.to_send():
+            if state is None:
+                yield row.job
+            elif not state.is_finished(row.row):
+                yield replace(row.job, in_doubt=row.row in state.in_doubt)
+
+    def settled(self) -> dict[int, Outcome]:
+        """Outcomes a resume keeps from the journal."""
+        return dict(self.journal.finished) if self.journal else {}
+
+
+def prepare(options: RunOptions) -> Plan:
+    """Read and validate the input, check the report and journal: all done before sending.
 
     Raises `InputError`, `ReportError` or `RunError`; nothing is sent in any case.
     """
     loaded = load(options.input_path, options.load)
-    report = options.report
+    report, journal = options.report, options.journal
     if report.resolve() == options.input_path.resolve():
         raise RunError(f"--report {report} is the input file; name another report file")
     check_report_path(report)
-    journal = journal_path(report)
-    if journal.exists() and not options.overwrite and not options.dry_run:
+    digest = _sha256(options.input_path)
+    if options.dry_run:
+        return Plan(loaded, digest)
+    if options.resume and options.overwrite:
+        raise RunError("--resume and --overwrite contradict each other; pass one")
+    if options.resume:
+        return Plan(loaded, digest, _journal_to_resume(journal, options.input_path, digest))
+    existing = [str(p) for p in (report, journal) if p.exists()]
+    if existing and not options.overwrite:
         raise RunError(
-            f"{journal} exists: an earlier run to this report did not finish, and its journal "
-            "records which cancels were sent. Keep it and choose another --report, or pass "
-            "--overwrite to discard it"
+            f"{' and '.join(existing)} already exist: pass --resume to continue that run "
+            "(finished rows are kept, rows in doubt are checked first), or --overwrite to "
+            "start again and replace them, or choose another --report"
         )
-    return loaded
+    return Plan(loaded, digest)
 
 
-def run(options: RunOptions, loaded: LoadedInput | None = None) -> Summary:
+def _journal_to_resume(journal: Path, input_path: Path, digest: str) -> JournalState:
+    if not journal.exists():
+        raise RunError(f"nothing to resume: no journal at {journal}. Was --report the same as "
+                       "in the run to resume?")
+    state = read_journal(journal)
+    if state.header.get("input_sha256") not in (None, digest):
+        raise RunError(
+            f"{input_path} changed since the run recorded in {journal} started; resuming "
+            "could send rows nobody checked. Restore the file, or start a new run with "
+            "another --report"
+        )
+    return state
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run(options: RunOptions, plan: Plan | None = None) -> Summary:
     """Run a whole job synchronously (see `run_async`)."""
-    return asyncio.run(run_async(options, loaded))
+    return asyncio.run(run_async(options, plan))
 
 
-async def run_async(options: RunOptions, loaded: LoadedInput | None = None) -> Summary:
+async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
     """Send every row of the input and write the report; return what happened.
 
     Bad input raises before any request. Once sending starts, the report is written whatever
-    happens: an authentication failure (`summary.auth_failed`) or an interrupt
-    (`summary.interrupted`) leaves unsent rows `not_attempted`.
+    happens; a run that stops early (`summary.stop_kind`) leaves unsent rows `not_attempted`
+    and rows in doubt marked so, for `--resume`.
     """
-    loaded = loaded or prepare(options)
+    plan = plan or prepare(options)
     log = structlog.get_logger("batch_cancel")
     run_id = secrets.token_hex(6)
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    to_send = sum(1 for _ in loaded.to_send())
+    jobs = list(plan.jobs())
     started = time.monotonic()
     log.info("run.started", input=str(options.input_path), report=str(options.report),
              target=options.target.name, base_url=options.target.base_url or "(simulator)",
-             rows=len(loaded.rows), to_send=to_send, dry_run=options.dry_run)
+             rows=len(plan.loaded.rows), to_send=len(jobs), resume=options.resume,
+             in_doubt=sum(1 for job in jobs if job.in_doubt), dry_run=options.dry_run)
     if options.dry_run:
-        return _dry_summary(loaded)
+        return _dry_summary(plan.loaded)
     if options.target.name != "simulator" and options.credentials is None:
         raise RunError("no credentials: set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
-    outcomes: dict[int, Outcome] = {}
-    summary_flags: dict[str, object] = {}
-    journal = Journal(journal_path(options.report), run_id)
+    if options.overwrite:
+        options.journal.unlink(missing_ok=True)
+    outcomes = plan.settled()
+    runner: Runner | None = None
+    journal = Journal(options.journal, {
+        "run_id": run_id, "input": str(options.input_path), "input_sha256": plan.input_sha256,
+        "report": str(options.report), "target": options.target.name,
+        "base_url": options.target.base_url, "resumed": options.resume,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
     try:
         async with _target(options) as (base_url, credentials), open_session(
                 options.settings.concurrency * 2) as session:
             client = ZuoraClient(session, base_url, credentials, options.settings)
-            runner = _runner(client, options, run_id)
-            await _send_all(options, loaded, runner, client, journal, outcomes,
-                            summary_flags, to_send, log)
+            runner = _runner(client, options, run_id, journal)
+            await _send_all(options, jobs, runner, client, journal, outcomes, log)
     finally:
         journal.close()
-        summary = write_report(options.report, loaded.columns, loaded.rows, outcomes)
+        summary = write_report(options.report, plan.loaded.columns, plan.loaded.rows, outcomes)
         summary.elapsed = time.monotonic() - started
-        summary.sent_rows = sum(1 for o in outcomes.values() if o.attempts)
-        summary.interrupted = bool(summary_flags.get("interrupted"))
-        summary.auth_failed = bool(summary_flags.get("auth_failed"))
-        summary.stop_reason = str(summary_flags.get("stop_reason", ""))
-        journal.path.unlink(missing_ok=True)  # the report now holds everything it recorded
+        summary.sent_rows = sum(1 for job in jobs if job.row in outcomes
+                                and outcomes[job.row].attempts)
+        if runner is not None and runner.stop_kind is not None:
+            summary.stop_kind = runner.stop_kind.value
+            summary.stop_reason = runner.stop_reason
+        summary.interrupted = summary.stop_kind == StopKind.INTERRUPTED
+        summary.auth_failed = summary.stop_kind == StopKind.AUTH
         log.info("run.finished", report=str(options.report), elapsed=round(summary.elapsed, 3),
-                 rate=round(summary.rate, 1), interrupted=summary.interrupted,
-                 auth_failed=summary.auth_failed,
+                 rate=round(summary.rate, 1), stop=summary.stop_kind or None,
                  **{f"count_{s.value}": n for s, n in summary.counts.items()})
     return summary
 
 
-def _runner(client: ZuoraClient, options: RunOptions, run_id: str) -> Runner:
+def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Journal) -> Runner:
     settings = options.settings
     rate = settings.rate if settings.rate is not None else options.target.default_rate
     limits = Limits(concurrency=settings.concurrency, rate=rate,
-                    max_attempts=settings.max_attempts)
-    return Runner(client, limits, run_id, settings.track_id_prefix)
+                    max_attempts=settings.max_attempts, outage_window=settings.outage_window)
+    return Runner(client, limits, run_id, settings.track_id_prefix, on_sent=journal.sent)
 
 
-async def _send_all(options: RunOptions, loaded: LoadedInput, runner: Runner,
+async def _send_all(options: RunOptions, jobs: list[CancelJob], runner: Runner,
                     client: ZuoraClient, journal: Journal, outcomes: dict[int, Outcome],
-                    flags: dict[str, object], to_send: int,
                     log: structlog.typing.FilteringBoundLogger) -> None:
     """Authenticate, then let the runner send every row, journalling each outcome."""
     try:
-        await _authenticate(client)
+        await client.authenticate()
     except AuthenticationError as exc:
+        runner.stop(f"authentication failed: {exc}", StopKind.AUTH)
         log.error("run.auth_failed", error=str(exc))
-        flags.update(auth_failed=True, stop_reason=str(exc))
         return
     progress = options.progress
 
@@ -170,33 +243,19 @@ async def _send_all(options: RunOptions, loaded: LoadedInput, runner: Runner,
             progress.advance(outcome, runner)
 
     if progress is not None:
-        progress.start(len(loaded.rows), to_send)
-    ticker = asyncio.create_task(_progress_events(runner, outcomes, to_send, log))
+        progress.start(len(outcomes) + len(jobs), len(jobs))
+    ticker = asyncio.create_task(_progress_events(runner, outcomes, len(jobs), log))
     try:
-        with _signals(runner, flags, enabled=options.handle_signals):
-            await runner.run((row.job for row in loaded.to_send()), on_outcome)
+        with _signals(runner, options.grace, enabled=options.handle_signals):
+            await runner.run(jobs, on_outcome, total=len(jobs))
     except asyncio.CancelledError:
-        flags.update(interrupted=True, stop_reason="interrupted twice: stopped at once")
+        runner.stop("interrupted: stopped at once", StopKind.INTERRUPTED)
     finally:
         ticker.cancel()
         if progress is not None:
             progress.stop()
     if runner.auth_error is not None:
         log.error("run.auth_failed", error=str(runner.auth_error))
-        flags.update(auth_failed=True, stop_reason=str(runner.auth_error))
-
-
-async def _authenticate(client: ZuoraClient) -> None:
-    """Get the first token; a token endpoint that keeps failing ends the run as an auth failure."""
-    for attempt in range(1, AUTH_TRIES + 1):
-        try:
-            await client.authenticate()
-            return
-        except TokenUnavailable as exc:
-            if attempt == AUTH_TRIES:
-                raise AuthenticationError(f"could not get a token after {attempt} tries: "
-                                          f"{exc}") from None
-            await asyncio.sleep(2 ** (attempt - 1))
 
 
 async def _progress_events(runner: Runner, outcomes: dict[int, Outcome], to_send: int,
@@ -208,18 +267,22 @@ async def _progress_events(runner: Runner, outcomes: dict[int, Outcome], to_send
 
 
 @contextlib.contextmanager
-def _signals(runner: Runner, flags: dict[str, object], enabled: bool) -> Iterator[None]:
-    """Ctrl-C / SIGTERM: stop starting rows and let in-flight ones finish; twice: stop now."""
+def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
+    """Ctrl-C / SIGTERM: start no new row, let in-flight ones finish for up to `grace`
+    seconds, then stop at once; a second signal stops at once."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     installed: list[signal.Signals] = []
 
     def handle(signum: signal.Signals) -> None:
-        if flags.get("interrupted") and task is not None:
+        if task is None:
+            return
+        if runner.stopping:
             task.cancel()
             return
-        flags.update(interrupted=True, stop_reason=f"interrupted ({signum.name})")
-        runner.stop(f"interrupted ({signum.name}); press Ctrl-C again to stop at once")
+        runner.stop(f"interrupted ({signum.name}); press Ctrl-C again to stop at once",
+                    StopKind.INTERRUPTED)
+        loop.call_later(grace, task.cancel)
 
     if enabled:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -260,11 +323,14 @@ def _dry_summary(loaded: LoadedInput) -> Summary:
     return Summary(counts=counts, complete=complete)
 
 
+#: Exit codes for runs that stopped early, by `StopKind`.
+STOP_EXIT_CODES = {StopKind.INTERRUPTED: 130, StopKind.AUTH: 3, StopKind.OUTAGE: 4,
+                   StopKind.QUOTA: 4}
+
+
 def exit_code(summary: Summary) -> int:
     """The process exit code a summary stands for (see the README's table)."""
-    if summary.interrupted:
-        return 130
-    if summary.auth_failed:
-        return 3
+    if summary.stop_kind:
+        return STOP_EXIT_CODES[StopKind(summary.stop_kind)]
     return 0 if summary.complete else 1
 

@@ -2,7 +2,8 @@
 
 Exit codes: 0 every row succeeded (or is a duplicate of a row that did); 1 the run finished and
 some rows failed, were invalid or not attempted; 2 bad input or usage, nothing sent;
-3 authentication failed, run aborted; 130 interrupted.
+3 authentication failed, run aborted; 4 stopped early by a Zuora outage or an exhausted daily
+quota (resume later); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import click
 from . import __version__, api, logs
 from .config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_GRACE,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_OUTAGE_WINDOW,
     DEFAULT_TIMEOUT,
     ENVIRONMENTS,
     ConfigError,
@@ -83,8 +86,15 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Read, validate and print the plan; send nothing.")
 @click.option("--yes", is_flag=True,
               help="Do not ask for confirmation (asked before cancelling on a production env).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run recorded in the report's journal (same INPUT and "
+                   "--report): finished rows are kept, rows in doubt are checked first.")
 @click.option("--overwrite", is_flag=True,
-              help="Discard the journal of an earlier unfinished run to the same report.")
+              help="Start again, replacing an existing report and its journal.")
+@click.option("--outage-window", type=float, default=DEFAULT_OUTAGE_WINDOW, show_default=True,
+              help="Seconds of Zuora outage to wait out, probing, before stopping cleanly.")
+@click.option("--grace", type=float, default=DEFAULT_GRACE, show_default=True,
+              help="Seconds in-flight requests may take after Ctrl-C / SIGTERM.")
 @click.option("--key-column", help="Column holding the invoice key (default: found by name).")
 @click.option("--reason-column", help="Column holding the reason code.")
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
@@ -103,7 +113,8 @@ def main() -> None:
 def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 env_name: str | None, base_url: str | None, simulate: bool, concurrency: int,
                 rate: float | None, max_attempts: int, timeout: float, only: str | None,
-                dry_run: bool, yes: bool, overwrite: bool, key_column: str | None,
+                dry_run: bool, yes: bool, resume: bool, overwrite: bool,
+                outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
                 default_reason: str | None, encoding: str | None, track_id_prefix: str,
                 entity_ids: str, org_ids: str, zuora_version: str, log_format: str | None,
@@ -125,7 +136,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), simulate)
         settings = Settings(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
                             timeout=timeout, track_id_prefix=track_id_prefix,
-                            entity_ids=entity_ids, org_ids=org_ids, zuora_version=zuora_version)
+                            entity_ids=entity_ids, org_ids=org_ids, zuora_version=zuora_version,
+                            outage_window=outage_window)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     credentials = None
@@ -139,25 +151,29 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
                          reason_column=reason_column, reference_column=reference_column,
                          default_reason=default_reason, only=_statuses(only)),
-        settings=settings, dry_run=dry_run, overwrite=overwrite, progress=progress,
+        settings=settings, dry_run=dry_run, overwrite=overwrite, resume=resume, grace=grace,
+        progress=progress,
     )
     try:
-        loaded = api.prepare(options)
+        plan = api.prepare(options)
     except (InputError, ReportError, api.RunError) as exc:
         raise UsageFailure(str(exc)) from None
-    click.echo(plan_text(loaded, target, target.base_url or "(built-in simulator)"))
+    click.echo(plan_text(plan.loaded, target, target.base_url or "(built-in simulator)",
+                         plan.journal))
     if dry_run:
-        summary = api.run(options, loaded)
+        summary = api.run(options, plan)
         click.echo("Dry run: nothing sent.")
         sys.exit(api.exit_code(summary))
     if target.is_production and not yes:
         _confirm_production(target.base_url, entity_ids)
     try:
-        summary = api.run(options, loaded)
+        summary = api.run(options, plan)
     except KeyboardInterrupt:  # a Ctrl-C outside the run's own handlers (start-up, shutdown)
         click.echo(f"Interrupted; the report, if written, is at {options.report}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     click.echo(summary_text(summary))
+    if summary.stop_kind in ("outage", "quota", "interrupted"):
+        click.echo("To continue later, run the same command with --resume.")
     sys.exit(api.exit_code(summary))
 
 

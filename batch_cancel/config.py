@@ -38,6 +38,8 @@ DEFAULT_RATES: dict[str, float] = {
 DEFAULT_CONCURRENCY = 20
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_OUTAGE_WINDOW = 1800.0
+DEFAULT_GRACE = 30.0
 #: Rate used for a `--base-url` of unknown kind: the API Sandbox's (the strictest) share is too
 #: timid for a proxy in front of production, so the Developer Sandbox share is used.
 DEFAULT_CUSTOM_RATE = 100.0
@@ -85,6 +87,8 @@ class Settings:
     entity_ids: str = ""
     org_ids: str = ""
     zuora_version: str = ""
+    #: seconds of Zuora outage to wait out (probing) before stopping the run cleanly
+    outage_window: float = DEFAULT_OUTAGE_WINDOW
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -95,6 +99,8 @@ class Settings:
             raise ConfigError("--max-attempts must be at least 1 (the first try counts)")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be a positive number of seconds")
+        if self.outage_window < 0:
+            raise ConfigError("--outage-window must be zero or more seconds")
         check_track_prefix(self.track_id_prefix)
 
 

@@ -42,12 +42,17 @@ REPORT_SIGNATURE: frozenset[str] = frozenset({"row", "invoice_key", "reason", "s
 
 @dataclass(frozen=True, slots=True)
 class CancelJob:
-    """One cancel call to make: what the runner needs, nothing more."""
+    """One cancel call to make: what the runner needs, nothing more.
+
+    `in_doubt` marks a row an earlier, interrupted run sent without recording the answer:
+    the invoice is read before anything is sent again.
+    """
 
     row: int
     invoice_key: str
     reason: str
     document_reference_id: str = ""
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,20 @@ class Answer:
     retry_after: float | None = None
     rate_limited: bool = False
     in_doubt: bool = False
+    quota_remaining: int | None = None
+    quota_window: int | None = None
+
+    @property
+    def category(self) -> int | None:
+        """Zuora's error category, the last two digits of the reason code."""
+        return int(self.error_code) % 100 if self.error_code.isdigit() else None
+
+    @property
+    def outage_like(self) -> bool:
+        """A failure that says Zuora (or the way to it) is down rather than this row is wrong."""
+        if self.verdict is not Verdict.RETRY or self.rate_limited:
+            return False
+        return self.http_status is None or self.http_status >= 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +137,9 @@ class Outcome:
     zuora_request_id: str = ""
     process_id: str = ""
     finished_at: str = ""
+    #: the last request may have been applied and no check settled it: a resume reads the
+    #: invoice before sending again
+    in_doubt: bool = False
 
     @classmethod
     def from_answer(cls, job: CancelJob, answer: Answer, attempts: int, track_id: str,
@@ -152,6 +174,8 @@ class Summary:
     #: every row succeeded, or is a duplicate of a row that succeeded
     complete: bool = False
     stop_reason: str = ""
+    #: why the run stopped early ("interrupted", "auth", "outage", "quota"), "" if it did not
+    stop_kind: str = ""
 
     @property
     def total(self) -> int:

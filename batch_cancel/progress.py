@@ -21,6 +21,7 @@ from rich.progress import (
 from .config import Target
 from .loader import LoadedInput
 from .model import Outcome, Status, Summary
+from .report import JournalState
 from .runner import Runner
 
 
@@ -92,9 +93,11 @@ class ConsoleLines:
         return self._console.is_terminal
 
 
-def plan_text(loaded: LoadedInput, target: Target, base_url: str) -> str:
+def plan_text(loaded: LoadedInput, target: Target, base_url: str,
+              resume: JournalState | None = None) -> str:
     """What a run is about to do: the tenant, and the rows per status and per reason."""
-    to_send = list(loaded.to_send())
+    to_send = [row for row in loaded.to_send()
+               if resume is None or not resume.is_finished(row.row)]
     by_status = Counter(row.status for row in loaded.rows if row.status is not None)
     by_reason = Counter(row.reason for row in to_send)
     lines = [
@@ -105,6 +108,10 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str) -> str:
         + (" (reasons: " + ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())) + ")"
            if by_reason else ""),
     ]
+    if resume is not None:
+        doubt = sum(1 for row in to_send if row.row in resume.in_doubt)
+        lines.append(f"Resuming: {len(resume.finished)} rows already finished are kept; "
+                     f"{doubt} in doubt will be checked before any resend")
     for status, count in sorted(by_status.items(), key=lambda kv: kv[0].value):
         label = "carried over" if loaded.is_report and status not in (
             Status.INVALID, Status.DUPLICATE) else "not sent"
@@ -121,7 +128,7 @@ def summary_text(summary: Summary) -> str:
     """The closing summary: counts per status, top errors, time and rate."""
     lines = [f"Done: {summary.total} rows in {summary.elapsed:.1f} s "
              f"({summary.sent_rows} sent, {summary.rate:.1f} rows/s)"]
-    if summary.interrupted or summary.auth_failed:
+    if summary.stop_kind:
         lines.append(f"Stopped early: {summary.stop_reason}")
     lines.extend(_counts(summary.counts.items()))
     if summary.top_errors:

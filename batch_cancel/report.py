@@ -13,12 +13,12 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from .model import REPORT_COLUMNS, Outcome, SourceRow, Status, Summary
+from .model import REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
 
 REPORT_FORMATS = (".csv", ".xlsx", ".jsonl")
 #: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
@@ -64,16 +64,27 @@ def _private_open(path: Path, mode: str) -> IO[str]:
 
 
 class Journal:
-    """Append-only JSON lines: one record per finished row, flushed as it happens."""
+    """Write-ahead journal: a `sent` record before each cancel request, an `outcome` after.
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    JSON lines, append-only, each record flushed to the OS as written (a killed process loses
+    nothing); fsync is batched (FSYNC_EVERY) so durability does not cost a syscall storm.
+    Chosen over SQLite because appending a line is the whole protocol: a torn last line is the
+    only damage a crash can do, and the file stays readable with `grep` and `jq`.
+    """
+
+    def __init__(self, path: Path, header: dict[str, object]) -> None:
         self.path = path
         self._handle = _private_open(path, "a")
         self._unsynced = 0
-        self._write({"event": "run", "run_id": run_id})
+        self._write({"event": "run", **header})
+
+    def sent(self, job: CancelJob, attempt: int, track_id: str) -> None:
+        """Record that a cancel request is about to go out (before it does)."""
+        self._write({"event": "sent", "row": job.row, "invoice_key": job.invoice_key,
+                     "attempt": attempt, "track_id": track_id})
 
     def record(self, outcome: Outcome) -> None:
-        """Write one outcome and flush it to the OS (fsync is batched, see FSYNC_EVERY)."""
+        """Record a row's outcome."""
         self._write({"event": "outcome", **asdict(outcome)})
 
     def _write(self, record: dict[str, object]) -> None:
@@ -97,6 +108,59 @@ class Journal:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+@dataclass(slots=True)
+class JournalState:
+    """What a journal says of each row: finished, in doubt, or never sent."""
+
+    header: dict[str, object] = field(default_factory=dict)
+    finished: dict[int, Outcome] = field(default_factory=dict)
+    in_doubt: set[int] = field(default_factory=set)
+
+    def is_finished(self, row: int) -> bool:
+        """Whether the row has an outcome a resume keeps."""
+        return row in self.finished
+
+
+def read_journal(path: Path) -> JournalState:
+    """Replay a journal: the last event of each row decides its state.
+
+    A row whose last event is `sent` was dispatched without a recorded answer (in doubt), as is
+    one whose outcome says so; a `not_attempted` outcome is sent again; others are finished.
+    A torn last line (the process died mid-write) is ignored.
+    """
+    state = JournalState()
+    last: dict[int, dict[str, object]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            if record.get("event") == "run":
+                state.header = state.header or record
+            elif record.get("event") in ("sent", "outcome") and isinstance(record.get("row"), int):
+                last[record["row"]] = record
+    for row, record in last.items():
+        if record["event"] == "sent":
+            state.in_doubt.add(row)
+            continue
+        outcome = _outcome_from(record)
+        if outcome.in_doubt:
+            state.in_doubt.add(row)
+        elif outcome.status is not Status.NOT_ATTEMPTED:
+            state.finished[row] = outcome
+    return state
+
+
+def _outcome_from(record: dict[str, object]) -> Outcome:
+    names = {f.name for f in fields(Outcome)}
+    values = {k: v for k, v in record.items() if k in names}
+    values["status"] = Status(str(values["status"]))
+    return Outcome(**values)  # type: ignore[arg-type]
 
 
 def report_rows(rows: list[SourceRow], outcomes: dict[int, Outcome]

@@ -1,7 +1,8 @@
-"""The worker pool: concurrency, pacing, pool-wide pauses, retries with backoff, shutdown.
+"""The worker pool: concurrency, pacing, pool-wide pauses, outages, retries, shutdown.
 
 It turns `CancelJob`s into `Outcome`s through a `Sender` (the Zuora client) and hands each
-outcome to a callback as soon as it is known; it reads no files and writes none.
+outcome to a callback as soon as it is known; it reads no files and writes none. Before each
+cancel request it calls `on_sent`, so the caller can journal the request ahead of its answer.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Protocol
 
 import structlog
@@ -20,10 +22,15 @@ from aiolimiter import AsyncLimiter
 from .model import Answer, CancelJob, Outcome, Status, Verdict
 from .zuora import AuthenticationError, InvoiceState
 
-#: e-invoice states that mean a cancel of ours was already accepted.
+#: e-invoice states that mean a cancel was already accepted.
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
+#: Zuora's category for a business-rule refusal, e.g. "already cancelling".
+CATEGORY_RULE = 30
+#: A RateLimit window this long or longer is a daily quota: at 0 the run stops, no pause helps.
+DAY = 86400
 
 OutcomeSink = Callable[[Outcome], None]
+SentSink = Callable[[CancelJob, int, str], None]
 
 
 class Sender(Protocol):
@@ -45,6 +52,15 @@ class Clock:
         await asyncio.sleep(seconds)
 
 
+class StopKind(StrEnum):
+    """Why a run stopped early; the CLI maps each to an exit code."""
+
+    INTERRUPTED = "interrupted"
+    AUTH = "auth"
+    OUTAGE = "outage"
+    QUOTA = "quota"
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff, full jitter: attempt n waits uniform(0, min(cap, base * 2**(n-1)))."""
@@ -54,36 +70,11 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """The wait after the `attempt`-th failed try (1-based)."""
-        return rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        return rng.uniform(0.0, self.ceiling(attempt))
 
-
-class PauseGate:
-    """A pool-wide pause: after a 429 nobody starts a request before the deadline Zuora named.
-
-    Waiters wake with a random spread after the deadline so the pool resumes gradually, not
-    as one burst that would trip the limit again.
-    """
-
-    __slots__ = ("_clock", "_rng", "_spread", "until")
-
-    def __init__(self, clock: Clock, rng: random.Random, spread: float) -> None:
-        self._clock = clock
-        self._rng = rng
-        self._spread = spread
-        self.until = 0.0
-
-    def pause(self, seconds: float) -> bool:
-        """Push the deadline to `seconds` from now; False if it already reached that far."""
-        deadline = self._clock.now() + seconds
-        if deadline <= self.until:
-            return False
-        self.until = deadline
-        return True
-
-    async def wait(self) -> None:
-        """Return once the pause (and this waiter's share of the resume spread) is over."""
-        while (left := self.until - self._clock.now()) > 0:
-            await self._clock.sleep(left + self._rng.uniform(0.0, self._spread))
+    def ceiling(self, attempt: int) -> float:
+        """The longest wait after the `attempt`-th failed try."""
+        return min(self.cap, self.base * 2.0 ** (attempt - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +87,139 @@ class Limits:
     backoff: Backoff = Backoff()
     #: seconds to pause the pool after a 429 that names no time
     default_pause: float = 5.0
+    #: outage-like failures in a row (5xx, timeouts, dropped connections) that open the breaker
+    outage_threshold: int = 10
+    #: seconds of outage to wait out before stopping the run cleanly
+    outage_window: float = 1800.0
+
+
+Nap = Callable[[float], Awaitable[None]]
+
+
+class PauseGate:
+    """A pool-wide pause: after a 429 nobody starts a request before the deadline Zuora named.
+
+    Waiters wake with a random spread after the deadline so the pool resumes gradually, not
+    as one burst that would trip the limit again.
+    """
+
+    __slots__ = ("_clock", "_nap", "_rng", "_spread", "until")
+
+    def __init__(self, clock: Clock, nap: Nap, rng: random.Random, spread: float) -> None:
+        self._clock = clock
+        self._nap = nap
+        self._rng = rng
+        self._spread = spread
+        self.until = 0.0
+
+    def pause(self, seconds: float) -> bool:
+        """Push the deadline to `seconds` from now; False if it already reached that far."""
+        deadline = self._clock.now() + seconds
+        if deadline <= self.until:
+            return False
+        self.until = deadline
+        return True
+
+    async def wait(self) -> bool:
+        """Wait out the pause (and this waiter's share of the resume spread); True if it did."""
+        waited = False
+        while (left := self.until - self._clock.now()) > 0:
+            waited = True
+            await self._nap(left + self._rng.uniform(0.0, self._spread))
+        return waited
+
+
+class Breaker:
+    """A circuit breaker for outages.
+
+    After `threshold` outage-like failures in a row, the pool stops sending; one request at a
+    time goes through as a probe, with growing waits between probes, until one is answered.
+    Failures while the breaker is open do not use up a row's attempts, so an outage does not
+    burn through the file as `failed`.
+    """
+
+    __slots__ = ("_backoff", "_changed", "_clock", "_threshold", "failures", "next_probe",
+                 "opened_at", "probe_in_flight", "probes")
+
+    def __init__(self, clock: Clock, threshold: int, backoff: Backoff) -> None:
+        self._clock = clock
+        self._threshold = threshold
+        self._backoff = backoff
+        self._changed = asyncio.Event()
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.next_probe = 0.0
+        self.probe_in_flight = False
+        self.probes = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the pool is waiting out an outage."""
+        return self.opened_at is not None
+
+    def open_for(self) -> float:
+        """Seconds since the breaker opened (0 when closed)."""
+        return 0.0 if self.opened_at is None else self._clock.now() - self.opened_at
+
+    async def admit(self, stopping: Callable[[], bool], nap: Nap) -> bool:
+        """Return when a request may start; True if it is the probe of an open breaker."""
+        while self.is_open and not stopping():
+            if not self.probe_in_flight and self._clock.now() >= self.next_probe:
+                self.probe_in_flight = True
+                return True
+            if self.probe_in_flight:
+                changed = self._changed
+                await changed.wait()
+            else:
+                await nap(self.next_probe - self._clock.now())
+        return False
+
+    def observe(self, answer: Answer, probe: bool) -> str:
+        """Count an answer; returns "opened", "closed", "probe_failed" or ""."""
+        if probe:
+            self.probe_in_flight = False
+        if not answer.outage_like:
+            self.failures = 0
+            if self.is_open:
+                self.opened_at = None
+                self.probes = 0
+                self._notify()
+                return "closed"
+            return ""
+        self.failures += 1
+        if self.is_open and probe:
+            self.probes += 1
+            self.next_probe = self._clock.now() + self._backoff.ceiling(self.probes + 1)
+            self._notify()
+            return "probe_failed"
+        if not self.is_open and self.failures >= self._threshold:
+            self.opened_at = self._clock.now()
+            self.next_probe = self.opened_at + self._backoff.ceiling(1)
+            return "opened"
+        return ""
+
+    def abandon_probe(self) -> None:
+        """The probe's task ended without an answer; let another worker probe."""
+        self.probe_in_flight = False
+        self._notify()
+
+    def wake_all(self) -> None:
+        """Release every waiter (the run is stopping)."""
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+@dataclass(slots=True)
+class _RowState:
+    """What a worker knows of the row it holds, for an outcome if it is stopped mid-row."""
+
+    attempts: int = 0
+    in_flight: bool = False
+    doubt: bool = False
+    last: Answer | None = None
 
 
 class Runner:
@@ -103,47 +227,68 @@ class Runner:
 
     def __init__(self, sender: Sender, limits: Limits, run_id: str, track_id_prefix: str = "bc",
                  clock: Clock | None = None, rng: random.Random | None = None,
-                 log: structlog.typing.FilteringBoundLogger | None = None) -> None:
+                 log: structlog.typing.FilteringBoundLogger | None = None,
+                 on_sent: SentSink | None = None) -> None:
         self._sender = sender
         self._limits = limits
         self._track_prefix = f"{track_id_prefix}-{run_id}" if track_id_prefix else run_id
         self._clock = clock or Clock()
         self._rng = rng or random.Random()
         self._log = log or structlog.get_logger("batch_cancel.runner")
+        self._on_sent = on_sent
         spread = min(1.0, limits.concurrency / limits.rate) if limits.rate else 1.0
-        self._gate = PauseGate(self._clock, self._rng, spread)
+        self._gate = PauseGate(self._clock, self._nap, self._rng, spread)
         self._pacer = AsyncLimiter(1, 1.0 / limits.rate) if limits.rate else None
-        self._stopping = False
+        self._breaker = Breaker(self._clock, limits.outage_threshold, limits.backoff)
+        self._stopped = asyncio.Event()
+        self._active: dict[int, _RowState] = {}
+        self._total: int | None = None
+        self._finished = 0
+        self._quota_warned = False
         self.stop_reason = ""
+        self.stop_kind: StopKind | None = None
         self.auth_error: AuthenticationError | None = None
         self.in_flight = 0
-        self._sent: set[int] = set()  # rows whose cancel request has been started
 
     @property
     def paused_until(self) -> float:
         """The clock time before which nobody starts (0 when not paused)."""
         return self._gate.until
 
-    def stop(self, reason: str) -> None:
+    @property
+    def stopping(self) -> bool:
+        """Whether the pool has been told to start no new row."""
+        return self._stopped.is_set()
+
+    def stop(self, reason: str, kind: StopKind = StopKind.INTERRUPTED) -> None:
         """Start no new row; rows not started become `not_attempted`."""
-        if not self._stopping:
-            self._stopping = True
+        if not self.stopping:
+            self._stopped.set()
             self.stop_reason = reason
-            self._log.warning("pool.stopping", reason=reason)
+            self.stop_kind = kind
+            self._breaker.wake_all()
+            self._log.warning("pool.stopping", reason=reason, kind=kind.value)
 
     def track_id(self, row: int) -> str:
         """A `Zuora-Track-Id` unique per row and run: prefix, run id, row number."""
         return f"{self._track_prefix}-{row}"
 
-    async def run(self, jobs: Iterable[CancelJob], on_outcome: OutcomeSink) -> None:
+    async def run(self, jobs: Iterable[CancelJob], on_outcome: OutcomeSink,
+                  total: int | None = None) -> None:
         """Send every job and report each outcome exactly once, whatever happens."""
+        self._total = total
         queue: asyncio.Queue[CancelJob | None] = asyncio.Queue(self._limits.concurrency * 2)
-        workers = [asyncio.create_task(self._worker(queue, on_outcome), name=f"worker-{n}")
+
+        def finish(outcome: Outcome) -> None:
+            self._finished += 1
+            on_outcome(outcome)
+
+        workers = [asyncio.create_task(self._worker(queue, finish), name=f"worker-{n}")
                    for n in range(self._limits.concurrency)]
         try:
             for job in jobs:
-                if self._stopping:
-                    on_outcome(self._not_attempted(job))
+                if self.stopping:
+                    finish(self._not_attempted(job, _RowState()))
                     continue
                 await queue.put(job)
             for _ in workers:
@@ -158,124 +303,233 @@ class Runner:
     async def _worker(self, queue: asyncio.Queue[CancelJob | None],
                       on_outcome: OutcomeSink) -> None:
         while (job := await queue.get()) is not None:
-            if self._stopping:
-                on_outcome(self._not_attempted(job))
+            state = _RowState()
+            if self.stopping:
+                on_outcome(self._not_attempted(job, state))
                 continue
             self.in_flight += 1
             try:
-                outcome = await self._process(job)
+                outcome = await self._process(job, state)
             except AuthenticationError as exc:
                 self.auth_error = self.auth_error or exc
-                self.stop("authentication failed")
-                outcome = self._not_attempted(job, str(exc))
+                self.stop(f"authentication failed: {exc}", StopKind.AUTH)
+                outcome = self._stopped_outcome(job, state)
             except asyncio.CancelledError:
-                sent = job.row in self._sent
-                on_outcome(self._interrupted(job) if sent else self._not_attempted(job))
+                on_outcome(self._interrupted(job, state))
                 raise
             except Exception as exc:  # one row's bug must not stop the others
-                outcome = Outcome(job.row, Status.FAILED, attempts=0,
-                                  error_message=f"unexpected error: {type(exc).__name__}: {exc}",
-                                  track_id=self.track_id(job.row), finished_at=_now())
+                outcome = self._outcome(job, state, Status.FAILED,
+                                        f"unexpected error: {type(exc).__name__}: {exc}")
             finally:
                 self.in_flight -= 1
-                self._sent.discard(job.row)
             on_outcome(outcome)
             self._log.debug("row.finished", row=job.row, status=outcome.status.value,
                             attempts=outcome.attempts, http_status=outcome.http_status,
                             error_code=outcome.error_code)
 
-    async def _start(self) -> None:
-        """Wait for the pool-wide pause and the pacer before a request starts."""
-        await self._gate.wait()
-        if self._pacer is not None:
-            await self._pacer.acquire()
-            await self._gate.wait()
+    # --- one row ------------------------------------------------------------------------
 
-    async def _process(self, job: CancelJob) -> Outcome:
-        """Try one job until it succeeds, fails for good, or runs out of attempts."""
+    async def _process(self, job: CancelJob, state: _RowState) -> Outcome:
+        """Try one job until it succeeds, fails for good, runs out of attempts, or the run stops."""
         track_id = self.track_id(job.row)
-        attempts = 0
-        in_doubt = False
+        label = "verified after resume" if job.in_doubt else "verified after retry"
+        state.doubt = job.in_doubt
+        ever_in_doubt = job.in_doubt
+        counted = 0  # attempts that count against --max-attempts
         while True:
-            await self._start()
-            if in_doubt:
-                verified = await self._verify(job, track_id, attempts)
+            if state.doubt:
+                verified = await self._verify(job, track_id, state, label)
                 if verified is not None:
                     return verified
-            attempts += 1
-            self._sent.add(job.row)
-            answer = await self._sender.cancel(job, track_id)
+            probe = await self._start()
+            if self.stopping:
+                return self._stopped_outcome(job, state)
+            state.attempts += 1
+            if self._on_sent is not None:
+                self._on_sent(job, state.attempts, track_id)
+            answer = await self._observed(self._sender.cancel(job, track_id), probe, state)
             if answer.verdict is Verdict.SUCCEEDED:
-                return Outcome.from_answer(job, answer, attempts, track_id, _now())
-            if answer.verdict is Verdict.FINAL or attempts >= self._limits.max_attempts:
-                if answer.verdict is Verdict.RETRY:
-                    answer = _gave_up(answer, attempts)
-                return Outcome.from_answer(job, answer, attempts, track_id, _now())
-            in_doubt = answer.in_doubt
-            await self._wait_before_retry(job, answer, attempts)
+                return self._answered(job, state, answer)
+            if answer.verdict is Verdict.FINAL:
+                if ever_in_doubt and answer.category == CATEGORY_RULE:
+                    verified = await self._verify(job, track_id, state, label)
+                    if verified is not None:
+                        return verified
+                return self._answered(job, state, answer)
+            state.doubt = answer.in_doubt
+            ever_in_doubt = ever_in_doubt or answer.in_doubt
+            if not (answer.outage_like and self._breaker.is_open):
+                counted += 1
+            if counted >= self._limits.max_attempts:
+                return await self._give_up(job, track_id, state, answer, label)
+            await self._wait_before_retry(job, answer, state.attempts)
 
-    async def _verify(self, job: CancelJob, track_id: str, attempts: int) -> Outcome | None:
-        """After an answer that leaves the cancel in doubt, read the invoice before resending.
+    async def _start(self) -> bool:
+        """Wait for the pool-wide pause, the pacer and an open breaker; True when probing."""
+        while not self.stopping:
+            await self._gate.wait()
+            if self._pacer is not None:
+                await self._pacer.acquire()
+            if self._gate.until > self._clock.now():
+                continue  # a 429 came in while this worker waited for the pacer
+            return await self._breaker.admit(lambda: self.stopping, self._nap)
+        return False
 
-        Returns the outcome if the invoice shows the cancel was applied (or can never be), or
-        None when a resend is safe. If the invoice cannot be read, a resend is still safe: Zuora
-        refuses a second cancel of an e-invoice that is already cancelling.
+    async def _observed(self, call: Awaitable[Answer], probe: bool, state: _RowState) -> Answer:
+        """Run one request and feed its answer to the breaker, the 429 pause and the quota."""
+        state.in_flight = True
+        try:
+            answer = await call
+        except BaseException:
+            if probe:
+                self._breaker.abandon_probe()
+            raise
+        finally:
+            state.in_flight = False
+        state.last = answer
+        self._after_answer(answer, probe)
+        return answer
+
+    def _after_answer(self, answer: Answer, probe: bool) -> None:
+        event = self._breaker.observe(answer, probe)
+        if event == "opened":
+            self._log.warning("pool.paused", reason="outage", failures=self._breaker.failures,
+                              http_status=answer.http_status,
+                              error_message=answer.error_message[:200])
+        elif event == "closed":
+            self._log.info("pool.resumed", reason="outage over")
+        elif event == "probe_failed" and self._breaker.open_for() > self._limits.outage_window:
+            self.stop(f"Zuora did not answer for {self._breaker.open_for():.0f} s "
+                      f"(--outage-window {self._limits.outage_window:g})", StopKind.OUTAGE)
+        if answer.rate_limited:
+            self._pause(answer)
+        self._watch_quota(answer)
+
+    async def _verify(self, job: CancelJob, track_id: str, state: _RowState,
+                      label: str) -> Outcome | None:
+        """Read the invoice before resending after an answer that leaves the cancel in doubt.
+
+        Returns the outcome when the invoice settles it (cancel accepted, or refused by the tax
+        authority), else None: the invoice is still cancelable, or could not be read (a resend
+        is then still safe: Zuora refuses a second cancel, and that refusal is checked too).
         """
-        state = await self._sender.invoice_state(job.invoice_key, track_id)
-        status = state.einvoice_status
+        probe = await self._start()
+        if self.stopping:
+            return self._stopped_outcome(job, state)
+        read = await self._sender.invoice_state(job.invoice_key, track_id)
+        self._after_answer(read.answer, probe)
+        status = read.einvoice_status
         if status in CANCEL_ACCEPTED:
-            answer = Answer(Verdict.SUCCEEDED, http_status=state.answer.http_status,
-                            zuora_request_id=state.answer.zuora_request_id,
-                            error_message=f"verified after retry: eInvoiceStatus is {status}")
-            return Outcome.from_answer(job, answer, attempts, track_id, _now())
+            state.doubt = False
+            answer = replace(read.answer, verdict=Verdict.SUCCEEDED,
+                             error_message=f"{label}: eInvoiceStatus is {status}")
+            return self._answered(job, state, answer)
         if status == "CancelFailed":
-            answer = Answer(Verdict.FINAL, http_status=state.answer.http_status,
-                            zuora_request_id=state.answer.zuora_request_id,
-                            error_message="eInvoiceStatus is CancelFailed after an earlier "
-                                          "attempt: the tax authority refused the cancel")
-            return Outcome.from_answer(job, answer, attempts, track_id, _now())
-        if state.answer.rate_limited:
-            self._pause(state.answer, attempts)
+            state.doubt = False
+            answer = replace(read.answer, verdict=Verdict.FINAL,
+                             error_message="eInvoiceStatus is CancelFailed after an earlier "
+                                           "attempt: the tax authority refused the cancel")
+            return self._answered(job, state, answer)
+        if status is not None:
+            state.doubt = False  # the invoice says the cancel was not applied
         return None
 
+    async def _give_up(self, job: CancelJob, track_id: str, state: _RowState, answer: Answer,
+                       label: str) -> Outcome:
+        """Out of attempts: if the last answer left the cancel in doubt, read the invoice first."""
+        if state.doubt and not self.stopping:
+            verified = await self._verify(job, track_id, state, label)
+            if verified is not None:
+                return verified
+        message = f"{answer.error_message} (gave up after {state.attempts} attempts)".strip()
+        outcome = Outcome.from_answer(job, replace(answer, verdict=Verdict.FINAL,
+                                                   error_message=message),
+                                      state.attempts, self.track_id(job.row), _now())
+        return replace(outcome, in_doubt=state.doubt)
+
     async def _wait_before_retry(self, job: CancelJob, answer: Answer, attempts: int) -> None:
-        if answer.rate_limited:
-            delay = self._pause(answer, attempts)
+        if answer.rate_limited or (answer.outage_like and self._breaker.is_open):
+            delay = max(self._gate.until - self._clock.now(), 0.0)
         else:
             delay = self._limits.backoff.delay(attempts, self._rng)
         self._log.info("row.retry_scheduled", row=job.row, attempt=attempts, delay=round(delay, 3),
                        http_status=answer.http_status, error_code=answer.error_code,
                        error_message=answer.error_message[:200])
-        if not answer.rate_limited:
-            await self._clock.sleep(delay)
+        if not answer.rate_limited and not self._breaker.is_open:
+            await self._nap(delay)
 
-    def _pause(self, answer: Answer, attempts: int) -> float:
+    def _pause(self, answer: Answer) -> None:
         """Pause the whole pool for the time Zuora named, else for a backoff delay."""
         delay = answer.retry_after
         if delay is None:
-            delay = max(self._limits.default_pause,
-                        self._limits.backoff.delay(attempts, self._rng))
+            delay = max(self._limits.default_pause, self._limits.backoff.delay(1, self._rng))
         if self._gate.pause(delay):
-            self._log.warning("pool.paused", seconds=round(delay, 3),
+            self._log.warning("pool.paused", reason="rate_limited", seconds=round(delay, 3),
                               http_status=answer.http_status, error_code=answer.error_code)
-        return delay
 
-    def _not_attempted(self, job: CancelJob, why: str = "") -> Outcome:
-        return Outcome(job.row, Status.NOT_ATTEMPTED, attempts=0,
-                       error_message=why or f"not sent: {self.stop_reason}",
-                       track_id=self.track_id(job.row), finished_at=_now())
+    def _watch_quota(self, answer: Answer) -> None:
+        """Warn once when the daily quota will not cover the rows left; stop when it is gone."""
+        window, remaining = answer.quota_window, answer.quota_remaining
+        if window is None or remaining is None or window < DAY:
+            return
+        if remaining <= 0:
+            self.stop("the tenant's daily API quota is used up (RateLimit-Remaining 0)",
+                      StopKind.QUOTA)
+            return
+        left = (self._total or 0) - self._finished
+        if remaining < left and not self._quota_warned:
+            self._quota_warned = True
+            self._log.warning("quota.low", remaining=remaining, rows_left=left, window=window)
 
-    def _interrupted(self, job: CancelJob) -> Outcome:
-        return Outcome(job.row, Status.FAILED, attempts=0, track_id=self.track_id(job.row),
-                       error_message="interrupted while a request was in flight; the cancel may "
-                                     "have been applied: check the invoice before re-running",
-                       finished_at=_now())
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, but wake at once when the run is told to stop."""
+        if self.stopping or seconds <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
+    # --- outcomes -------------------------------------------------------------------------
 
-def _gave_up(answer: Answer, attempts: int) -> Answer:
-    message = f"{answer.error_message} (gave up after {attempts} attempts)".strip()
-    return Answer(Verdict.FINAL, answer.http_status, answer.error_code, message,
-                  answer.zuora_request_id, answer.process_id)
+    def _answered(self, job: CancelJob, state: _RowState, answer: Answer) -> Outcome:
+        return Outcome.from_answer(job, answer, state.attempts, self.track_id(job.row), _now())
+
+    def _outcome(self, job: CancelJob, state: _RowState, status: Status, message: str,
+                 in_doubt: bool = False) -> Outcome:
+        last = state.last or Answer(Verdict.FINAL)
+        return Outcome(job.row, status, last.http_status, last.error_code, message,
+                       state.attempts, self.track_id(job.row), last.zuora_request_id,
+                       last.process_id, _now(), in_doubt)
+
+    def _not_attempted(self, job: CancelJob, state: _RowState) -> Outcome:
+        return self._outcome(job, state, Status.NOT_ATTEMPTED,
+                             f"not sent: {self.stop_reason or 'the run stopped'}")
+
+    def _stopped_outcome(self, job: CancelJob, state: _RowState) -> Outcome:
+        """A row the run stopped in the middle of: unsent, or in doubt, or surely not applied."""
+        if state.doubt or (job.in_doubt and state.attempts == 0):
+            return self._outcome(job, state, Status.FAILED,
+                                 f"in doubt: stopped ({self.stop_reason}) before the earlier "
+                                 "request could be checked; --resume checks it first",
+                                 in_doubt=True)
+        if state.attempts == 0:
+            return self._not_attempted(job, state)
+        last = state.last.error_message if state.last else ""
+        return self._outcome(job, state, Status.NOT_ATTEMPTED,
+                             f"not cancelled: stopped ({self.stop_reason}) before a retry; "
+                             f"last answer: {last}")
+
+    def _interrupted(self, job: CancelJob, state: _RowState) -> Outcome:
+        if state.in_flight or state.doubt or job.in_doubt:
+            return self._outcome(job, state, Status.FAILED,
+                                 "in doubt: interrupted while a request was in flight; the "
+                                 "cancel may have been applied (--resume checks it first)",
+                                 in_doubt=True)
+        return self._stopped_outcome(job, state)
 
 
 def _now() -> str:

@@ -11,7 +11,9 @@ reproduces the parts of Zuora's behaviour a bulk client has to survive (see
 * the asynchronous ``Success -> CancelProcessing -> Cancelled | CancelFailed`` lifecycle, and the
   server-side refusal of a second cancel (the only guard there is: the PUT has no idempotency key);
 * seeded, reproducible faults, including the in-doubt case where the cancel is applied but the
-  answer is lost.
+  answer is lost;
+* whole-service outages (every /v1 call 503, dropped or a proxy 502 for a while; OAuth stays up)
+  and 429 storms (rate 429s on a share of /v1 calls, with or without ``Retry-After``).
 
 It imports only the standard library and aiohttp so that it can run with nothing else of the
 package present, and it keeps all state on the ``Simulator`` instance so tests can run several
@@ -37,6 +39,7 @@ from urllib.parse import parse_qs, unquote
 from aiohttp import web
 
 __all__ = [
+    "OUTAGE_MODES",
     "RequestRecord",
     "Simulator",
     "SimulatorConfig",
@@ -75,6 +78,11 @@ _ALLOWED_FIELDS: Final = frozenset({"reason", "documentReferenceID"})
 _MAX_SHOWN: Final = 64
 _SHUTDOWN_TIMEOUT: Final = 0.25
 _WINDOW_NAMES: Final = {60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+_OUTAGE_MESSAGE: Final = "Service temporarily unavailable. Please retry later."
+
+#: How every /v1 request fails during an outage: a Zuora JSON 503, a closed connection with no
+#: answer, or the HTML 502 page of the proxy in front of Zuora. None of them applies anything.
+OUTAGE_MODES: Final = ("503", "drop", "html_502")
 
 # Route kinds, decided from method and raw path only.
 _TOKEN: Final = "token"
@@ -113,12 +121,26 @@ class SimulatorConfig:
     slow: float = 0.0
     slow_seconds: float = 30.0
     retryable_false: float = 0.0
+    #: share of /v1 requests (cancel and read) answered with a rate 429 before any work
+    storm_429: float = 0.0
+    #: Retry-After seconds on a storm 429; None sends no Retry-After (RateLimit-Reset only)
+    storm_retry_after: int | None = 1
+    #: RateLimit-Reset seconds on a storm 429
+    storm_reset: int = 1
+    #: an outage of outage_for seconds starting outage_after seconds after start() (None: none)
+    outage_after: float | None = None
+    outage_for: float = 0.0
+    outage_mode: str = "503"
     unknown_marker: str = "NOTFOUND"
     cancelled_marker: str = "CANCELLED"
 
     def __post_init__(self) -> None:
         """Reject settings that would otherwise surface later as odd server behaviour."""
-        shares = (*self.fault_shares(), ("cancel_failed_rate", self.cancel_failed_rate))
+        shares = (
+            *self.fault_shares(),
+            ("cancel_failed_rate", self.cancel_failed_rate),
+            ("storm_429", self.storm_429),
+        )
         for name, share in shares:
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {share}")
@@ -130,6 +152,15 @@ class SimulatorConfig:
             raise ValueError("rate_limit must be >= 0 or None")
         if self.concurrency_limit is not None and self.concurrency_limit < 0:
             raise ValueError("concurrency_limit must be >= 0 or None")
+        if self.storm_retry_after is not None and self.storm_retry_after < 0:
+            raise ValueError("storm_retry_after must be >= 0 or None")
+        if self.storm_reset < 0:
+            raise ValueError("storm_reset must be >= 0")
+        if self.outage_after is not None and self.outage_after < 0:
+            raise ValueError("outage_after must be >= 0 or None")
+        if self.outage_for < 0:
+            raise ValueError("outage_for must be >= 0")
+        _check_outage_mode(self.outage_mode)
 
     def fault_shares(self) -> tuple[tuple[str, float], ...]:
         """The cancel-PUT faults in the fixed order they are drawn in (keeps runs reproducible)."""
@@ -224,6 +255,11 @@ class Simulator:
         self._invoices: dict[str, _Invoice] = {}
         self._tokens: dict[str, float] = {}
         self._cancel_attempts: dict[str, int] = {}
+        self._v1_counts: dict[str, int] = {}
+        self._started_at: float | None = None
+        # (start, end, mode) of an outage begun by start_outage; one tuple so that a test thread
+        # replacing it can never be seen half-written by the server's loop
+        self._outage: tuple[float, float, str] | None = None
         self._jitter_rng = random.Random(f"{self.config.seed}|jitter")
         self._in_flight = 0
         self._epoch = time.monotonic()
@@ -249,6 +285,7 @@ class Simulator:
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         self._runner = runner
+        self._started_at = time.monotonic()
         bound_host, bound_port = runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
@@ -271,6 +308,35 @@ class Simulator:
         """Make every issued token expired now, to test refresh in the middle of a run."""
         now = time.monotonic()
         self._tokens = dict.fromkeys(self._tokens, now)
+
+    def start_outage(self, seconds: float, mode: str = "503") -> None:
+        """Fail every /v1 request (cancel and read) for ``seconds`` from now; OAuth stays up.
+
+        ``mode`` is one of OUTAGE_MODES. Safe to call from another thread (a timer in a test)
+        while the server runs; a new call replaces an outage still going on.
+        """
+        _check_outage_mode(mode)
+        if seconds < 0:
+            raise ValueError(f"outage seconds must be >= 0, got {seconds}")
+        now = time.monotonic()
+        self._outage = (now, now + seconds, mode)
+
+    def end_outage(self) -> None:
+        """End an outage begun by start_outage now (a configured outage_after one is kept)."""
+        self._outage = None
+
+    def outage_mode(self) -> str | None:
+        """The mode of the outage going on now, or None when the service is up."""
+        now = time.monotonic()
+        outage = self._outage
+        if outage is not None and outage[0] <= now < outage[1]:
+            return outage[2]
+        after, started = self.config.outage_after, self._started_at
+        if after is not None and started is not None:
+            begins = started + after
+            if begins <= now < begins + self.config.outage_for:
+                return self.config.outage_mode
+        return None
 
     # ----------------------------------------------------------------- dispatch
 
@@ -329,9 +395,17 @@ class Simulator:
         return _route_not_found(path)
 
     def _control(self, method: str, path: str) -> web.Response:
-        """Simulator-only endpoints; not recorded, so they never skew the counters."""
+        """Simulator-only endpoints; not recorded, so they never skew the counters.
+
+        ``/_sim/requests`` and ``/_sim/tokens`` let a test in another process check the order
+        of requests per invoice and grep files for tokens; neither echoes a request's headers.
+        """
         if method == "GET" and path == "/_sim/stats":
             return web.json_response(self.stats.as_json())
+        if method == "GET" and path == "/_sim/requests":
+            return web.json_response({"requests": [_record_json(r) for r in self.stats.requests]})
+        if method == "GET" and path == "/_sim/tokens":
+            return web.json_response({"tokens": self.issued_tokens()})
         return _route_not_found(path)
 
     # ----------------------------------------------------------------- OAuth
@@ -381,7 +455,14 @@ class Simulator:
     # ----------------------------------------------------------------- /v1 pipeline
 
     async def _v1(self, request: web.Request, kind: str, path: str, body: str) -> web.Response:
-        """Count the request in flight for its whole life, then check limits and route it."""
+        """Count the request in flight for its whole life, then check limits and route it.
+
+        During an outage the request never reaches the tenant: no limit is charged, no header
+        of Zuora's is added, nothing is applied.
+        """
+        outage = self.outage_mode()
+        if outage is not None:
+            return _outage_answer(outage)
         self._in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
@@ -402,6 +483,8 @@ class Simulator:
             return web.json_response({"message": "Authentication error"}, status=401)
         if limits.rate_exceeded:
             return self._rate_429(limits)
+        if self._draw_storm(path):
+            return self._storm_429(limits)
         await self._latency()
         key = _invoice_key(path)
         if kind == _READ and key is not None:
@@ -440,13 +523,41 @@ class Simulator:
 
     def _rate_429(self, limits: _Limits) -> web.Response:
         """The rate 429: category 70 body; Retry-After only if configured (UNCONFIRMED upstream)."""
-        unit = _WINDOW_NAMES.get(limits.rate_window, f"{limits.rate_window:g}-second window")
+        unit = _window_name(limits.rate_window)
         message = f"API Rate limit exceeded for the {unit}, retry after {limits.rate_reset} seconds"
         response = web.json_response(
             {"reasons": [{"code": _CODE_RATE, "message": message}]}, status=429
         )
         if self.config.rate_retry_after:
             response.headers["Retry-After"] = str(limits.rate_reset)
+        return response
+
+    def _draw_storm(self, path: str) -> bool:
+        """Whether this /v1 request is caught in the 429 storm.
+
+        Seeded from (seed, key, how many /v1 requests that key has had) like the cancel faults,
+        so the same requests get the same 429s whatever order concurrent workers arrive in.
+        """
+        if self.config.storm_429 <= 0:
+            return False
+        slot = _invoice_key(path) or path
+        count = self._v1_counts.get(slot, 0) + 1
+        self._v1_counts[slot] = count
+        draw = random.Random(f"{self.config.seed}|storm|{slot}|{count}").random()
+        return draw < self.config.storm_429
+
+    def _storm_429(self, limits: _Limits) -> web.Response:
+        """A storm 429: Zuora's rate 429 body, RateLimit-Remaining 0, Retry-After if configured."""
+        reset = self.config.storm_reset
+        unit = _window_name(limits.rate_window)
+        message = f"API Rate limit exceeded for the {unit}, retry after {reset} seconds"
+        response = web.json_response(
+            {"reasons": [{"code": _CODE_RATE, "message": message}]}, status=429
+        )
+        response.headers["RateLimit-Remaining"] = "0"
+        response.headers["RateLimit-Reset"] = str(reset)
+        if self.config.storm_retry_after is not None:
+            response.headers["Retry-After"] = str(self.config.storm_retry_after)
         return response
 
     async def _latency(self) -> None:
@@ -474,10 +585,12 @@ class Simulator:
             headers["Concurrency-Limit-Limit"] = str(limits.concurrency_limit)
             headers["Concurrency-Limit-Remaining"] = str(limits.concurrency_remaining)
         if limits.rate_limit is not None:
-            policy = f"{limits.rate_limit}, {limits.rate_limit};w={limits.rate_window:g}"
+            # one window, so it is the one closest to exhaustion that Zuora names (a daily
+            # quota reads "N, N;w=86400"); a storm 429 keeps its own Remaining/Reset
+            policy = f"{limits.rate_limit}, {limits.rate_limit};w={_seconds(limits.rate_window)}"
             headers["RateLimit-Limit"] = policy
-            headers["RateLimit-Remaining"] = str(limits.rate_remaining)
-            headers["RateLimit-Reset"] = str(limits.rate_reset)
+            headers.setdefault("RateLimit-Remaining", str(limits.rate_remaining))
+            headers.setdefault("RateLimit-Reset", str(limits.rate_reset))
 
     # ----------------------------------------------------------------- invoices
 
@@ -651,6 +764,44 @@ def _early_fault(fault: str | None) -> web.Response:
         return web.Response(status=502, text=_HTML_502, content_type="text/html")
     message = "Operation failed due to lock contention. Please retry."
     return _failure(200, _CODE_LOCK, message)
+
+
+def _record_json(record: RequestRecord) -> dict[str, Any]:
+    """A request record for /_sim/requests: what and when, never headers or body."""
+    return {
+        "method": record.method,
+        "path": record.path,
+        "key": record.key,
+        "status": record.status,
+        "started": record.started,
+        "finished": record.finished,
+        "track_id": record.headers.get("Zuora-Track-Id"),
+    }
+
+
+def _outage_answer(mode: str) -> web.Response:
+    """What a /v1 request gets while the service is down (see OUTAGE_MODES)."""
+    if mode == "drop":
+        raise _Dropped
+    if mode == "html_502":
+        return web.Response(status=502, text=_HTML_502, content_type="text/html")
+    return _failure(503, _CODE_TEMPORARY, _OUTAGE_MESSAGE)
+
+
+def _check_outage_mode(mode: str) -> None:
+    """Refuse an outage mode the server does not know, naming the ones it does."""
+    if mode not in OUTAGE_MODES:
+        raise ValueError(f"outage mode must be one of {', '.join(OUTAGE_MODES)}, got {mode!r}")
+
+
+def _window_name(window: float) -> str:
+    """The window as a rate 429 message names it: minute, hour, day, else its length."""
+    return _WINDOW_NAMES.get(window, f"{_seconds(window)}-second window")
+
+
+def _seconds(window: float) -> str:
+    """A window length as Zuora writes it: whole seconds without a decimal point or exponent."""
+    return str(int(window)) if float(window).is_integer() else f"{window:g}"
 
 
 def _failure(status: int, code: int, message: str) -> web.Response:

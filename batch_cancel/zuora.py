@@ -10,7 +10,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +31,8 @@ RETRY_CATEGORIES = frozenset({50, 60, 61, 70, 99})
 DOUBT_CATEGORIES = frozenset({60, 99})
 #: Refresh a token this long before Zuora says it expires (Zuora's own samples use 300 s).
 REFRESH_MARGIN = 300.0
+#: Tries of one token request when the token endpoint fails in a way that may pass.
+TOKEN_TRIES = 3
 
 _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
@@ -88,12 +90,14 @@ class ZuoraClient:
     """Sends cancels with one shared OAuth token, refreshed by one caller at a time."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, credentials: Credentials,
-                 settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+                 settings: Settings, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._credentials = credentials
         self._settings = settings
         self._clock = clock
+        self._sleep = sleep
         self._token: str | None = None
         self._expires_at = 0.0
         self._generation = 0
@@ -134,12 +138,28 @@ class ZuoraClient:
         async with self._lock:
             if self._generation != stale_generation and self._clock() < self._expires_at:
                 return
-            token, lifetime = await self._fetch_token()
+            token, lifetime = await self._fetch_token_patiently()
             self._token = token
             margin = min(REFRESH_MARGIN, lifetime / 10)
             self._expires_at = self._clock() + max(lifetime - margin, 0.0)
             self._generation += 1
             self.token_refreshes += 1
+
+    async def _fetch_token_patiently(self) -> tuple[str, float]:
+        """A few tries, 1 s then 2 s apart, as Zuora's SDK does; then the run stops (exit 3).
+
+        The token endpoint allows 100 requests a minute per IP: workers wait on the refresh
+        lock meanwhile instead of asking for tokens of their own.
+        """
+        for attempt in range(1, TOKEN_TRIES + 1):
+            try:
+                return await self._fetch_token()
+            except TokenUnavailable as exc:
+                if attempt == TOKEN_TRIES:
+                    raise AuthenticationError(
+                        f"could not get a token after {attempt} tries: {exc}") from None
+                await self._sleep(2.0 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch_token(self) -> tuple[str, float]:
         form = {
@@ -193,17 +213,11 @@ class ZuoraClient:
 
     async def _call(self, method: str, url: str, track_id: str,
                     body: str | None) -> tuple[Answer, Any]:
-        try:
-            token, generation = await self._bearer()
-        except TokenUnavailable as exc:
-            return Answer(Verdict.RETRY, error_message=str(exc)), None
+        token, generation = await self._bearer()
         answer, data = await self._send(method, url, track_id, body, token)
         if answer.http_status == 401:
-            try:
-                await self._refresh(generation)
-                token, _ = await self._bearer()
-            except TokenUnavailable as exc:
-                return Answer(Verdict.RETRY, error_message=str(exc)), None
+            await self._refresh(generation)
+            token, _ = await self._bearer()
             answer, data = await self._send(method, url, track_id, body, token)
             if answer.http_status == 401:
                 raise AuthenticationError(
@@ -245,9 +259,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
     data = _json(body)
     request_id = headers.get("Zuora-Request-Id", "")
     process_id = str(data.get("processId") or "") if isinstance(data, dict) else ""
+    remaining, window = quota(headers)
     if 200 <= status < 300 and isinstance(data, dict) and data.get("success") is True:
         return Answer(Verdict.SUCCEEDED, http_status=status, zuora_request_id=request_id,
-                      process_id=process_id)
+                      process_id=process_id, quota_remaining=remaining, quota_window=window)
     code, message = _reason(data, body, status)
     category = int(code) % 100 if code.isdigit() else None
     retry = status in RETRY_STATUSES or category in RETRY_CATEGORIES
@@ -262,7 +277,31 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
         retry_after=retry_after(headers) if status == 429 or category == 70 else None,
         rate_limited=status == 429 or category == 70,
         in_doubt=in_doubt,
+        quota_remaining=remaining,
+        quota_window=window,
     )
+
+
+def quota(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """Requests left and the length in seconds of the window closest to exhaustion.
+
+    `RateLimit-Limit` is a policy such as `2250000, 50000;w=60, 2250000;w=3600`: its first
+    number is the quota of the window `RateLimit-Remaining` counts down, named by `w=`.
+    """
+    try:
+        remaining = int(headers.get("RateLimit-Remaining", ""))
+    except ValueError:
+        return None, None
+    policy = headers.get("RateLimit-Limit", "")
+    first, _, windows = policy.partition(",")
+    for item in windows.split(","):
+        limit, _, params = item.strip().partition(";")
+        if limit.strip() == first.strip() and params.strip().startswith("w="):
+            try:
+                return remaining, int(params.strip()[2:])
+            except ValueError:
+                break
+    return remaining, None
 
 
 def _reason(data: Any, body: bytes, status: int) -> tuple[str, str]:

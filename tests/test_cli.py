@@ -164,25 +164,28 @@ def test_xlsx_and_jsonl_reports_round_trip(sim, cli, make_csv, suffix: str) -> N
         "succeeded", "succeeded", "failed", "duplicate", "invalid"]
 
 
-def test_report_and_journal_are_private_and_journal_is_removed_after_success(
-        sim, cli, make_csv) -> None:
-    """Reports are readable by the owner only; a finished run leaves no journal."""
+def test_report_and_journal_are_private(sim, cli, make_csv) -> None:
+    """Report and journal are readable by their owner only."""
     path = make_csv(ROWS)
     cli(*run_args(sim, path), env=sim.env)
     report = path.with_name("input.report.csv")
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
-    assert not journal_path(report).exists()
+    assert stat.S_IMODE(journal_path(report).stat().st_mode) == 0o600
 
 
-def test_a_leftover_journal_blocks_the_run_until_overwrite(sim, cli, make_csv) -> None:
-    """An unfinished run's journal is never silently discarded."""
+def test_an_existing_report_or_journal_blocks_the_run_until_resume_or_overwrite(
+        sim, cli, make_csv) -> None:
+    """An earlier run's record is never silently replaced."""
     path = make_csv(ROWS)
     report = path.with_name("input.report.csv")
     journal_path(report).write_text('{"event": "outcome", "row": 2}\n')
     refused = cli(*run_args(sim, path), env=sim.env)
-    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert refused.exit_code == 2
+    assert "--resume" in refused.output and "--overwrite" in refused.output
     assert sim.stats.requests == []
     assert cli(*run_args(sim, path, "--overwrite"), env=sim.env).exit_code == 1
+    again = cli(*run_args(sim, path), env=sim.env)
+    assert again.exit_code == 2 and "already exist" in again.output
 
 
 def test_production_without_yes_is_refused_when_stdin_is_not_a_terminal(cli, make_csv) -> None:
