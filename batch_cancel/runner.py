@@ -174,10 +174,18 @@ class Breaker:
                 await nap(self.next_probe - self._clock.now())
         return False
 
-    def observe(self, answer: Answer, probe: bool) -> str:
-        """Count an answer; returns "opened", "closed", "probe_failed" or ""."""
+    def observe(self, answer: Answer, probe: bool, cancel: bool = True) -> str:
+        """Count an answer; returns "opened", "closed", "probe_failed" or "".
+
+        Only a cancel that gets an answer shows the outage is over: invoice reads may work
+        while the cancel endpoint does not, so a read can trip the breaker but not close it.
+        """
         if probe:
             self.probe_in_flight = False
+        if not answer.outage_like and not cancel:
+            if probe:
+                self._notify()
+            return ""
         if not answer.outage_like:
             self.failures = 0
             if self.is_open:
@@ -390,8 +398,8 @@ class Runner:
         self._after_answer(answer, probe)
         return answer
 
-    def _after_answer(self, answer: Answer, probe: bool) -> None:
-        event = self._breaker.observe(answer, probe)
+    def _after_answer(self, answer: Answer, probe: bool, cancel: bool = True) -> None:
+        event = self._breaker.observe(answer, probe, cancel)
         if event == "opened":
             self._log.warning("pool.paused", reason="outage", failures=self._breaker.failures,
                               http_status=answer.http_status,
@@ -417,7 +425,7 @@ class Runner:
         if self.stopping:
             return self._stopped_outcome(job, state)
         read = await self._sender.invoice_state(job.invoice_key, track_id)
-        self._after_answer(read.answer, probe)
+        self._after_answer(read.answer, probe, cancel=False)
         status = read.einvoice_status
         if status in CANCEL_ACCEPTED:
             state.doubt = False
