@@ -273,6 +273,7 @@ def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     installed: list[signal.Signals] = []
+    deadline: list[asyncio.TimerHandle] = []
 
     def handle(signum: signal.Signals) -> None:
         if task is None:
@@ -280,9 +281,11 @@ def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
         if runner.stopping:
             task.cancel()
             return
-        runner.stop(f"interrupted ({signum.name}); press Ctrl-C again to stop at once",
-                    StopKind.INTERRUPTED)
-        loop.call_later(grace, task.cancel)
+        runner.stop(f"interrupted ({signum.name})", StopKind.INTERRUPTED)
+        structlog.get_logger("batch_cancel").warning(
+            "run.interrupting", grace=grace,
+            hint=f"in-flight requests get {grace:g} s; press Ctrl-C again to stop at once")
+        deadline.append(loop.call_later(grace, task.cancel))
 
     if enabled:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -292,6 +295,8 @@ def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
     try:
         yield
     finally:
+        for handle_ in deadline:
+            handle_.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
 

@@ -15,6 +15,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
@@ -36,7 +37,16 @@ EXCEL_ERRORS = {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL
                 "#CALC!", "#GETTING_DATA"}
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _REASON_NUMBER = re.compile(r"^0*([0-9]+)(?:\.0*)?$")
-_SCIENTIFIC = re.compile(r"^[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+$")
+_SCIENTIFIC = re.compile(r"^[0-9](?:[.,][0-9]+)?[eE]\+?[0-9]+$")  # 1,23E+15: decimal comma
+#: What a damaged .xlsx raises inside openpyxl: XML errors (ParseError and lxml's are
+#: SyntaxErrors), broken zip members, bad numbers in cells.
+_DAMAGED_XLSX = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError,
+                 ValueError)
+#: The largest magnitude Excel stores exactly (15 significant digits); beyond, digits are lost.
+_EXCEL_EXACT = 10**15
+_MERGE_CELL = re.compile(
+    rb'<(?:[\w.-]+:)?mergeCell\b[^>]*?\bref="([A-Z]+)([0-9]+):([A-Z]+)([0-9]+)"'
+)
 _NUMBER_FORMAT = re.compile(
     r'^(?P<pre>(?:"[^"]*"|\\.)*)(?P<int>[#0,]+)(?:\.(?P<dec>[0#]+))?'
     r'(?P<post>(?:"[^"]*"|\\.|%)*)$'
@@ -176,21 +186,25 @@ def split_header(path: Path, grid: Iterable[tuple[int, list[str]]]
                  ) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """First non-blank row is the header; blank rows are skipped; rows padded to the header."""
     header: list[str] | None = None
+    header_number = 0
     records: list[tuple[int, list[str]]] = []
     for number, cells in grid:
         if not any(c.strip() for c in cells):
             continue
         if header is None:
-            header = [c.strip() for c in cells]
+            header, header_number = [c.strip() for c in cells], number
             while header and not header[-1]:
                 header.pop()
             continue
         if len(cells) > len(header):
             if any(c.strip() for c in cells[len(header):]):
+                title = (f". If row {header_number} is a title above the real header row, "
+                         "delete it") if sum(1 for c in header if c) == 1 else ""
                 raise InputError(
                     f"{path}: row {number} has {len(cells)} cells but the header has "
                     f"{len(header)}; a value sits in a column without a header. Give that "
                     "column a header, or check the delimiter (--encoding may also help)"
+                    + title
                 )
             cells = cells[: len(header)]
         elif len(cells) < len(header):
@@ -220,7 +234,8 @@ def decode_text(path: Path, raw: bytes, encoding: str | None) -> str:
     if encoding:
         try:
             codecs.lookup(encoding)
-            return raw.decode(encoding)
+            text = raw.decode(encoding)
+            return text.removeprefix("\ufeff")  # utf-8 and utf-16-le/-be keep the BOM
         except LookupError as exc:
             raise InputError(f"--encoding {encoding!r} is not an encoding Python knows") from exc
         except UnicodeDecodeError as exc:
@@ -230,6 +245,10 @@ def decode_text(path: Path, raw: bytes, encoding: str | None) -> str:
         return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="strict")
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16")
+    if b"\x00" in raw[:4096]:
+        raise InputError(f"{path}: holds NUL bytes, so it is probably UTF-16 without a "
+                         "byte-order mark; pass --encoding utf-16-le (or utf-16-be), or save "
+                         "it again as CSV UTF-8")
     for candidate in ("utf-8", "cp1252", "latin-1"):
         try:
             return raw.decode(candidate)
@@ -307,7 +326,7 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]
         raise InputError(f"{path}: the file is empty (0 bytes)")
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+    except _DAMAGED_XLSX as exc:
         raise InputError(f"{path}: not a valid .xlsx workbook (corrupt, or another format "
                          f"renamed to .xlsx): {exc}. Re-save it from Excel as .xlsx") from exc
     try:
@@ -321,11 +340,74 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]
         if not hasattr(worksheet, "iter_rows"):
             raise InputError(f"{path}: sheet {worksheet.title!r} is a chart, not a table")
         worksheet.reset_dimensions()  # trust the cells, not a possibly stale dimension tag
-        for number, cells in enumerate(worksheet.iter_rows(min_row=1), start=1):
-            yield number, [excel_text(c.value, getattr(c, "number_format", "General"))
-                           for c in cells]
+        merges = merged_ranges(worksheet)
+        rows = enumerate(worksheet.iter_rows(min_row=1), start=1)
+        header_seen = False
+        while True:
+            try:  # the sheet XML is parsed lazily: a damaged member fails here, not at open
+                number, cells = next(rows)
+            except StopIteration:
+                break
+            except _DAMAGED_XLSX as exc:
+                raise InputError(
+                    f"{path}: the workbook is damaged; sheet {worksheet.title!r} cannot be read "
+                    f"({type(exc).__name__}: {exc}). Open it in Excel (let it repair the file) "
+                    "and save it again as .xlsx"
+                ) from exc
+            texts = [excel_text(c.value, getattr(c, "number_format", "General")) for c in cells]
+            if not header_seen and any(t.strip() for t in texts):
+                header_seen = True
+                texts = fill_merged_header(number, texts, merges)
+            yield number, texts
     finally:
         book.close()
+
+
+def merged_ranges(worksheet: object) -> list[tuple[int, int, int, int]]:
+    """(first row, first column, last row, last column) of each merged range of a sheet.
+
+    A read-only worksheet does not expose them, so the sheet's XML is scanned for
+    `<mergeCell ref="A1:B1"/>` (it follows the cell data, hence a scan of the whole part).
+    """
+    from openpyxl.utils import column_index_from_string
+
+    get_source = getattr(worksheet, "_get_source", None)
+    if get_source is None:  # pragma: no cover - not a read-only worksheet
+        return []
+    found: list[tuple[int, int, int, int]] = []
+
+    def scan(data: bytes) -> None:
+        for m in _MERGE_CELL.finditer(data):
+            found.append((int(m[2]), column_index_from_string(m[1].decode()),
+                          int(m[4]), column_index_from_string(m[3].decode())))
+
+    tail = b""
+    try:
+        with get_source() as source:
+            while chunk := source.read(1 << 20):
+                data = tail + chunk
+                cut = data.rfind(b"<")  # a tag cut by the chunk boundary waits for the next
+                cut = cut if cut >= 0 else len(data)
+                scan(data[:cut])
+                tail = data[cut:]
+        scan(tail)
+    except _DAMAGED_XLSX:
+        return []  # reading the rows reports the damage
+    return found
+
+
+def fill_merged_header(number: int, texts: list[str],
+                       merges: list[tuple[int, int, int, int]]) -> list[str]:
+    """A header cell merged across columns names each of them (Excel keeps it in the first
+    cell only), so a merged key header shows up as the same header twice: ambiguous."""
+    texts = list(texts)
+    for first_row, first_col, last_row, last_col in merges:
+        if first_row == number <= last_row and last_col > first_col and len(texts) >= first_col:
+            if len(texts) < last_col:
+                texts.extend([""] * (last_col - len(texts)))
+            for index in range(first_col, last_col):
+                texts[index] = texts[first_col - 1]
+    return texts
 
 
 def excel_text(value: object, number_format: str | None) -> str:
@@ -343,6 +425,8 @@ def excel_text(value: object, number_format: str | None) -> str:
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, int | float):
+        if abs(value) >= _EXCEL_EXACT:  # digits past the 15th are lost: shown as General does
+            return _general(value)
         return format_number(value, number_format or "General")
     return str(value)
 
@@ -382,11 +466,11 @@ def _literal(text: str) -> str:
 
 def _general(value: float) -> str:
     """Excel's General format: integers without '.0', up to 15 significant digits otherwise."""
-    if isinstance(value, int):
+    if isinstance(value, int) and abs(value) < _EXCEL_EXACT:
         return str(value)
-    if value.is_integer() and abs(value) < 1e15:
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXCEL_EXACT:
         return str(int(value))
-    text = format(value, ".15g")
+    text = format(Decimal(value) if isinstance(value, int) else value, ".15g")
     return text.replace("e+", "E+").replace("e-", "E-")
 
 
@@ -414,8 +498,10 @@ def resolve_column(path: Path, columns: list[str], what: str, aliases: tuple[str
         if len(matches) == 1 and f"{matches[0]} (2)" in columns:  # the same header twice
             matches.append(f"{matches[0]} (2)")
         if len(matches) > 1:
+            twice = (" (the same header twice, or one header cell merged across columns: "
+                     "unmerge or rename them)") if f"{matches[0]} (2)" in matches else ""
             raise InputError(f"{path}: several columns could be the {what}: "
-                             f"{', '.join(matches)}; pass {flag} to choose one")
+                             f"{', '.join(matches)}{twice}; pass {flag} to choose one")
         if matches:
             return matches[0]
     return None
@@ -545,12 +631,12 @@ def _load_report(path: Path, columns: list[str], records: list[tuple[int, list[s
             raise InputError(f"{path}: row {number} has status {values['status']!r}, which is "
                              f"not one of {', '.join(s.value for s in Status)}") from exc
         if earlier in only:
-            rows.append(make_row(original, values["invoice_key"], values["reason"],
+            rows.append(make_row(original, values["invoice_key"], values.get("reason", ""),
                                  values.get("document_reference_id", ""), extra))
         else:
             carried = {c: values.get(c, "") for c in REPORT_COLUMNS}
             rows.append(SourceRow(row=original, invoice_key=values["invoice_key"].strip(),
-                                  reason=values["reason"].strip(),
+                                  reason=values.get("reason", "").strip(),
                                   document_reference_id=values.get("document_reference_id", ""),
                                   extra=extra, status=earlier,
                                   message=values.get("error_message", ""), carried=carried))

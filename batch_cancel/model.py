@@ -37,7 +37,7 @@ REPORT_COLUMNS: tuple[str, ...] = (
 )
 
 #: The columns that must be present for a file to be read back as a report.
-REPORT_SIGNATURE: frozenset[str] = frozenset({"row", "invoice_key", "reason", "status", "track_id"})
+REPORT_SIGNATURE: frozenset[str] = frozenset({"row", "invoice_key", "status"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,7 +327,8 @@ class Runner:
                 raise
             except Exception as exc:  # one row's bug must not stop the others
                 outcome = self._outcome(job, state, Status.FAILED,
-                                        f"unexpected error: {type(exc).__name__}: {exc}")
+                                        f"unexpected error: {type(exc).__name__}: {exc}",
+                                        in_doubt=state.in_flight or state.doubt)
             finally:
                 self.in_flight -= 1
             on_outcome(outcome)
@@ -388,12 +389,11 @@ class Runner:
         state.in_flight = True
         try:
             answer = await call
-        except BaseException:
+        except BaseException:  # no answer came: the row stays in flight, hence in doubt
             if probe:
                 self._breaker.abandon_probe()
             raise
-        finally:
-            state.in_flight = False
+        state.in_flight = False
         state.last = answer
         self._after_answer(answer, probe)
         return answer

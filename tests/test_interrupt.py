@@ -71,3 +71,52 @@ def test_sigint_stops_cleanly_with_every_row_reported_and_exit_130(sim_process: 
         stats = json.load(answer)
     assert len(stats["accepted_cancels"]) == 400
     assert set(stats["accepted_cancels"].values()) == {1}
+
+
+@pytest.fixture
+def slow_sim_process() -> Iterator[str]:
+    """A simulator whose every answer takes 3 s: requests are surely in flight at Ctrl-C."""
+    process = subprocess.Popen([str(BIN), "simulate", "--port", "0", "--latency", "3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+
+
+def test_grace_period_bounds_the_wait_and_resume_checks_rows_left_in_doubt(
+        slow_sim_process: str, tmp_path: Path) -> None:
+    """Ctrl-C with slow answers: stop after --grace, rows in flight are in doubt, resume checks."""
+    path = tmp_path / "rows.csv"
+    path.write_text("invoice,reason\n" + "".join(f"INV{n:05d},02\n" for n in range(6)))
+    env = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
+           "ZUORA_CLIENT_SECRET": "sim-client-secret"}
+    command = [str(BIN), "run", str(path), "--base-url", slow_sim_process, "--concurrency", "3",
+               "--no-progress", "--log-format", "json", "--grace", "0.5"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # three requests are in flight, each answered after 3 s
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert time.monotonic() - interrupted_at < 1.4  # the grace, not the 3-second answers
+    assert process.returncode == 130, out + err
+    report = {r["row"]: r for r in read_report(tmp_path / "rows.report.csv")}
+    in_doubt = [r for r in report.values() if r["status"] == "failed"]
+    assert len(in_doubt) == 3 and all("in doubt" in r["error_message"] for r in in_doubt)
+    assert [r["status"] for r in report.values()].count("not_attempted") == 3
+
+    time.sleep(2.0)  # the server finishes the three cancels it was given
+    resumed = subprocess.run([*command, "--resume", "--concurrency", "6"], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    report = {r["row"]: r for r in read_report(tmp_path / "rows.report.csv")}
+    assert all(r["status"] == "succeeded" for r in report.values())
+    verified = [r for r in report.values() if "verified after resume" in r["error_message"]]
+    assert len(verified) == 3
+    with urllib.request.urlopen(f"{slow_sim_process}/_sim/stats") as answer:
+        stats = json.load(answer)
+    assert set(stats["accepted_cancels"].values()) == {1} and len(stats["accepted_cancels"]) == 6
