@@ -220,7 +220,8 @@ def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Jour
     settings = options.settings
     rate = settings.rate if settings.rate is not None else options.target.default_rate
     limits = Limits(concurrency=settings.concurrency, rate=rate,
-                    max_attempts=settings.max_attempts, outage_window=settings.outage_window)
+                    max_attempts=settings.max_attempts, outage_window=settings.outage_window,
+                    tenant_share=settings.tenant_share)
     return Runner(client, limits, run_id, settings.track_id_prefix, on_sent=journal.sent)
 
 
@@ -263,7 +264,8 @@ async def _progress_events(runner: Runner, outcomes: dict[int, Outcome], to_send
     """A `run.progress` event every PROGRESS_EVERY seconds, for logs without a display."""
     while True:
         await asyncio.sleep(PROGRESS_EVERY)
-        log.info("run.progress", done=len(outcomes), to_send=to_send, in_flight=runner.in_flight)
+        log.info("run.progress", done=len(outcomes), to_send=to_send,
+                 in_flight=runner.window.in_flight, window=runner.window.size)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from .config import (
     DEFAULT_GRACE,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_OUTAGE_WINDOW,
+    DEFAULT_TENANT_SHARE,
     DEFAULT_TIMEOUT,
     ENVIRONMENTS,
     ConfigError,
@@ -74,6 +75,9 @@ def main() -> None:
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Most requests in flight (Zuora's default tenant limit is 40, shared with "
                    "every other integration).")
+@click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
+              help="Most of the tenant's advertised concurrency limit (Concurrency-Limit-Limit) "
+                   "this run may use; the rest stays for other integrations.")
 @click.option("--rate", type=float, help="Most requests started per second, no start-up "
               "burst (default per target: sandbox 20, central-sandbox 100, production 400, "
               "base URL 100, simulator unpaced).")
@@ -112,7 +116,8 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
 def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 env_name: str | None, base_url: str | None, simulate: bool, concurrency: int,
-                rate: float | None, max_attempts: int, timeout: float, only: str | None,
+                tenant_share: float, rate: float | None, max_attempts: int, timeout: float,
+                only: str | None,
                 dry_run: bool, yes: bool, resume: bool, overwrite: bool,
                 outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
@@ -137,7 +142,7 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         settings = Settings(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
                             timeout=timeout, track_id_prefix=track_id_prefix,
                             entity_ids=entity_ids, org_ids=org_ids, zuora_version=zuora_version,
-                            outage_window=outage_window)
+                            outage_window=outage_window, tenant_share=tenant_share)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     credentials = None

@@ -40,6 +40,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_OUTAGE_WINDOW = 1800.0
 DEFAULT_GRACE = 30.0
+DEFAULT_TENANT_SHARE = 0.5
 #: Rate used for a `--base-url` of unknown kind: the API Sandbox's (the strictest) share is too
 #: timid for a proxy in front of production, so the Developer Sandbox share is used.
 DEFAULT_CUSTOM_RATE = 100.0
@@ -89,6 +90,8 @@ class Settings:
     zuora_version: str = ""
     #: seconds of Zuora outage to wait out (probing) before stopping the run cleanly
     outage_window: float = DEFAULT_OUTAGE_WINDOW
+    #: share of the tenant's advertised concurrency limit this run may take
+    tenant_share: float = DEFAULT_TENANT_SHARE
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -99,6 +102,8 @@ class Settings:
             raise ConfigError("--max-attempts must be at least 1 (the first try counts)")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be a positive number of seconds")
+        if not 0 < self.tenant_share <= 1:
+            raise ConfigError("--tenant-share must be more than 0 and at most 1")
         if self.outage_window < 0:
             raise ConfigError("--outage-window must be zero or more seconds")
         check_track_prefix(self.track_id_prefix)

@@ -109,6 +109,8 @@ class Answer:
     in_doubt: bool = False
     quota_remaining: int | None = None
     quota_window: int | None = None
+    concurrency_limit: int | None = None
+    concurrency_remaining: int | None = None
 
     @property
     def category(self) -> int | None:

@@ -59,7 +59,7 @@ class RichProgress:
         done = sum(self._counts.values())
         elapsed = max(time.monotonic() - self._started, 1e-6)
         detail = " ".join(f"{s.value}={n}" for s, n in self._counts.items())
-        detail += f" in_flight={runner.in_flight}"
+        detail += f" in_flight={runner.window.in_flight} window={runner.window.size}"
         pause = runner.paused_until - time.monotonic()
         if pause > 0:
             detail += f" [yellow]paused {pause:.0f}s (429)[/]"

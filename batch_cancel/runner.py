@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 from aiolimiter import AsyncLimiter
 
+from .flow import Window
 from .model import Answer, CancelJob, Outcome, Status, Verdict
 from .zuora import AuthenticationError, InvoiceState
 
@@ -29,6 +30,7 @@ CATEGORY_RULE = 30
 #: A RateLimit window this long or longer is a daily quota: at 0 the run stops, no pause helps.
 DAY = 86400
 
+T = TypeVar("T")
 OutcomeSink = Callable[[Outcome], None]
 SentSink = Callable[[CancelJob, int, str], None]
 
@@ -91,6 +93,8 @@ class Limits:
     outage_threshold: int = 10
     #: seconds of outage to wait out before stopping the run cleanly
     outage_window: float = 1800.0
+    #: share of the tenant's advertised concurrency limit this run may use
+    tenant_share: float = 0.5
 
 
 Nap = Callable[[float], Awaitable[None]]
@@ -248,6 +252,7 @@ class Runner:
         self._gate = PauseGate(self._clock, self._nap, self._rng, spread)
         self._pacer = AsyncLimiter(1, 1.0 / limits.rate) if limits.rate else None
         self._breaker = Breaker(self._clock, limits.outage_threshold, limits.backoff)
+        self.window = Window(limits.concurrency, limits.tenant_share, self._clock.now)
         self._stopped = asyncio.Event()
         self._active: dict[int, _RowState] = {}
         self._total: int | None = None
@@ -256,7 +261,6 @@ class Runner:
         self.stop_reason = ""
         self.stop_kind: StopKind | None = None
         self.auth_error: AuthenticationError | None = None
-        self.in_flight = 0
 
     @property
     def paused_until(self) -> float:
@@ -315,7 +319,6 @@ class Runner:
             if self.stopping:
                 on_outcome(self._not_attempted(job, state))
                 continue
-            self.in_flight += 1
             try:
                 outcome = await self._process(job, state)
             except AuthenticationError as exc:
@@ -329,8 +332,6 @@ class Runner:
                 outcome = self._outcome(job, state, Status.FAILED,
                                         f"unexpected error: {type(exc).__name__}: {exc}",
                                         in_doubt=state.in_flight or state.doubt)
-            finally:
-                self.in_flight -= 1
             on_outcome(outcome)
             self._log.debug("row.finished", row=job.row, status=outcome.status.value,
                             attempts=outcome.attempts, http_status=outcome.http_status,
@@ -356,7 +357,8 @@ class Runner:
             state.attempts += 1
             if self._on_sent is not None:
                 self._on_sent(job, state.attempts, track_id)
-            answer = await self._observed(self._sender.cancel(job, track_id), probe, state)
+            answer = await self._observed(lambda: self._sender.cancel(job, track_id), probe,
+                                          state)
             if answer.verdict is Verdict.SUCCEEDED:
                 return self._answered(job, state, answer)
             if answer.verdict is Verdict.FINAL:
@@ -384,11 +386,12 @@ class Runner:
             return await self._breaker.admit(lambda: self.stopping, self._nap)
         return False
 
-    async def _observed(self, call: Awaitable[Answer], probe: bool, state: _RowState) -> Answer:
-        """Run one request and feed its answer to the breaker, the 429 pause and the quota."""
+    async def _observed(self, call: Callable[[], Awaitable[Answer]], probe: bool,
+                        state: _RowState) -> Answer:
+        """Run one cancel and feed its answer to the breaker, the window, pauses and quota."""
         state.in_flight = True
         try:
-            answer = await call
+            answer = await self._windowed(call)
         except BaseException:  # no answer came: the row stays in flight, hence in doubt
             if probe:
                 self._breaker.abandon_probe()
@@ -398,7 +401,19 @@ class Runner:
         self._after_answer(answer, probe)
         return answer
 
+    async def _windowed(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Make one request inside the flow-control window."""
+        await self.window.acquire()
+        try:
+            return await call()
+        finally:
+            self.window.release()
+
     def _after_answer(self, answer: Answer, probe: bool, cancel: bool = True) -> None:
+        change = self.window.observe(answer)
+        if change is not None:
+            self._log.info("pool.window_changed", old=change.old, new=change.new,
+                           reason=change.reason, ceiling=self.window.ceiling)
         event = self._breaker.observe(answer, probe, cancel)
         if event == "opened":
             self._log.warning("pool.paused", reason="outage", failures=self._breaker.failures,
@@ -424,7 +439,13 @@ class Runner:
         probe = await self._start()
         if self.stopping:
             return self._stopped_outcome(job, state)
-        read = await self._sender.invoice_state(job.invoice_key, track_id)
+        try:
+            read = await self._windowed(
+                lambda: self._sender.invoice_state(job.invoice_key, track_id))
+        except BaseException:
+            if probe:
+                self._breaker.abandon_probe()
+            raise
         self._after_answer(read.answer, probe, cancel=False)
         status = read.einvoice_status
         if status in CANCEL_ACCEPTED:

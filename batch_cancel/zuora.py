@@ -260,9 +260,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
     request_id = headers.get("Zuora-Request-Id", "")
     process_id = str(data.get("processId") or "") if isinstance(data, dict) else ""
     remaining, window = quota(headers)
+    limit, free = _int(headers.get("Concurrency-Limit-Limit")), _int(
+        headers.get("Concurrency-Limit-Remaining"))
     if 200 <= status < 300 and isinstance(data, dict) and data.get("success") is True:
         return Answer(Verdict.SUCCEEDED, http_status=status, zuora_request_id=request_id,
-                      process_id=process_id, quota_remaining=remaining, quota_window=window)
+                      process_id=process_id, quota_remaining=remaining, quota_window=window,
+                      concurrency_limit=limit, concurrency_remaining=free)
     code, message = _reason(data, body, status)
     category = int(code) % 100 if code.isdigit() else None
     retry = status in RETRY_STATUSES or category in RETRY_CATEGORIES
@@ -279,7 +282,16 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
         in_doubt=in_doubt,
         quota_remaining=remaining,
         quota_window=window,
+        concurrency_limit=limit,
+        concurrency_remaining=free,
     )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def quota(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
