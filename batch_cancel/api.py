@@ -149,6 +149,10 @@ def _journal_to_resume(journal: Path, input_path: Path, digest: str) -> JournalS
     return state
 
 
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -175,6 +179,7 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
     structlog.contextvars.bind_contextvars(run_id=run_id)
     jobs = list(plan.jobs())
     started = time.monotonic()
+    started_at = _utc_now()
     log.info("run.started", input=str(options.input_path), report=str(options.report),
              target=options.target.name, base_url=options.target.base_url or "(simulator)",
              rows=len(plan.loaded.rows), to_send=len(jobs), resume=options.resume,
@@ -191,7 +196,7 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
         "run_id": run_id, "input": str(options.input_path), "input_sha256": plan.input_sha256,
         "report": str(options.report), "target": options.target.name,
         "base_url": options.target.base_url, "resumed": options.resume,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started_at,
     })
     try:
         async with _target(options) as (base_url, credentials), open_session(
@@ -201,7 +206,11 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
             await _send_all(options, jobs, runner, client, journal, outcomes, log)
     finally:
         journal.close()
-        summary = write_report(options.report, plan.loaded.columns, plan.loaded.rows, outcomes)
+        context = {"input": str(options.input_path), "target": options.target.name,
+                   "base_url": options.target.base_url or "(built-in simulator)",
+                   "run_id": run_id, "started_at": started_at, "finished_at": _utc_now()}
+        summary = write_report(options.report, plan.loaded.columns, plan.loaded.rows, outcomes,
+                               context)
         summary.elapsed = time.monotonic() - started
         summary.sent_rows = sum(1 for job in jobs if job.row in outcomes
                                 and outcomes[job.row].attempts)

@@ -330,7 +330,9 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]
         raise InputError(f"{path}: not a valid .xlsx workbook (corrupt, or another format "
                          f"renamed to .xlsx): {exc}. Re-save it from Excel as .xlsx") from exc
     try:
-        if sheet is None:
+        if sheet is None and book.sheetnames[:2] == ["Summary", "Rows"]:
+            worksheet = book["Rows"]  # a batch-cancel .xlsx report: its rows, not its summary
+        elif sheet is None:
             worksheet = book.worksheets[0]
         elif sheet in book.sheetnames:
             worksheet = book[sheet]

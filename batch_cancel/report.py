@@ -203,8 +203,11 @@ def neutralise(text: str) -> str:
 
 
 def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
-                 outcomes: dict[int, Outcome]) -> Summary:
-    """Write the report atomically in the format its extension names; return the counts."""
+                 outcomes: dict[int, Outcome], context: dict[str, str] | None = None) -> Summary:
+    """Write the report atomically in the format its extension names; return the counts.
+
+    `context` (input, target, run id, times) goes on the .xlsx report's Summary sheet.
+    """
     header = [*input_columns, *REPORT_COLUMNS]
     summary = Summary(report_path=str(path))
     counts: Counter[Status] = Counter()
@@ -238,7 +241,14 @@ def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
     try:
         os.chmod(temp_path, 0o600)
         if suffix == ".xlsx":
-            _write_xlsx(temp_path, header, records())
+            from .workbook import summary_lines, write_workbook  # openpyxl only when asked
+
+            def summary_sheet() -> Iterator[tuple[list[object], bool]]:
+                counted = {status: counts.get(status, 0) for status in Status}
+                top = [(code, n, first_message[code]) for code, n in errors.most_common(5)]
+                return summary_lines(context or {}, counted, top)
+
+            write_workbook(temp_path, header, records(), summary_sheet)
         elif suffix == ".jsonl":
             _write_jsonl(temp_path, header, records())
         else:
@@ -276,23 +286,3 @@ def _write_jsonl(path: Path, header: list[str], records: Iterator[list[str]]) ->
         for values in records:
             handle.write(json.dumps(dict(zip(header, values, strict=True)),
                                     ensure_ascii=False) + "\n")
-
-
-def _write_xlsx(path: Path, header: list[str], records: Iterator[list[str]]) -> None:
-    """Every cell as text, so keys with leading zeros stay as they were."""
-    import openpyxl
-    from openpyxl.cell import WriteOnlyCell
-
-    book = openpyxl.Workbook(write_only=True)
-    sheet = book.create_sheet("Rows")
-    sheet.freeze_panes = "A2"
-    sheet.append(header)
-    for values in records:
-        cells = []
-        for value in values:
-            cell = WriteOnlyCell(sheet, value=value)
-            cell.data_type = "s"  # text, even for "=..." input values: never a formula
-            cell.number_format = "@"
-            cells.append(cell)
-        sheet.append(cells)
-    book.save(path)
