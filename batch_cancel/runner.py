@@ -363,9 +363,11 @@ class Runner:
                 return self._answered(job, state, answer)
             if answer.verdict is Verdict.FINAL:
                 if ever_in_doubt and answer.category == CATEGORY_RULE:
-                    verified = await self._verify(job, track_id, state, label)
+                    state.doubt = True  # refused: perhaps because our earlier request worked
+                    verified = await self._verify(job, track_id, state, label, patient=True)
                     if verified is not None:
                         return verified
+                    return replace(self._answered(job, state, answer), in_doubt=state.doubt)
                 return self._answered(job, state, answer)
             state.doubt = answer.in_doubt
             ever_in_doubt = ever_in_doubt or answer.in_doubt
@@ -429,24 +431,33 @@ class Runner:
         self._watch_quota(answer)
 
     async def _verify(self, job: CancelJob, track_id: str, state: _RowState,
-                      label: str) -> Outcome | None:
+                      label: str, patient: bool = False) -> Outcome | None:
         """Read the invoice before resending after an answer that leaves the cancel in doubt.
 
         Returns the outcome when the invoice settles it (cancel accepted, or refused by the tax
         authority), else None: the invoice is still cancelable, or could not be read (a resend
         is then still safe: Zuora refuses a second cancel, and that refusal is checked too).
+        A `patient` check, the last word on a row, retries a read that met a 429 or a 5xx.
         """
-        probe = await self._start()
-        if self.stopping:
-            return self._stopped_outcome(job, state)
-        try:
-            read = await self._windowed(
-                lambda: self._sender.invoice_state(job.invoice_key, track_id))
-        except BaseException:
-            if probe:
-                self._breaker.abandon_probe()
-            raise
-        self._after_answer(read.answer, probe, cancel=False)
+        reads = 0
+        while True:
+            probe = await self._start()
+            if self.stopping:
+                return self._stopped_outcome(job, state)
+            try:
+                read = await self._windowed(
+                    lambda: self._sender.invoice_state(job.invoice_key, track_id))
+            except BaseException:
+                if probe:
+                    self._breaker.abandon_probe()
+                raise
+            self._after_answer(read.answer, probe, cancel=False)
+            reads += 1
+            if (not patient or read.answer.verdict is not Verdict.RETRY
+                    or reads >= self._limits.max_attempts):
+                break
+            if not read.answer.rate_limited:  # a 429 already paused the pool
+                await self._nap(self._limits.backoff.delay(reads, self._rng))
         status = read.einvoice_status
         if status in CANCEL_ACCEPTED:
             state.doubt = False
@@ -467,7 +478,7 @@ class Runner:
                        label: str) -> Outcome:
         """Out of attempts: if the last answer left the cancel in doubt, read the invoice first."""
         if state.doubt and not self.stopping:
-            verified = await self._verify(job, track_id, state, label)
+            verified = await self._verify(job, track_id, state, label, patient=True)
             if verified is not None:
                 return verified
         message = f"{answer.error_message} (gave up after {state.attempts} attempts)".strip()

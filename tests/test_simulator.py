@@ -499,3 +499,161 @@ async def test_unknown_route_is_json_404(start_sim: StartSim, http: aiohttp.Clie
         async with http.request(method, f"{url}{path}", headers=auth(token)) as response:
             assert response.status == 404
             assert (await response.json())["success"] is False
+
+
+async def test_outage_fails_every_v1_call_but_not_oauth(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """start_outage: cancel and read get a JSON 503 and nothing is applied; OAuth stays up."""
+    sim, url = await start_sim()
+    token = await get_token(http, url)
+    sim.start_outage(0.3)
+    assert sim.outage_mode() == "503"
+    status, body, response = await cancel(http, url, token, "INV1")
+    assert status == 503 and body["success"] is False and code_of(body) == 59210061
+    assert "RateLimit-Remaining" not in response.headers
+    assert (await read(http, url, token, "INV1"))[0] == 503
+    assert await get_token(http, url)
+    assert sim.invoice_status("INV1") == "Success" and sim.stats.accepted_cancels == {}
+    await asyncio.sleep(0.35)
+    assert sim.outage_mode() is None
+    status, body, _ = await cancel(http, url, token, "INV1")
+    assert (status, body) == (200, {"success": True})
+
+
+@pytest.mark.parametrize("mode", ["drop", "html_502"])
+async def test_outage_modes_drop_or_answer_a_proxy_page(
+    start_sim: StartSim, http: aiohttp.ClientSession, mode: str
+) -> None:
+    """An outage can close every connection or answer the proxy's HTML 502; nothing applied."""
+    sim, url = await start_sim()
+    token = await get_token(http, url)
+    sim.start_outage(5.0, mode)
+    if mode == "drop":
+        with pytest.raises((aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+            await cancel(http, url, token, "INV1")
+        assert sim.stats.cancels()[-1].status is None
+    else:
+        target = f"{url}/v1/invoices/INV1"
+        async with http.get(target, headers=auth(token)) as response:
+            assert response.status == 502 and response.content_type == "text/html"
+    assert sim.invoice_status("INV1") == "Success" and sim.stats.accepted_cancels == {}
+    sim.end_outage()
+    assert (await read(http, url, token, "INV1"))[0] == 200
+
+
+async def test_configured_outage_counts_from_start(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """outage_after/outage_for put an outage at a fixed time after start() (subprocess use)."""
+    sim, url = await start_sim(outage_after=0.2, outage_for=0.3, outage_mode="html_502")
+    token = await get_token(http, url)
+    assert (await read(http, url, token, "INV1"))[0] == 200
+    await asyncio.sleep(0.25)
+    assert sim.outage_mode() == "html_502"
+    target = f"{url}/v1/invoices/INV1/e-invoice/cancel"
+    async with http.put(target, json={"reason": "02"}, headers=auth(token)) as response:
+        assert response.status == 502
+    await asyncio.sleep(0.3)
+    assert (await cancel(http, url, token, "INV1"))[0] == 200
+    assert sim.stats.accepted_cancels == {"INV1": 1}
+
+
+def test_unknown_outage_mode_is_refused() -> None:
+    """An outage mode or a negative length the server does not know is a ValueError."""
+    with pytest.raises(ValueError, match="503, drop, html_502"):
+        SimulatorConfig(outage_mode="slow")
+    with pytest.raises(ValueError, match="outage mode"):
+        Simulator().start_outage(1.0, "504")
+    with pytest.raises(ValueError, match=">= 0"):
+        Simulator().start_outage(-1.0)
+    with pytest.raises(ValueError, match="storm_429"):
+        SimulatorConfig(storm_429=1.5)
+
+
+async def test_storm_429_with_retry_after(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """A storm 429 has Zuora's rate body, Retry-After, RateLimit-Remaining 0; nothing applied."""
+    sim, url = await start_sim(storm_429=1.0, storm_retry_after=2, storm_reset=2)
+    token = await get_token(http, url)
+    status, body, response = await cancel(http, url, token, "INV1")
+    assert status == 429 and code_of(body) == 70
+    assert body["reasons"][0]["message"] == (
+        "API Rate limit exceeded for the minute, retry after 2 seconds"
+    )
+    assert response.headers["Retry-After"] == "2"
+    assert response.headers["RateLimit-Remaining"] == "0"
+    assert response.headers["RateLimit-Reset"] == "2"
+    assert (await read(http, url, token, "INV1"))[0] == 429
+    assert sim.invoice_status("INV1") == "Success" and sim.stats.accepted_cancels == {}
+
+
+async def test_storm_429_without_retry_after_names_the_reset(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """storm_retry_after=None: no Retry-After; RateLimit-Remaining 0 and RateLimit-Reset only."""
+    _, url = await start_sim(storm_429=1.0, storm_retry_after=None, storm_reset=3,
+                             rate_limit=1000)
+    token = await get_token(http, url)
+    status, body, response = await cancel(http, url, token, "INV1")
+    assert status == 429 and code_of(body) % 100 == 70
+    assert "Retry-After" not in response.headers
+    assert response.headers["RateLimit-Remaining"] == "0"
+    assert response.headers["RateLimit-Reset"] == "3"
+    assert response.headers["RateLimit-Limit"] == "1000, 1000;w=60"
+
+
+async def test_storm_429_share_is_seeded_and_partial(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """At storm_429=0.3 some requests get 429 and the rest work; the same seed replays."""
+
+    async def statuses(seed: int) -> list[int]:
+        sim, url = await start_sim(seed=seed, storm_429=0.3)
+        token = await get_token(http, url)
+        got = [(await cancel(http, url, token, f"INV{i}"))[0] for i in range(30)]
+        assert len(sim.stats.accepted_cancels) == got.count(200)
+        return got
+
+    first, again = await statuses(3), await statuses(3)
+    assert first == again
+    assert set(first) == {200, 429}
+
+
+async def test_daily_quota_names_its_window(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """A daily quota: RateLimit-Limit "N, N;w=86400", Reset in seconds, 429 "for the day"."""
+    _, url = await start_sim(rate_limit=2, rate_window=86400)
+    token = await get_token(http, url)
+    for _ in range(3):
+        async with http.get(f"{url}/v1/invoices/INV1", headers=auth(token)) as response:
+            headers, status, body = response.headers, response.status, await response.json()
+    assert status == 429
+    assert headers["RateLimit-Limit"] == "2, 2;w=86400"
+    assert headers["RateLimit-Remaining"] == "0"
+    assert 3600 < int(headers["RateLimit-Reset"]) <= 86400
+    assert body["reasons"][0]["message"].startswith("API Rate limit exceeded for the day")
+
+
+async def test_requests_and_tokens_endpoints_serve_other_processes(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """/_sim/requests lists each request without headers; /_sim/tokens lists issued tokens."""
+    sim, url = await start_sim(drop=1.0)
+    token = await get_token(http, url)
+    with pytest.raises((aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        await cancel(http, url, token, "INV1")
+    async with http.get(f"{url}/_sim/requests") as response:
+        records = (await response.json())["requests"]
+    # a plain aiohttp session resends a PUT once on a dropped keep-alive connection
+    assert [(r["method"], r["key"], r["status"]) for r in records[:2]] == [
+        ("POST", None, 200),
+        ("PUT", "INV1", None),
+    ]
+    assert records[1]["finished"] >= records[1]["started"]
+    assert token not in str(records)
+    async with http.get(f"{url}/_sim/tokens") as response:
+        assert await response.json() == {"tokens": [token]}
+    assert len(sim.stats.requests) == len(records)  # the control calls are not recorded
