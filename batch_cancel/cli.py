@@ -8,6 +8,7 @@ quota (resume later); 130 interrupted.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from .loader import InputError, LoadOptions
 from .model import Status
 from .progress import ConsoleLines, RichProgress, make_console, plan_text, summary_text
 from .report import ReportError
-from .zuora import Credentials
+from .zuora import AuthenticationError, Credentials
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -129,7 +130,6 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
     INPUT is a .csv, .tsv, .txt, .xlsx or .xlsm file, or an earlier report (.csv, .xlsx,
     .jsonl). Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
     """
-    client_id = os.environ.get("ZUORA_CLIENT_ID", "")
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
     interactive = sys.stdout.isatty() and sys.stderr.isatty()
     console = make_console(sys.stderr)
@@ -145,12 +145,7 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                             outage_window=outage_window, tenant_share=tenant_share)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
-    credentials = None
-    if not simulate and not dry_run:
-        if not client_id or not client_secret:
-            raise UsageFailure("set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET in the environment "
-                               "(never as flags: command lines are visible to every user)")
-        credentials = Credentials(client_id, client_secret)
+    credentials = None if simulate or dry_run else _credentials()
     options = api.RunOptions(
         input_path=input_path, target=target, credentials=credentials, report_path=report_path,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
@@ -190,6 +185,69 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
     entity = f" (entity {entity_ids})" if entity_ids else ""
     if not click.confirm(f"Cancel these e-invoices on PRODUCTION {base_url}{entity}?"):
         raise UsageFailure("not confirmed; nothing sent")
+
+
+@main.command("verify")
+@click.argument("report_path", metavar="REPORT", type=click.Path(path_type=Path))
+@click.option("--report", "output_path", type=click.Path(path_type=Path),
+              help="Write the verified report here (default: rewrite REPORT in place).")
+@click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
+              help="A named Zuora environment (as for run).")
+@click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL).")
+@click.option("--until", type=float, default=600.0, show_default=True,
+              help="Seconds to keep polling before writing what is known.")
+@click.option("--concurrency", type=int, default=10, show_default=True,
+              help="Most invoice reads in flight.")
+@click.option("--rate", type=float, help="Most reads started per second (default per target).")
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds per request.")
+@click.option("--log-format", type=click.Choice(logs.LOG_FORMATS),
+              help="console or json (default: console at a terminal, else json).")
+def verify_command(report_path: Path, output_path: Path | None, env_name: str | None,
+                   base_url: str | None, until: float, concurrency: int, rate: float | None,
+                   timeout: float, log_format: str | None) -> None:
+    """Follow the succeeded rows of REPORT until the tax authority has answered.
+
+    Reads each accepted cancel's e-invoice until it is Cancelled or CancelFailed (or --until
+    passes) and writes the report again with einvoice_status, einvoice_error_code,
+    einvoice_error_message and verified_at. CancelFailed rows get the status cancel_failed:
+    send them again with `run REPORT --only cancel_failed`. Exit 0 only if all reached Cancelled.
+    """
+    from .verify import VerifyOptions, load_report, verify_async
+
+    client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
+    logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
+                   secrets=[client_secret])
+    try:
+        target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), False)
+        settings = Settings(concurrency=concurrency, timeout=timeout,
+                            rate=rate if rate is not None else target.default_rate)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    try:
+        loaded = load_report(report_path)
+    except InputError as exc:
+        raise UsageFailure(str(exc)) from None
+    options = VerifyOptions(report_path, target, _credentials(), output_path, settings, until)
+    try:
+        summary = asyncio.run(verify_async(options, loaded))
+    except AuthenticationError as exc:
+        click.echo(f"authentication failed: {exc}", err=True)
+        sys.exit(3)
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.counts.items())) or "none"
+    click.echo(f"Verified {summary.checked} accepted cancels: {counts}")
+    click.echo(f"Report: {summary.report_path}")
+    sys.exit(0 if summary.all_cancelled else 1)
+
+
+def _credentials() -> Credentials:
+    """Credentials from the environment only (a command line is visible to every user)."""
+    client_id = os.environ.get("ZUORA_CLIENT_ID", "")
+    client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
+    if not client_id or not client_secret:
+        raise UsageFailure("set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET in the environment "
+                           "(never as flags: command lines are visible to every user)")
+    return Credentials(client_id, client_secret)
 
 
 @main.command("simulate")

@@ -17,6 +17,8 @@ class Status(StrEnum):
     INVALID = "invalid"
     DUPLICATE = "duplicate"
     NOT_ATTEMPTED = "not_attempted"
+    #: set by `verify`: Zuora accepted the cancel, then the tax authority refused it
+    CANCEL_FAILED = "cancel_failed"
 
 
 #: The columns batch-cancel adds to every report, in order. A file holding all of them is a report.

@@ -110,6 +110,10 @@ class SimulatorConfig:
     rate_retry_after: bool = False
     concurrency_limit: int | None = None
     concurrency_retry_after: int = 120
+    #: seconds between two samples of the advertised Concurrency-Limit-Remaining: 0 advertises
+    #: the exact free places on every answer; >0 advertises the value sampled at most that
+    #: often (Zuora refreshes it about once a second). The 429 verdict itself stays exact.
+    concurrency_sample_interval: float = 0.0
     cancel_delay: float = 2.0
     cancel_failed_rate: float = 0.0
     seed: int = 0
@@ -152,6 +156,8 @@ class SimulatorConfig:
             raise ValueError("rate_limit must be >= 0 or None")
         if self.concurrency_limit is not None and self.concurrency_limit < 0:
             raise ValueError("concurrency_limit must be >= 0 or None")
+        if self.concurrency_sample_interval < 0:
+            raise ValueError("concurrency_sample_interval must be >= 0")
         if self.storm_retry_after is not None and self.storm_retry_after < 0:
             raise ValueError("storm_retry_after must be >= 0 or None")
         if self.storm_reset < 0:
@@ -265,6 +271,8 @@ class Simulator:
         self._epoch = time.monotonic()
         self._window_index = 0
         self._window_count = 0
+        # (when sampled, free places then) for concurrency_sample_interval > 0
+        self._remaining_sample: tuple[float, int] | None = None
         self._entity = str(uuid.uuid4())
         self._user = secrets.token_hex(16)
         self._runner: web.AppRunner | None = None
@@ -504,6 +512,8 @@ class Simulator:
         reset = max(1, math.ceil(self._epoch + (index + 1) * window - now))
         concurrency = self.config.concurrency_limit
         free = None if concurrency is None else max(0, concurrency - self._in_flight)
+        if free is not None:
+            free = self._advertised_remaining(now, free)
         return _Limits(
             concurrency_exceeded=concurrency is not None and self._in_flight > concurrency,
             concurrency_limit=concurrency,
@@ -514,6 +524,16 @@ class Simulator:
             rate_reset=reset,
             rate_window=window,
         )
+
+    def _advertised_remaining(self, now: float, free: int) -> int:
+        """Concurrency-Limit-Remaining as advertised: exact, or a sample at most interval old."""
+        interval = self.config.concurrency_sample_interval
+        if interval <= 0:
+            return free
+        sample = self._remaining_sample
+        if sample is None or now - sample[0] >= interval:
+            sample = self._remaining_sample = (now, free)
+        return sample[1]
 
     def _concurrency_429(self) -> web.Response:
         """The tenant concurrency 429: code 50000070 and a fixed Retry-After, as Zuora sends."""

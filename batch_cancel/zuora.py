@@ -63,6 +63,8 @@ class InvoiceState:
 
     einvoice_status: str | None
     answer: Answer
+    einvoice_error_code: str = ""
+    einvoice_error_message: str = ""
 
 
 def open_session(connections: int = 100) -> aiohttp.ClientSession:
@@ -208,8 +210,12 @@ class ZuoraClient:
         """Read an invoice's `eInvoiceStatus`, to learn whether an in-doubt cancel was applied."""
         url = f"{self._base}/v1/invoices/{invoice_path(key)}"
         answer, data = await self._call("GET", url, track_id, None)
-        status = data.get("eInvoiceStatus") if isinstance(data, dict) else None
-        return InvoiceState(status if isinstance(status, str) else None, answer)
+        if not isinstance(data, dict):
+            return InvoiceState(None, answer)
+        status = data.get("eInvoiceStatus")
+        return InvoiceState(status if isinstance(status, str) else None, answer,
+                            str(data.get("eInvoiceErrorCode") or ""),
+                            str(data.get("eInvoiceErrorMessage") or ""))
 
     async def _call(self, method: str, url: str, track_id: str,
                     body: str | None) -> tuple[Answer, Any]:

@@ -277,6 +277,51 @@ async def test_concurrency_limit_gives_429_with_retry_after(
     assert 3 <= sim.stats.max_in_flight <= 4  # a refused request leaves at once
 
 
+async def test_concurrency_remaining_exact_by_default(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """With no sample interval, Concurrency-Limit-Remaining is the free places at arrival."""
+    _, url = await start_sim(concurrency_limit=5, latency=0.2)
+    token = await get_token(http, url)
+
+    async def remaining(key: str) -> str | None:
+        async with http.get(f"{url}/v1/invoices/{key}", headers=auth(token)) as response:
+            return response.headers.get("Concurrency-Limit-Remaining")
+
+    first = asyncio.ensure_future(remaining("HOLD"))
+    await asyncio.sleep(0.05)  # HOLD is in flight: the next one sees 5 - 2 free
+    assert await remaining("NEXT") == "3"
+    assert await first == "4"
+
+
+async def test_concurrency_remaining_sampled_at_interval(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """concurrency_sample_interval > 0 advertises a stale sample, refreshed at most that often."""
+    _, url = await start_sim(concurrency_limit=5, latency=0.8, concurrency_sample_interval=0.4)
+    token = await get_token(http, url)
+
+    async def remaining(key: str) -> str | None:
+        async with http.get(f"{url}/v1/invoices/{key}", headers=auth(token)) as response:
+            assert response.status == 200
+            return response.headers.get("Concurrency-Limit-Remaining")
+
+    first = asyncio.ensure_future(remaining("FIRST"))  # sampled at arrival: 4 free
+    await asyncio.sleep(0.05)
+    # exact values would be 3, 2, 1: the sample is still the one FIRST took
+    held = [asyncio.ensure_future(remaining(f"HOLD{i}")) for i in range(3)]
+    await asyncio.sleep(0.5)  # past the interval, all four still in flight
+    assert await remaining("FRESH") == "0"  # a new sample: 5 in flight
+    assert await first == "4"
+    assert await asyncio.gather(*held) == ["4", "4", "4"]
+
+
+def test_negative_sample_interval_is_refused() -> None:
+    """A negative interval is a configuration mistake, refused at once."""
+    with pytest.raises(ValueError, match="concurrency_sample_interval"):
+        SimulatorConfig(concurrency_sample_interval=-1)
+
+
 async def test_rate_limit_gives_429_with_reset(
     start_sim: StartSim, http: aiohttp.ClientSession
 ) -> None:

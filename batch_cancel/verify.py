@@ -1,0 +1,158 @@
+"""After a run: follow each accepted cancel to the tax authority's answer.
+
+A cancel Zuora accepted (`succeeded`) is only on its way: the e-invoice goes `CancelProcessing`
+→ `Cancelled`, or `CancelFailed` when the authority refuses. `verify` reads each such invoice
+(`GET /v1/invoices/{key}`) politely, under a concurrency cap and a start rate, in rounds with
+growing waits, until every one is settled or the `--until` deadline passes, and writes the
+report again with the e-invoice columns. Rows that ended `CancelFailed` get the status
+`cancel_failed`, so `run REPORT --only cancel_failed` sends them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from aiolimiter import AsyncLimiter
+
+from .config import Settings, Target
+from .loader import LoadedInput, LoadOptions, load
+from .model import SourceRow, Status
+from .report import write_report
+from .zuora import Credentials, ZuoraClient, open_session
+
+VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
+                  "verified_at")
+SETTLED = frozenset({"Cancelled", "CancelFailed"})
+
+
+@dataclass(slots=True)
+class VerifyOptions:
+    """What `verify` needs: the report, the tenant, and how long and how fast to poll."""
+
+    report_path: Path
+    target: Target
+    credentials: Credentials
+    output_path: Path | None = None
+    settings: Settings = field(default_factory=lambda: Settings(concurrency=10))
+    until: float = 600.0
+    first_wait: float = 2.0
+    max_wait: float = 60.0
+
+
+@dataclass(slots=True)
+class VerifySummary:
+    """How the accepted cancels ended."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    checked: int = 0
+    report_path: str = ""
+
+    @property
+    def all_cancelled(self) -> bool:
+        """Every accepted cancel reached `Cancelled`."""
+        return self.checked > 0 and self.counts.get("Cancelled", 0) == self.checked
+
+
+def load_report(path: Path) -> LoadedInput:
+    """A report with every row carried over as it is (nothing here is ever sent)."""
+    loaded = load(path, LoadOptions(only=frozenset()))
+    return loaded
+
+
+def to_check(loaded: LoadedInput) -> list[SourceRow]:
+    """Rows whose cancel was accepted and whose e-invoice has not settled yet."""
+    return [row for row in loaded.rows
+            if row.status is Status.SUCCEEDED and row.extra.get("einvoice_status") not in SETTLED]
+
+
+async def verify_async(options: VerifyOptions, loaded: LoadedInput | None = None
+                       ) -> VerifySummary:
+    """Poll until every accepted cancel settles or the deadline passes; rewrite the report."""
+    loaded = loaded or load_report(options.report_path)
+    log = structlog.get_logger("batch_cancel.verify")
+    structlog.contextvars.bind_contextvars(run_id=secrets.token_hex(6))
+    pending = {row.row: row for row in to_check(loaded)}
+    states: dict[int, dict[str, str]] = {}
+    deadline = time.monotonic() + options.until
+    log.info("verify.started", report=str(options.report_path), to_check=len(pending))
+    settings = options.settings
+    pacer = AsyncLimiter(1, 1.0 / settings.rate) if settings.rate else None
+    gate = asyncio.Semaphore(settings.concurrency)
+    wait = options.first_wait
+    async with open_session(settings.concurrency * 2) as session:
+        client = ZuoraClient(session, options.target.base_url, options.credentials, settings)
+        await client.authenticate()
+        while pending:
+            pause = await _round(client, pending, states, gate, pacer)
+            log.info("verify.round", pending=len(pending), checked=len(states))
+            if not pending or time.monotonic() + wait > deadline:
+                break
+            await asyncio.sleep(max(wait, pause))
+            wait = min(options.max_wait, wait * 2)
+    rows = [_with_state(row, states.get(row.row)) for row in loaded.rows]
+    columns = loaded.columns + [c for c in VERIFY_COLUMNS if c not in loaded.columns]
+    output = options.output_path or options.report_path
+    write_report(output, columns, rows, {})
+    summary = VerifySummary(report_path=str(output))
+    for row in rows:
+        if row.status in (Status.SUCCEEDED, Status.CANCEL_FAILED):
+            summary.checked += 1
+            status = row.extra.get("einvoice_status") or "unknown"
+            summary.counts[status] = summary.counts.get(status, 0) + 1
+    log.info("verify.finished", report=str(output), **{f"count_{k}": v
+                                                        for k, v in summary.counts.items()})
+    return summary
+
+
+async def _round(client: ZuoraClient, pending: dict[int, SourceRow],
+                 states: dict[int, dict[str, str]], gate: asyncio.Semaphore,
+                 pacer: AsyncLimiter | None) -> float:
+    """Read every pending invoice once; returns the longest pause a 429 asked for."""
+    pause = 0.0
+
+    async def check(row: SourceRow) -> None:
+        nonlocal pause
+        async with gate:
+            if pacer is not None:
+                await pacer.acquire()
+            read = await client.invoice_state(row.invoice_key, f"verify-{row.row}")
+        if read.answer.rate_limited:
+            pause = max(pause, read.answer.retry_after or 5.0)
+            return
+        if read.einvoice_status is None:
+            return  # not readable now: try again next round
+        states[row.row] = {
+            "einvoice_status": read.einvoice_status,
+            "einvoice_error_code": read.einvoice_error_code,
+            "einvoice_error_message": read.einvoice_error_message,
+            "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if read.einvoice_status in SETTLED:
+            pending.pop(row.row, None)
+
+    await asyncio.gather(*(check(row) for row in list(pending.values())))
+    return pause
+
+
+def _with_state(row: SourceRow, state: dict[str, str] | None) -> SourceRow:
+    """The row with its e-invoice columns; a refused cancel becomes `cancel_failed`."""
+    if state is None:
+        return row
+    extra = {**row.extra, **state}
+    carried = dict(row.carried or {})
+    status = row.status
+    if state["einvoice_status"] == "CancelFailed":
+        status = Status.CANCEL_FAILED
+        carried["status"] = Status.CANCEL_FAILED.value
+    return replace(row, extra=extra, carried=carried or None, status=status)
+
+
+def verify(options: VerifyOptions) -> VerifySummary:
+    """Synchronous `verify_async`."""
+    return asyncio.run(verify_async(options))

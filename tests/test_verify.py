@@ -1,0 +1,62 @@
+"""verify: accepted cancels followed to the tax authority's answer, end to end."""
+
+from __future__ import annotations
+
+from tests.conftest import read_report
+from tests.test_cli import run_args
+
+ROWS = [["Invoice Number", "Reason"], *[[f"INV{n:05d}", "2"] for n in range(1, 21)],
+        ["INV-NOTFOUND-1", "2"]]
+
+
+def test_verify_follows_accepted_cancels_until_cancelled_or_cancel_failed(sim, cli, make_csv
+                                                                           ) -> None:
+    """Succeeded rows gain e-invoice columns; CancelFailed rows become cancel_failed."""
+    sim.config.cancel_delay = 0.3
+    sim.config.cancel_failed_rate = 0.3
+    sim.config.seed = 4
+    path = make_csv(ROWS)
+    report = path.with_name("r.csv")
+    assert cli(*run_args(sim, path, "--report", str(report)), env=sim.env).exit_code == 1
+    reads_before = sim.stats.invoice_reads
+    result = cli("verify", str(report), "--base-url", sim.url, "--until", "30", env=sim.env)
+    rows = read_report(report)
+    by_status = {r["status"] for r in rows}
+    assert result.exit_code == 1, result.output  # some ended CancelFailed
+    assert "cancel_failed" in by_status and "succeeded" in by_status
+    for row in rows:
+        key = row["invoice_key"]
+        if row["status"] == "succeeded":
+            assert row["einvoice_status"] == "Cancelled" and row["verified_at"]
+            assert sim.simulator.invoice_status(key) == "Cancelled"
+        elif row["status"] == "cancel_failed":
+            assert row["einvoice_status"] == "CancelFailed"
+            assert row["einvoice_error_code"] == "TAX-301"
+            assert "rejected" in row["einvoice_error_message"]
+        else:
+            assert row["einvoice_status"] == ""  # the failed NOTFOUND row is not read
+    assert sim.stats.invoice_reads - reads_before >= 20
+    assert "Verified 20 accepted cancels" in result.output
+
+    failed = sum(r["status"] == "cancel_failed" for r in rows)
+    plan = cli(*run_args(sim, report, "--only", "cancel_failed", "--dry-run",
+                         "--report", str(path.with_name("again.csv"))), env=sim.env)
+    assert f"To send: {failed} " in plan.output, plan.output
+
+
+def test_verify_exits_0_when_every_cancel_reached_cancelled(sim, cli, make_csv) -> None:
+    """All Cancelled: exit 0; the report is written again in place."""
+    sim.config.cancel_delay = 0.1
+    path = make_csv(ROWS[:6])
+    report = path.with_name("r.csv")
+    assert cli(*run_args(sim, path, "--report", str(report)), env=sim.env).exit_code == 0
+    result = cli("verify", str(report), "--base-url", sim.url, "--until", "20", env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert {r["einvoice_status"] for r in read_report(report)} == {"Cancelled"}
+
+
+def test_verify_refuses_a_file_that_is_not_a_report(sim, cli, make_csv) -> None:
+    """Only a batch-cancel report can be verified; nothing is read from Zuora."""
+    result = cli("verify", str(make_csv(ROWS)), "--base-url", sim.url, env=sim.env)
+    assert result.exit_code == 2 and "report" in result.output
+    assert sim.stats.requests == []
