@@ -249,3 +249,16 @@ def test_simulate_flag_runs_in_process(cli, make_csv) -> None:
     result = cli("run", str(path), "--simulate", "--no-progress")
     assert result.exit_code == 1, result.output
     assert "Report:" in result.output
+
+
+def test_readme_usage_block_is_the_run_help() -> None:
+    """The README's usage block is exactly `batch-cancel run --help`."""
+    from click.testing import CliRunner
+
+    from batch_cancel.cli import main
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- usage:run -->\n```text\n", 1)[1].split("\n```", 1)[0]
+    help_text = CliRunner().invoke(main, ["run", "--help"], terminal_width=100,
+                                   prog_name="batch-cancel").output
+    assert block == help_text.rstrip()
