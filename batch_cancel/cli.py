@@ -187,6 +187,75 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
         raise UsageFailure("not confirmed; nothing sent")
 
 
+@main.command("preflight")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--check-invoices", is_flag=True,
+              help="Also read each invoice from Zuora and say whether it can be cancelled.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="The preflight report (default: <input stem>.preflight.csv beside the input).")
+@click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
+              help="A named Zuora environment (as for run).")
+@click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL).")
+@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--key-column", help="Column holding the invoice key.")
+@click.option("--reason-column", help="Column holding the reason code.")
+@click.option("--reference-column", help="Column holding the documentReferenceID.")
+@click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
+@click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
+              help="Most requests in flight.")
+@click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
+              help="Most of the tenant's concurrency limit to use.")
+@click.option("--rate", type=float, help="Most requests started per second (default per target).")
+@click.option("--log-format", type=click.Choice(logs.LOG_FORMATS),
+              help="console or json (default: console at a terminal, else json).")
+def preflight_command(input_path: Path, check_invoices: bool, report_path: Path | None,
+                      env_name: str | None, base_url: str | None, sheet: str | None,
+                      key_column: str | None, reason_column: str | None,
+                      reference_column: str | None, default_reason: str | None,
+                      encoding: str | None, concurrency: int, tenant_share: float,
+                      rate: float | None, log_format: str | None) -> None:
+    """Say what `run` would do with INPUT, without cancelling anything.
+
+    Validates the file as run does and, with --check-invoices, reads every invoice: cancelable,
+    already cancelled or in progress, not found, or not cancelable. Prints counts, the tenant
+    and the estimated duration; writes a report whose cancelable rows are not_attempted, so
+    `run REPORT --only not_attempted` sends exactly those.
+    """
+    from .loader import load
+    from .preflight import check_async, unchecked
+
+    logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
+                   secrets=[os.environ.get("ZUORA_CLIENT_SECRET", "")])
+    try:
+        target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), False)
+        settings = Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate)
+        loaded = load(input_path, LoadOptions(sheet=sheet, encoding=encoding,
+                                              key_column=key_column,
+                                              reason_column=reason_column,
+                                              reference_column=reference_column,
+                                              default_reason=default_reason))
+    except (ConfigError, InputError) as exc:
+        raise UsageFailure(str(exc)) from None
+    report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")
+    rate_used = rate if rate is not None else target.default_rate
+    click.echo(plan_text(loaded, target, target.base_url))
+    if check_invoices:
+        try:
+            result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
+        except AuthenticationError as exc:
+            click.echo(f"authentication failed: {exc}", err=True)
+            sys.exit(3)
+        for verdict, count in sorted(result.counts.items()):
+            click.echo(f"  {verdict:<34}{count:>8}")
+    else:
+        result = unchecked(loaded, settings, rate_used, report)
+    click.echo(f"Would send {result.to_send} cancels; estimated {result.estimated_seconds:.0f} s "
+               f"at {settings.concurrency} in flight at most"
+               + (f", {rate_used:g}/s" if rate_used else ""))
+    click.echo(f"Report: {report}")
+
+
 @main.command("verify")
 @click.argument("report_path", metavar="REPORT", type=click.Path(path_type=Path))
 @click.option("--report", "output_path", type=click.Path(path_type=Path),

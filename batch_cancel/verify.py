@@ -24,7 +24,7 @@ from .config import Settings, Target
 from .loader import LoadedInput, LoadOptions, load
 from .model import SourceRow, Status
 from .report import write_report
-from .zuora import Credentials, ZuoraClient, open_session
+from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
                   "verified_at")
@@ -110,33 +110,44 @@ async def verify_async(options: VerifyOptions, loaded: LoadedInput | None = None
     return summary
 
 
-async def _round(client: ZuoraClient, pending: dict[int, SourceRow],
-                 states: dict[int, dict[str, str]], gate: asyncio.Semaphore,
-                 pacer: AsyncLimiter | None) -> float:
-    """Read every pending invoice once; returns the longest pause a 429 asked for."""
+async def read_invoices(client: ZuoraClient, rows: list[SourceRow], gate: asyncio.Semaphore,
+                        pacer: AsyncLimiter | None) -> tuple[dict[int, InvoiceState], float]:
+    """Read each row's invoice once, under the gate and pacer; returns the answers and the
+    longest pause a 429 asked for (rows answered 429 are left out, to be read again)."""
     pause = 0.0
+    states: dict[int, InvoiceState] = {}
 
-    async def check(row: SourceRow) -> None:
+    async def read(row: SourceRow) -> None:
         nonlocal pause
         async with gate:
             if pacer is not None:
                 await pacer.acquire()
-            read = await client.invoice_state(row.invoice_key, f"verify-{row.row}")
-        if read.answer.rate_limited:
-            pause = max(pause, read.answer.retry_after or 5.0)
-            return
+            state = await client.invoice_state(row.invoice_key, f"read-{row.row}")
+        if state.answer.rate_limited:
+            pause = max(pause, state.answer.retry_after or 5.0)
+        else:
+            states[row.row] = state
+
+    await asyncio.gather(*(read(row) for row in rows))
+    return states, pause
+
+
+async def _round(client: ZuoraClient, pending: dict[int, SourceRow],
+                 states: dict[int, dict[str, str]], gate: asyncio.Semaphore,
+                 pacer: AsyncLimiter | None) -> float:
+    """Read every pending invoice once; returns the longest pause a 429 asked for."""
+    answers, pause = await read_invoices(client, list(pending.values()), gate, pacer)
+    for number, read in answers.items():
         if read.einvoice_status is None:
-            return  # not readable now: try again next round
-        states[row.row] = {
+            continue  # not readable now: try again next round
+        states[number] = {
             "einvoice_status": read.einvoice_status,
             "einvoice_error_code": read.einvoice_error_code,
             "einvoice_error_message": read.einvoice_error_message,
             "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if read.einvoice_status in SETTLED:
-            pending.pop(row.row, None)
-
-    await asyncio.gather(*(check(row) for row in list(pending.values())))
+            pending.pop(number, None)
     return pause
 
 

@@ -1,0 +1,143 @@
+"""Before a run: what it would do, row by row, and how long it would take.
+
+`preflight` validates the file exactly as `run` does; with `check_invoices` it also reads every
+sendable invoice (under the same concurrency cap and pacing) and says per row: cancelable
+(`eInvoiceStatus` Success), already cancelled or in progress, not found, or not in a cancelable
+state. It writes a report in the run's format: cancelable rows are `not_attempted` (so
+`run PREFLIGHT-REPORT --only not_attempted` sends exactly those), the others `failed` with the
+reason, and a `preflight` column holds the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aiolimiter import AsyncLimiter
+
+from .config import Settings, Target
+from .flow import ASSUMED_TENANT_LIMIT
+from .loader import LoadedInput
+from .model import Outcome, SourceRow, Status
+from .report import write_report
+from .verify import read_invoices
+from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
+
+CANCELABLE = "cancelable"
+ALREADY = "already_cancelled_or_in_progress"
+NOT_FOUND = "not_found"
+NOT_CANCELABLE = "not_cancelable"
+UNKNOWN = "unknown"
+#: Seconds a cancel is assumed to take when no invoice was read to measure it.
+ASSUMED_LATENCY = 0.5
+
+
+@dataclass(slots=True)
+class PreflightResult:
+    """The plan: verdicts per row, counts, and the estimated duration of the run."""
+
+    verdicts: dict[int, str] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    to_send: int = 0
+    estimated_seconds: float = 0.0
+    latency: float = ASSUMED_LATENCY
+
+
+def verdict_of(state: InvoiceState) -> tuple[str, str]:
+    """The verdict for one read invoice, and a message for the report."""
+    status = state.einvoice_status
+    if status == "Success":
+        return CANCELABLE, ""
+    if status in ("CancelProcessing", "Cancelled"):
+        return ALREADY, f"eInvoiceStatus is {status}: nothing to cancel"
+    if state.answer.http_status == 404 or (state.answer.category == 40):
+        return NOT_FOUND, state.answer.error_message or "invoice not found"
+    if status is None:
+        return UNKNOWN, state.answer.error_message or "the invoice could not be read"
+    return NOT_CANCELABLE, f"eInvoiceStatus is {status}: not cancelable"
+
+
+def estimate(rows: int, settings: Settings, rate: float | None, latency: float) -> float:
+    """Seconds a run of `rows` cancels takes under the tenant's limits (window / latency, rate)."""
+    window = max(1, min(settings.concurrency,
+                        math.floor(settings.tenant_share * ASSUMED_TENANT_LIMIT)))
+    per_second = window / max(latency, 1e-3)
+    if rate:
+        per_second = min(per_second, rate)
+    return rows / per_second
+
+
+async def check_async(loaded: LoadedInput, target: Target, credentials: Credentials,
+                      settings: Settings, report_path: Path | None) -> PreflightResult:
+    """Read every sendable invoice once (again after a 429) and write the preflight report."""
+    result = PreflightResult()
+    rows = list(loaded.to_send())
+    rate = settings.rate if settings.rate is not None else target.default_rate
+    pacer = AsyncLimiter(1, 1.0 / rate) if rate else None
+    window = max(1, min(settings.concurrency,
+                        math.floor(settings.tenant_share * ASSUMED_TENANT_LIMIT)))
+    gate = asyncio.Semaphore(window)
+    states: dict[int, InvoiceState] = {}
+    started = time.monotonic()
+    async with open_session(settings.concurrency * 2) as session:
+        client = ZuoraClient(session, target.base_url, credentials, settings)
+        await client.authenticate()
+        pending = rows
+        for _ in range(settings.max_attempts):
+            answers, pause = await read_invoices(client, pending, gate, pacer)
+            states.update(answers)
+            pending = [row for row in pending if row.row not in states]
+            if not pending:
+                break
+            await asyncio.sleep(pause)
+    elapsed = time.monotonic() - started
+    if rows:  # the reads ran `window` at a time: their mean latency, roughly
+        result.latency = max(elapsed * min(window, len(rows)) / len(rows), 1e-3)
+    outcomes: dict[int, Outcome] = {}
+    for row in rows:
+        state = states.get(row.row)
+        verdict, message = verdict_of(state) if state else (UNKNOWN, "not read (429s)")
+        result.verdicts[row.row] = verdict
+        result.counts[verdict] += 1
+        status = Status.NOT_ATTEMPTED if verdict == CANCELABLE else Status.FAILED
+        answer = state.answer if state else None
+        outcomes[row.row] = Outcome(
+            row.row, status, answer.http_status if answer else None,
+            answer.error_code if answer and verdict == NOT_FOUND else "",
+            message or "cancelable: eInvoiceStatus is Success",
+            zuora_request_id=answer.zuora_request_id if answer else "")
+    result.to_send = result.counts[CANCELABLE]
+    result.estimated_seconds = estimate(result.to_send, settings, rate, result.latency)
+    if report_path is not None:
+        write_plan(report_path, loaded, outcomes, result.verdicts)
+    return result
+
+
+def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,
+              report_path: Path | None) -> PreflightResult:
+    """The plan without reading Zuora: every valid row counts as to send."""
+    rows = list(loaded.to_send())
+    result = PreflightResult(to_send=len(rows))
+    result.estimated_seconds = estimate(len(rows), settings, rate, result.latency)
+    outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
+                                 error_message="valid; not checked against Zuora")
+                for row in rows}
+    if report_path is not None:
+        write_plan(report_path, loaded, outcomes, {})
+    return result
+
+
+def write_plan(path: Path, loaded: LoadedInput, outcomes: dict[int, Outcome],
+               verdicts: dict[int, str]) -> None:
+    """The preflight report: the run's format plus a `preflight` verdict column."""
+    marked = [_with_verdict(row, verdicts.get(row.row)) for row in loaded.rows]
+    columns = [*loaded.columns, *(["preflight"] if "preflight" not in loaded.columns else [])]
+    write_report(path, columns, marked, outcomes)
+
+
+def _with_verdict(row: SourceRow, verdict: str | None) -> SourceRow:
+    return replace(row, extra={**row.extra, "preflight": verdict or ""})

@@ -1,0 +1,48 @@
+"""preflight: the plan before a run, with each invoice's state read from Zuora."""
+
+from __future__ import annotations
+
+from tests.conftest import read_report
+
+ROWS = [["Invoice Number", "Reason"], ["INV00001", "2"], ["INV00002", "2"],
+        ["INV-CANCELLED-1", "2"], ["INV-NOTFOUND-1", "2"], ["INV 5", "2"]]
+
+
+def test_preflight_reads_each_invoice_and_cancels_nothing(sim, cli, make_csv) -> None:
+    """Verdicts per row, counts, an estimate; GETs only, never a cancel."""
+    path = make_csv(ROWS)
+    report = path.with_name("plan.csv")
+    result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
+                 "--report", str(report), env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert sim.stats.cancel_requests == 0 and sim.stats.invoice_reads == 4
+    assert "Would send 2 cancels" in result.output
+    rows = {r["invoice_key"]: r for r in read_report(report)}
+    assert rows["INV00001"]["preflight"] == "cancelable"
+    assert rows["INV00001"]["status"] == "not_attempted"
+    assert rows["INV-CANCELLED-1"]["preflight"] == "already_cancelled_or_in_progress"
+    assert rows["INV-NOTFOUND-1"]["preflight"] == "not_found"
+    assert rows["INV-NOTFOUND-1"]["status"] == "failed"
+    assert rows["INV 5"]["status"] == "invalid"
+
+
+def test_a_preflight_report_feeds_run_with_only_not_attempted(sim, cli, make_csv) -> None:
+    """`run PLAN --only not_attempted` sends exactly the cancelable rows."""
+    path = make_csv(ROWS)
+    plan = path.with_name("plan.csv")
+    cli("preflight", str(path), "--check-invoices", "--base-url", sim.url, "--report", str(plan),
+        env=sim.env)
+    result = cli("run", str(plan), "--only", "not_attempted", "--base-url", sim.url,
+                 "--report", str(path.with_name("out.csv")), "--no-progress", env=sim.env)
+    assert result.exit_code == 1, result.output  # the refused rows stay failed
+    assert sorted(sim.stats.accepted_cancels) == ["INV00001", "INV00002"]
+    assert sim.stats.cancel_requests == 2
+
+
+def test_preflight_without_checks_needs_no_credentials_and_sends_nothing(sim, cli, make_csv
+                                                                         ) -> None:
+    """Validation alone: no request at all."""
+    result = cli("preflight", str(make_csv(ROWS)), "--base-url", sim.url)
+    assert result.exit_code == 0, result.output
+    assert "Would send 4 cancels" in result.output
+    assert sim.stats.requests == []
