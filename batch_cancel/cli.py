@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, api, logs
 from .config import (
@@ -24,8 +25,13 @@ from .config import (
     DEFAULT_TENANT_SHARE,
     DEFAULT_TIMEOUT,
     ENVIRONMENTS,
+    PROFILE_EXTRAS,
+    PROFILE_KEYS,
     ConfigError,
     Settings,
+    Target,
+    load_profile,
+    read_secrets_file,
     resolve_target,
 )
 from .loader import InputError, LoadOptions
@@ -57,8 +63,50 @@ def _statuses(value: str | None) -> frozenset[Status] | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="batch-cancel")
-def main() -> None:
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML file of named profiles (default: config.toml in the user's config "
+                   "folder, e.g. ~/.config/batch-cancel/).")
+@click.option("--profile", help="Profile to use from the config file (default: 'default', "
+                                "if the file has one).")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, profile: str | None) -> None:
     """Cancel Zuora e-invoices in bulk from a spreadsheet, with a per-invoice report."""
+    path = config_path or Path(click.get_app_dir("batch-cancel")) / "config.toml"
+    ctx.obj = {}
+    if config_path is None and profile is None and not path.exists():
+        return  # no config file: nothing to apply
+    try:
+        values = load_profile(path, profile)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    defaults = {PROFILE_KEYS[key]: value for key, value in values.items() if key in PROFILE_KEYS}
+    ctx.default_map = {name: dict(defaults) for name in ("run", "verify", "preflight")}
+    ctx.obj = {key: Path(str(values[key])).expanduser() for key in PROFILE_EXTRAS
+               if key in values}
+
+
+def _target(env_name: str | None, base_url: str | None, simulate: bool) -> Target:
+    """The target; a flag on the command line replaces the profile's target, never adds to it."""
+    ctx = click.get_current_context()
+
+    def from_profile(name: str) -> bool:
+        return ctx.get_parameter_source(name) is ParameterSource.DEFAULT_MAP
+
+    explicit = simulate or any(value and not from_profile(name) for name, value in
+                               (("env_name", env_name), ("base_url", base_url)))
+    if explicit:
+        env_name = None if from_profile("env_name") else env_name
+        base_url = None if from_profile("base_url") else base_url
+    try:
+        return resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), simulate)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def _profile_path(key: str) -> Path | None:
+    obj = click.get_current_context().find_root().obj or {}
+    value = obj.get(key)
+    return value if isinstance(value, Path) else None
 
 
 @main.command("run")
@@ -137,8 +185,11 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"), log_level,
                    secrets=[client_secret],
                    stream=ConsoleLines(console) if progress else sys.stderr)
+    target = _target(env_name, base_url, simulate)
+    folder = _profile_path("report_folder")
+    if report_path is None and folder is not None:
+        report_path = folder / f"{input_path.stem}.report.csv"
     try:
-        target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), simulate)
         settings = Settings(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
                             timeout=timeout, track_id_prefix=track_id_prefix,
                             entity_ids=entity_ids, org_ids=org_ids, zuora_version=zuora_version,
@@ -227,8 +278,8 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
 
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
                    secrets=[os.environ.get("ZUORA_CLIENT_SECRET", "")])
+    target = _target(env_name, base_url, False)
     try:
-        target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), False)
         settings = Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate)
         loaded = load(input_path, LoadOptions(sheet=sheet, encoding=encoding,
                                               key_column=key_column,
@@ -287,8 +338,8 @@ def verify_command(report_path: Path, output_path: Path | None, env_name: str | 
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
                    secrets=[client_secret])
+    target = _target(env_name, base_url, False)
     try:
-        target = resolve_target(env_name, base_url, os.environ.get("ZUORA_BASE_URL"), False)
         settings = Settings(concurrency=concurrency, timeout=timeout,
                             rate=rate if rate is not None else target.default_rate)
     except ConfigError as exc:
@@ -313,9 +364,16 @@ def _credentials() -> Credentials:
     """Credentials from the environment only (a command line is visible to every user)."""
     client_id = os.environ.get("ZUORA_CLIENT_ID", "")
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
+    secrets_file = _profile_path("secrets_file")
+    if (not client_id or not client_secret) and secrets_file is not None:
+        try:
+            client_id, client_secret = read_secrets_file(secrets_file)
+        except ConfigError as exc:
+            raise UsageFailure(str(exc)) from None
     if not client_id or not client_secret:
-        raise UsageFailure("set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET in the environment "
-                           "(never as flags: command lines are visible to every user)")
+        raise UsageFailure("set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET in the environment, "
+                           "or secrets_file in a profile (never as flags: command lines are "
+                           "visible to every user)")
     return Credentials(client_id, client_secret)
 
 

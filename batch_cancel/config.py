@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import stat
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 #: `--env` names → REST base URLs (Zuora's own SDK enum `ZuoraEnvironment`).
@@ -176,3 +179,65 @@ def resolve_target(env: str | None, base_url: str | None, env_base_url: str | No
         "no target named: pass --env NAME (e.g. --env sandbox), --base-url URL, set "
         "ZUORA_BASE_URL, or use --simulate to try the built-in simulator"
     )
+
+
+# --- profiles ---------------------------------------------------------------------------------
+
+#: Profile keys and the command options they give defaults to.
+PROFILE_KEYS = {
+    "env": "env_name", "base_url": "base_url", "entity_ids": "entity_ids",
+    "org_ids": "org_ids", "zuora_version": "zuora_version", "concurrency": "concurrency",
+    "rate": "rate", "tenant_share": "tenant_share", "max_attempts": "max_attempts",
+    "timeout": "timeout", "track_id_prefix": "track_id_prefix",
+}
+#: Profile keys that are not option defaults.
+PROFILE_EXTRAS = {"report_folder", "secrets_file"}
+
+
+def load_profile(path: Path, name: str | None) -> dict[str, object]:
+    """One named profile (`[profiles.NAME]`) of a TOML config file, checked for unknown keys.
+
+    With no name, the profile `default` if the file has one, else no values at all.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    profiles = data.get("profiles", {})
+    if name is None:
+        if "default" not in profiles:
+            return {}
+        name = "default"
+    if name not in profiles:
+        raise ConfigError(f"{path} has no profile {name!r}; it has: "
+                          f"{', '.join(profiles) or '(none)'}")
+    profile = dict(profiles[name])
+    unknown = set(profile) - set(PROFILE_KEYS) - PROFILE_EXTRAS
+    if unknown:
+        raise ConfigError(f"profile {name!r} in {path}: unknown keys {', '.join(sorted(unknown))}"
+                          f"; known: {', '.join(sorted({*PROFILE_KEYS, *PROFILE_EXTRAS}))}")
+    return profile
+
+
+def read_secrets_file(path: Path) -> tuple[str, str]:
+    """ZUORA_CLIENT_ID / ZUORA_CLIENT_SECRET lines from a file only its owner can read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"secrets file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"secrets file {path} is readable by others; run: chmod 600 {path}")
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            values[key.strip()] = value.strip().strip('"').strip("'")
+    client_id = values.get("ZUORA_CLIENT_ID", "")
+    secret = values.get("ZUORA_CLIENT_SECRET", "")
+    if not client_id or not secret:
+        raise ConfigError(f"secrets file {path} needs ZUORA_CLIENT_ID=... and "
+                          "ZUORA_CLIENT_SECRET=... lines")
+    return client_id, secret

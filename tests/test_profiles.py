@@ -1,0 +1,74 @@
+"""Named profiles in a TOML config file: target, limits, report folder and a secrets file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.conftest import read_report
+
+ROWS = [["invoice", "reason"], ["A1", "2"], ["A2", "2"]]
+
+
+def write_config(tmp_path: Path, sim, secrets_mode: int = 0o600) -> Path:
+    secrets = tmp_path / "zuora.secrets"
+    secrets.write_text(f"ZUORA_CLIENT_ID={sim.config.client_id}\n"
+                       f"ZUORA_CLIENT_SECRET={sim.config.client_secret}\n")
+    os.chmod(secrets, secrets_mode)
+    (tmp_path / "reports").mkdir(exist_ok=True)
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[profiles.nightly]
+base_url = "{sim.url}"
+concurrency = 3
+rate = 500
+track_id_prefix = "nightly"
+report_folder = "{tmp_path / 'reports'}"
+secrets_file = "{secrets}"
+""")
+    return config
+
+
+def test_a_profile_supplies_target_limits_report_folder_and_credentials(sim, cli, make_csv,
+                                                                        tmp_path: Path) -> None:
+    """`--config F --profile P run INPUT` needs no other flag and no env var."""
+    config = write_config(tmp_path, sim)
+    path = make_csv(ROWS)
+    result = cli("--config", str(config), "--profile", "nightly", "run", str(path),
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = read_report(tmp_path / "reports" / "input.report.csv")
+    assert [r["status"] for r in report] == ["succeeded", "succeeded"]
+    assert all(r["track_id"].startswith("nightly-") for r in report)
+
+
+def test_a_flag_overrides_the_profile(sim, cli, make_csv, tmp_path: Path) -> None:
+    """Command-line flags win over profile values, the target included."""
+    config = write_config(tmp_path, sim)
+    path = make_csv(ROWS)
+    result = cli("--config", str(config), "--profile", "nightly", "run", str(path),
+                 "--no-progress", "--track-id-prefix", "adhoc", "--simulate",
+                 "--report", str(tmp_path / "sim.csv"))
+    assert result.exit_code == 0, result.output
+    assert "Target: simulator" in result.output
+    assert sim.stats.requests == []  # the profile's tenant was not contacted
+    assert read_report(tmp_path / "sim.csv")[0]["track_id"].startswith("adhoc-")
+
+
+def test_a_secrets_file_readable_by_others_is_refused(sim, cli, make_csv, tmp_path: Path) -> None:
+    """Credentials in a group/world-readable file are refused before any request."""
+    config = write_config(tmp_path, sim, secrets_mode=0o644)
+    result = cli("--config", str(config), "--profile", "nightly", "run", str(make_csv(ROWS)),
+                 "--no-progress")
+    assert result.exit_code == 2 and "chmod 600" in result.output
+    assert sim.stats.requests == []
+
+
+def test_an_unknown_profile_or_key_is_a_clear_error(sim, cli, make_csv, tmp_path: Path) -> None:
+    """Typos in the config are named, with what exists."""
+    config = write_config(tmp_path, sim)
+    result = cli("--config", str(config), "--profile", "nighlty", "run", str(make_csv(ROWS)))
+    assert result.exit_code == 2 and "nightly" in result.output
+    config.write_text('[profiles.default]\nconcurency = 3\n')
+    result = cli("--config", str(config), "run", str(make_csv(ROWS)))
+    assert result.exit_code == 2 and "concurency" in result.output
