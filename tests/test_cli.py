@@ -262,3 +262,32 @@ def test_readme_usage_block_is_the_run_help() -> None:
     help_text = CliRunner().invoke(main, ["run", "--help"], terminal_width=100,
                                    prog_name="batch-cancel").output
     assert block == help_text.rstrip()
+
+
+#: The documented keys of each event (README, "Log events"); events may carry more.
+EVENT_KEYS = {
+    "run.started": {"run_id", "input", "report", "target", "rows", "to_send", "resume"},
+    "row.retry_scheduled": {"run_id", "row", "attempt", "delay", "http_status", "error_code"},
+    "pool.paused": {"run_id", "reason"},
+    "pool.window_changed": {"run_id", "old", "new", "reason", "ceiling"},
+    "row.finished": {"run_id", "row", "status", "attempts", "http_status", "error_code"},
+    "run.finished": {"run_id", "report", "elapsed", "rate", "count_succeeded", "count_failed"},
+}
+
+
+def test_log_events_follow_the_documented_schema(sim, cli, make_csv) -> None:
+    """A run with 429s logs each documented event, with its documented keys, as JSON lines."""
+    sim.config.storm_429 = 0.2
+    sim.config.storm_retry_after = 0
+    sim.config.seed = 2
+    path = make_csv([["invoice", "reason"], *[[f"INV{n:04d}", "2"] for n in range(60)]])
+    result = cli(*run_args(sim, path, "--log-format", "json", "--log-level", "debug",
+                           "--rate", "1000"), env=sim.env)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    seen = {e["event"] for e in events}
+    assert set(EVENT_KEYS) <= seen
+    for event in events:
+        assert event.get("level") and event.get("timestamp")
+        missing = EVENT_KEYS.get(event["event"], set()) - set(event)
+        assert not missing, (event["event"], missing)
