@@ -4,7 +4,8 @@ Zuora's concurrency limit is per tenant and shared with every other integration 
 so a fixed `--concurrency` is either too timid or too greedy. The window follows TCP's
 congestion control (AIMD): it never exceeds `--concurrency` nor `--tenant-share` of the limit
 Zuora advertises in `Concurrency-Limit-Limit`; a 429, or `Concurrency-Limit-Remaining` at 0,
-halves it (at most once per second, since Zuora samples Remaining once a second); a full
+halves it, and fewer free places than the window shrinks it to what is free (at most once per
+second, since Zuora samples Remaining once a second); a full
 window of clean answers grows it by one. It starts small and doubles (slow start) until the
 first sign of congestion, so a run never opens with a burst.
 """
@@ -88,7 +89,12 @@ class Window:
                 self.size = self.ceiling
                 return self._changed(old, "tenant limit advertised")
         if answer.rate_limited or answer.concurrency_remaining == 0:
-            return self._decrease(old, "429" if answer.rate_limited else "tenant at its limit")
+            return self._decrease(old, "429" if answer.rate_limited else "tenant at its limit",
+                                  self.size // 2)
+        free = answer.concurrency_remaining
+        if free is not None and self.in_flight + free < self.size:
+            # the tenant's free places plus ours: growing past that only earns 429s
+            return self._decrease(old, "tenant headroom", self.in_flight + free)
         if answer.http_status is None or answer.http_status >= 500:
             return None  # outages are the breaker's business, not congestion
         self._clean += 1
@@ -101,14 +107,14 @@ class Window:
             return self._changed(old, "slow start" if self._slow_start else "clean answers")
         return None
 
-    def _decrease(self, old: int, reason: str) -> WindowChange | None:
+    def _decrease(self, old: int, reason: str, to: int) -> WindowChange | None:
         self._slow_start = False
         now = self._clock()
         if now - self._last_decrease < DECREASE_COOLDOWN:
             return None
         self._last_decrease = now
         self._clean = 0
-        self.size = max(1, self.size // 2)
+        self.size = max(1, min(self.size, to))
         return self._changed(old, reason)
 
     def _changed(self, old: int, reason: str) -> WindowChange | None:

@@ -107,11 +107,13 @@ class PauseGate:
     as one burst that would trip the limit again.
     """
 
-    __slots__ = ("_clock", "_nap", "_rng", "_spread", "until")
+    __slots__ = ("_clock", "_nap", "_rng", "_spread", "_stopped", "until")
 
-    def __init__(self, clock: Clock, nap: Nap, rng: random.Random, spread: float) -> None:
+    def __init__(self, clock: Clock, nap: Nap, rng: random.Random, spread: float,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self._clock = clock
         self._nap = nap
+        self._stopped = stopped
         self._rng = rng
         self._spread = spread
         self.until = 0.0
@@ -127,7 +129,7 @@ class PauseGate:
     async def wait(self) -> bool:
         """Wait out the pause (and this waiter's share of the resume spread); True if it did."""
         waited = False
-        while (left := self.until - self._clock.now()) > 0:
+        while (left := self.until - self._clock.now()) > 0 and not self._stopped():
             waited = True
             await self._nap(left + self._rng.uniform(0.0, self._spread))
         return waited
@@ -249,7 +251,7 @@ class Runner:
         self._log = log or structlog.get_logger("batch_cancel.runner")
         self._on_sent = on_sent
         spread = min(1.0, limits.concurrency / limits.rate) if limits.rate else 1.0
-        self._gate = PauseGate(self._clock, self._nap, self._rng, spread)
+        self._gate = PauseGate(self._clock, self._nap, self._rng, spread, lambda: self.stopping)
         self._pacer = AsyncLimiter(1, 1.0 / limits.rate) if limits.rate else None
         self._breaker = Breaker(self._clock, limits.outage_threshold, limits.backoff)
         self.window = Window(limits.concurrency, limits.tenant_share, self._clock.now)

@@ -131,3 +131,12 @@ async def test_the_server_never_sees_more_than_the_share_of_its_limit(live_sim) 
     assert live_sim.stats.max_in_flight <= 5
     assert runner.window.ceiling == 5
     assert not [r for r in live_sim.stats.requests if r.status == 429]
+
+
+def test_the_window_shrinks_to_the_tenants_free_places() -> None:
+    """Remaining 6 with nothing of ours in flight: a window of 20 would only earn 429s."""
+    window = Window(max_size=64, share=0.5, clock=Ticks())
+    grow(window, 200)
+    change = window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                                   concurrency_remaining=6))
+    assert change is not None and change.reason == "tenant headroom" and window.size == 6

@@ -239,3 +239,24 @@ def test_journal_records_sent_before_outcome_and_holds_no_secret(sim, cli, make_
         assert events == ["sent", "outcome"]
     for secret in [sim.config.client_secret, *sim.simulator.issued_tokens()]:
         assert secret not in text
+
+
+async def test_stop_during_a_long_429_pause_returns_at_once(live_sim) -> None:
+    """A stop while the pool waits out Retry-After: 120 ends the wait, it does not spin or sleep."""
+    live_sim.config.concurrency_limit = 1
+    live_sim.config.latency = 0.2
+    live_sim.config.concurrency_retry_after = 120
+    outcomes: dict[int, Outcome] = {}
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    async with open_session() as session:
+        client = ZuoraClient(session, live_sim.url, credentials, Settings())
+        runner = Runner(client, Limits(4, None, 3, tenant_share=1.0), "r")
+        task = asyncio.create_task(runner.run(jobs(20), lambda o: outcomes.__setitem__(o.row, o)))
+        await asyncio.sleep(0.8)
+        assert runner.paused_until > 0
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        runner.stop("test")
+        await asyncio.wait_for(task, 5)
+        assert loop.time() - stopped_at < 1.0
+    assert len(outcomes) == 20
