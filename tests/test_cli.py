@@ -291,3 +291,20 @@ def test_log_events_follow_the_documented_schema(sim, cli, make_csv) -> None:
         assert event.get("level") and event.get("timestamp")
         missing = EVENT_KEYS.get(event["event"], set()) - set(event)
         assert not missing, (event["event"], missing)
+
+
+def test_without_a_terminal_progress_is_a_periodic_log_event(sim, cli, make_csv,
+                                                             monkeypatch) -> None:
+    """No progress display off a terminal: a run.progress event every PROGRESS_EVERY seconds."""
+    from batch_cancel import api
+
+    monkeypatch.setattr(api, "PROGRESS_EVERY", 0.05)
+    sim.config.latency = 0.02
+    path = make_csv([["invoice", "reason"], *[[f"INV{n:04d}", "2"] for n in range(40)]])
+    result = cli(*run_args(sim, path, "--log-format", "json", "--concurrency", "2"), env=sim.env)
+    progress = [json.loads(line) for line in result.output.splitlines()
+                if '"run.progress"' in line]
+    assert len(progress) >= 3
+    assert {"done", "to_send", "in_flight", "window"} <= set(progress[0])
+    assert progress[-1]["done"] >= progress[0]["done"]
+    assert "━" not in result.output  # no progress bar off a terminal
