@@ -4,8 +4,9 @@ Zuora's concurrency limit is per tenant and shared with every other integration 
 so a fixed `--concurrency` is either too timid or too greedy. The window follows TCP's
 congestion control (AIMD): it never exceeds `--concurrency` nor `--tenant-share` of the limit
 Zuora advertises in `Concurrency-Limit-Limit`; a 429, or `Concurrency-Limit-Remaining` at 0,
-halves it, and fewer free places than the window shrinks it to what is free (at most once per
-second, since Zuora samples Remaining once a second); a full
+halves it; fewer places left on the tenant (`Concurrency-Limit-Remaining` plus ours in flight)
+than the window shrinks it to those (at most once per second, since Zuora samples Remaining
+once a second), and it never grows past them; a full
 window of clean answers grows it by one. It starts small and doubles (slow start) until the
 first sign of congestion, so a run never opens with a burst.
 """
@@ -23,8 +24,9 @@ from .model import Answer
 
 #: Zuora's Default concurrency limit, assumed until an answer advertises the real one.
 ASSUMED_TENANT_LIMIT = 40
-#: Seconds between two decreases: Zuora refreshes Concurrency-Limit-Remaining once a second.
-DECREASE_COOLDOWN = 1.0
+#: Zuora refreshes Concurrency-Limit-Remaining once a second: the window moves at most once per
+#: such interval in each direction, so it reacts to a sample that shows its last move.
+SAMPLE_INTERVAL = 1.0
 #: Slow start opens with this many requests in flight.
 INITIAL_WINDOW = 4
 
@@ -41,7 +43,8 @@ class WindowChange:
 class Window:
     """A resizable limit on requests in flight, sized by AIMD from Zuora's answers."""
 
-    __slots__ = ("_clean", "_clock", "_last_decrease", "_slow_start", "_waiters", "in_flight",
+    __slots__ = ("_clean", "_clock", "_last_decrease", "_last_growth", "_slow_start", "_waiters",
+                 "in_flight",
                  "max_size", "share", "size", "tenant_limit")
 
     def __init__(self, max_size: int, share: float,
@@ -53,6 +56,7 @@ class Window:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._clean = 0
         self._last_decrease = -math.inf
+        self._last_growth = -math.inf
         self._slow_start = True
         self.in_flight = 0
         self.size = min(self.ceiling, INITIAL_WINDOW)
@@ -88,29 +92,33 @@ class Window:
             if self.size > self.ceiling:
                 self.size = self.ceiling
                 return self._changed(old, "tenant limit advertised")
-        if answer.rate_limited or answer.concurrency_remaining == 0:
-            return self._decrease(old, "429" if answer.rate_limited else "tenant at its limit",
-                                  self.size // 2)
-        free = answer.concurrency_remaining
-        if free is not None and self.in_flight + free < self.size:
-            # the tenant's free places plus ours: growing past that only earns 429s
-            return self._decrease(old, "tenant headroom", self.in_flight + free)
+        if answer.rate_limited:
+            return self._decrease(old, "429", self.size // 2)
         if answer.http_status is None or answer.http_status >= 500:
             return None  # outages are the breaker's business, not congestion
+        free = answer.concurrency_remaining
+        if free == 0 and self.in_flight + 1 < self.size // 2:
+            # the tenant is full while we use under half our window: others took it
+            return self._decrease(old, "tenant headroom", self.in_flight + 1)
         self._clean += 1
-        if self._clean >= self.size and self.size < self.ceiling:
-            self._clean = 0
-            if answer.concurrency_remaining is not None and answer.concurrency_remaining <= 1:
-                return None  # the tenant has no headroom left to take
-            grown = self.size * 2 if self._slow_start else self.size + 1
-            self.size = min(self.ceiling, grown)
-            return self._changed(old, "slow start" if self._slow_start else "clean answers")
-        return None
+        if self._clean < self.size or self.size >= self.ceiling:
+            return None
+        tight = free is not None and free < 2 * self.size  # stale by one doubling: still fits
+        if tight and self._clock() - self._last_growth < SAMPLE_INTERVAL:
+            return None  # a tight tenant: wait for a Remaining sample that shows our last growth
+        room = self.size + free - 1 if free is not None else self.ceiling
+        grown = min(self.ceiling, room, self.size * 2 if self._slow_start else self.size + 1)
+        self._clean = 0
+        if grown <= self.size:
+            return None
+        self._last_growth = self._clock()
+        self.size = grown
+        return self._changed(old, "slow start" if self._slow_start else "clean answers")
 
     def _decrease(self, old: int, reason: str, to: int) -> WindowChange | None:
         self._slow_start = False
         now = self._clock()
-        if now - self._last_decrease < DECREASE_COOLDOWN:
+        if now - self._last_decrease < SAMPLE_INTERVAL:
             return None
         self._last_decrease = now
         self._clean = 0

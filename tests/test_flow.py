@@ -27,7 +27,11 @@ class Ticks:
 
 
 def grow(window: Window, answers: int, answer: Answer = CLEAN) -> None:
+    """Feed answers spread over time, a bit over a second apart (Zuora's sampling interval)."""
+    clock = window._clock  # the test's Ticks
     for _ in range(answers):
+        assert isinstance(clock, Ticks)
+        clock.t += 1.1
         window.observe(answer)
 
 
@@ -83,13 +87,25 @@ def test_the_window_grows_back_by_one_per_window_of_clean_answers() -> None:
     assert window.size == 12
 
 
-def test_a_tenant_at_its_limit_shrinks_the_window_without_a_429() -> None:
-    """Concurrency-Limit-Remaining 0 is congestion: shrink before Zuora answers 429."""
+def test_a_tenant_filled_by_others_shrinks_the_window_without_a_429() -> None:
+    """Remaining 0 while little of it is ours: shrink to what is ours before Zuora says 429."""
     window = Window(max_size=64, share=0.5, clock=Ticks())
     grow(window, 200)
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                           concurrency_remaining=0))
-    assert window.size == 10
+    assert window.size == 1
+
+
+async def test_a_tenant_filled_by_our_own_requests_does_not_shrink_the_window() -> None:
+    """Remaining 0 because our own window fills the limit is not congestion."""
+    window = Window(max_size=40, share=1.0, clock=Ticks())
+    grow(window, 500, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40))
+    assert window.size == 40
+    for _ in range(39):
+        await window.acquire()  # 40 were in flight; this answer's request just left
+    assert window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                                 concurrency_remaining=0)) is None
+    assert window.size == 40
 
 
 def test_outage_answers_do_not_move_the_window() -> None:
@@ -133,10 +149,15 @@ async def test_the_server_never_sees_more_than_the_share_of_its_limit(live_sim) 
     assert not [r for r in live_sim.stats.requests if r.status == 429]
 
 
-def test_the_window_shrinks_to_the_tenants_free_places() -> None:
-    """Remaining 6 with nothing of ours in flight: a window of 20 would only earn 429s."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
-    grow(window, 200)
-    change = window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
-                                   concurrency_remaining=6))
-    assert change is not None and change.reason == "tenant headroom" and window.size == 6
+def test_the_window_grows_only_into_free_places_and_once_per_sample() -> None:
+    """Growth stops one short of the tenant's free places, and waits for a fresh sample."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=0.5, clock=ticks)
+    tight = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                   concurrency_remaining=3)
+    for _ in range(4):
+        window.observe(tight)
+    assert window.size == 6  # 4 + 3 free - 1 kept for the others
+    for _ in range(20):
+        window.observe(tight)  # the same second: Remaining has not seen the growth yet
+    assert window.size == 6

@@ -1,0 +1,488 @@
+"""batch-cancel benchmark suite: one command, a table on stdout, benchmarks/results.json.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only NAME[,NAME]] [--out PATH]
+
+Every measured client (batch-cancel's CLI, the raw aiohttp loop, the sequential requests loop)
+is its own process, against its own fresh simulator process on 127.0.0.1, so invoice state is
+clean and peak RSS / CPU (os.wait4 rusage of exactly that process) are comparable. See
+benchmarks/README.md for what each scenario measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+BC = str(Path(PY).parent / "batch-cancel")
+CLIENTS = str(HERE / "clients.py")
+ENV = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
+       "ZUORA_CLIENT_SECRET": "sim-client-secret", "PYTHONUNBUFFERED": "1"}
+SIM_CODE = (
+    "import json, sys\n"
+    "from batch_cancel.simulator import SimulatorConfig, serve\n"
+    "serve(SimulatorConfig(**json.loads(sys.argv[1])), '127.0.0.1', 0)\n"
+)
+CLIENT_TIMEOUT = 900.0
+FAST = {"concurrency_limit": 10000}  # advertise a big limit so --tenant-share 1 is not capped at 40
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Sim:
+    """A simulator in its own process; the URL is the last word of its first stdout line."""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+        self.proc = subprocess.Popen([PY, "-c", SIM_CODE, json.dumps(config)],
+                                     stdout=subprocess.PIPE, text=True, env=ENV)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"simulator did not start with {config}")
+        self.url = line.split()[-1]
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=120) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Sim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def measure(cmd: list[str], workdir: Path, name: str,
+            timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+    """Run one client process; wall time and its own rusage (peak RSS, user+sys CPU).
+
+    After ``timeout`` seconds the client gets SIGTERM (batch-cancel then stops cleanly and logs
+    run.finished), and SIGKILL 20 s later.
+    """
+    out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV, cwd=workdir)
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            proc.send_signal(signal.SIGTERM)
+            killer.start()
+
+        killer = threading.Timer(20.0, proc.kill)
+        timer = threading.Timer(timeout, stop)
+        timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        timer.cancel()
+        killer.cancel()
+        wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "cmd": " ".join(cmd),
+        "rc": proc.returncode,
+        "timed_out": timed_out.is_set(),
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024.0,  # KiB on Linux
+        "stdout": out_path.read_text(errors="replace"),
+        "stderr_path": str(err_path),
+        "started": started,
+        "ended": started + wall,
+    }
+
+
+def write_csv(path: Path, rows: int, prefix: str = "INV") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        handle.write("invoiceKey,reason\n")
+        handle.writelines(f"{prefix}-{i:07d},02\n" for i in range(rows))
+    return path
+
+
+def bc_cmd(csv_path: Path, url: str | None, *extra: str) -> list[str]:
+    # a dry run sends nothing but still needs a target named
+    cmd = [BC, "run", str(csv_path), "--base-url", url or "http://127.0.0.1:9"]
+    return [*cmd, "--report", str(csv_path.with_suffix(".report.csv")),
+            "--overwrite", "--no-progress", "--log-format", "json", *extra]
+
+
+def run_bc(csv_path: Path, sim_config: dict[str, Any], workdir: Path, name: str,
+           *extra: str) -> dict[str, Any]:
+    """batch-cancel against a fresh simulator; rows/s from its run.finished elapsed."""
+    with Sim(**sim_config) as sim:
+        result = measure(bc_cmd(csv_path, sim.url, *extra), workdir, name)
+        result["sim_statuses"] = status_counts(sim)
+    finished = last_event(Path(result["stderr_path"]), "run.finished") or {}
+    result["elapsed"] = finished.get("elapsed", result["wall"])
+    result["ok"] = finished.get("count_succeeded", 0)
+    result["rows"] = sum(v for k, v in finished.items() if k.startswith("count_")
+                         and k != "count_cancel_failed")
+    result["stop"] = finished.get("stop")
+    result["window_changes"] = count_events(Path(result["stderr_path"]), "pool.window_changed")
+    return finish(result)
+
+
+def run_raw(kind: str, csv_path: Path, arg: int, sim_config: dict[str, Any], workdir: Path,
+            name: str) -> dict[str, Any]:
+    with Sim(**sim_config) as sim:
+        result = measure([PY, CLIENTS, kind, sim.url, str(csv_path), str(arg)], workdir, name)
+        result["sim_statuses"] = status_counts(sim)
+    try:
+        own = json.loads(result["stdout"].strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        own = {"rows": 0, "statuses": {}, "elapsed": result["wall"]}
+    result["elapsed"] = own["elapsed"]
+    result["rows"] = own["rows"]
+    result["ok"] = int(own["statuses"].get("200", 0))
+    return finish(result)
+
+
+def finish(result: dict[str, Any]) -> dict[str, Any]:
+    result["rows_per_s"] = result["ok"] / result["elapsed"] if result["elapsed"] else 0.0
+    result["cpu_us_per_row"] = 1e6 * result["cpu"] / result["rows"] if result["rows"] else None
+    return result
+
+
+def status_counts(sim: Sim) -> dict[str, int]:
+    """Statuses of the cancel PUTs the simulator saw (from its /_sim/stats and /_sim/requests)."""
+    counts: Counter[str] = Counter()
+    for record in sim.get("/_sim/requests")["requests"]:
+        if record["path"].endswith("/e-invoice/cancel"):
+            counts[str(record["status"])] += 1
+    return dict(counts)
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+    return out
+
+
+def last_event(path: Path, name: str) -> dict[str, Any] | None:
+    found = [e for e in events(path) if e.get("event") == name]
+    return found[-1] if found else None
+
+
+def count_events(path: Path, name: str) -> int:
+    return sum(1 for e in events(path) if e.get("event") == name)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class Report:
+    def __init__(self) -> None:
+        self.checks: list[dict[str, Any]] = []
+        self.scenarios: dict[str, Any] = {}
+
+    def check(self, scenario: str, metric: str, value: float, target: str, ok: bool) -> None:
+        self.checks.append({"scenario": scenario, "metric": metric, "value": value,
+                            "target": target, "result": "PASS" if ok else "MISS"})
+        print(f"  {metric:<46} {value:>12.2f}  target {target:<16} {'PASS' if ok else 'MISS'}",
+              flush=True)
+
+    def info(self, scenario: str, metric: str, value: float, note: str = "") -> None:
+        self.checks.append({"scenario": scenario, "metric": metric, "value": value,
+                            "target": None, "result": "info", "note": note})
+        print(f"  {metric:<46} {value:>12.2f}  {note}", flush=True)
+
+
+def client_table(rows: dict[str, dict[str, Any]], bound: float | None) -> None:
+    header = (f"  {'client':<22}{'rows':>8}{'ok':>8}{'wall s':>9}{'run s':>8}{'rows/s':>9}"
+              f"{'RSS MB':>8}{'CPU us/row':>11}{'x bound':>8}  ratios to peers")
+    print(header)
+    for name, r in rows.items():
+        peers = ", ".join(f"{r['rows_per_s'] / p['rows_per_s']:.2f}x {other}"
+                          for other, p in rows.items() if other != name and p["rows_per_s"])
+        cpu = f"{r['cpu_us_per_row']:.0f}" if r.get("cpu_us_per_row") else "-"
+        xb = f"{r['rows_per_s'] / bound:.3f}" if bound else "-"
+        print(f"  {name:<22}{r['rows']:>8}{r['ok']:>8}{r['wall']:>9.2f}{r['elapsed']:>8.2f}"
+              f"{r['rows_per_s']:>9.1f}{r['peak_rss_mb']:>8.1f}{cpu:>11}{xb:>8}  {peers}")
+        bad = {k: v for k, v in r.get("sim_statuses", {}).items() if k != "200"}
+        if r["rc"] not in (0,) or bad:
+            print(f"  {'':<22}rc={r['rc']} non-200 cancel answers at the simulator: {bad}")
+    for r in rows.values():
+        r["peer_ratios"] = {o: r["rows_per_s"] / p["rows_per_s"] for o, p in rows.items()
+                            if p is not r and p["rows_per_s"]}
+        r["ratio_to_bound"] = r["rows_per_s"] / bound if bound else None
+
+
+def strip(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {f: v for f, v in r.items() if f not in ("stdout",)} for k, r in rows.items()}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def rate_bound(rep: Report, work: Path, quick: bool) -> None:
+    name, rate = "1 rate-bound", 200
+    n = 2_000 if quick else 20_000
+    seq_n = min(n, 1_000)
+    print(f"\n== {name}: rate_limit {rate}/1 s window, {n} rows, bound {n / rate:.1f} s "
+          f"= {rate} rows/s", flush=True)
+    cfg = {"rate_limit": rate, "rate_window": 1.0}
+    data = write_csv(work / "s1.csv", n)
+    rows = {
+        "batch-cancel": run_bc(data, cfg, work, "s1-bc", "--rate", str(rate), "--concurrency",
+                               "64", "--tenant-share", "1"),
+        "raw aiohttp c64": run_raw("aiohttp", data, 64, cfg, work, "s1-aiohttp"),
+        f"requests seq ({seq_n})": run_raw("requests", data, seq_n, cfg, work, "s1-requests"),
+    }
+    client_table(rows, rate)
+    print("  (raw loops do not retry: their 429s are lost rows, ok/s is what they achieved)")
+    bc = rows["batch-cancel"]
+    rep.check(name, "batch-cancel rows/s (run clock)", bc["rows_per_s"], f">= {0.97 * rate:.0f}",
+              bc["rows_per_s"] >= 0.97 * rate and bc["ok"] == n)
+    rep.info(name, "batch-cancel rows/s (process wall)", bc["ok"] / bc["wall"],
+             "incl. interpreter start + load")
+    rep.info(name, "batch-cancel 429s at the simulator", bc["sim_statuses"].get("429", 0))
+    rep.scenarios[name] = {"rows": n, "bound_rows_per_s": rate, "clients": strip(rows)}
+
+
+def latency_bound(rep: Report, work: Path, quick: bool) -> None:
+    name = "2 latency-bound"
+    n, seq_n, bound = (800 if quick else 4_000), 200, 40 / 0.05
+    print(f"\n== {name}: latency 0.05±0.02 s, concurrency_limit 40, {n} rows, bound "
+          f"{bound:.0f} rows/s", flush=True)
+    cfg = {"latency": 0.05, "latency_jitter": 0.02, "concurrency_limit": 40}
+    data = write_csv(work / "s2.csv", n)
+    rows = {
+        "batch-cancel": run_bc(data, cfg, work, "s2-bc", "--concurrency", "40", "--tenant-share",
+                               "1", "--rate", "100000"),
+        "raw aiohttp c40": run_raw("aiohttp", data, 40, cfg, work, "s2-aiohttp"),
+        f"requests seq ({seq_n})": run_raw("requests", data, seq_n, cfg, work, "s2-requests"),
+    }
+    client_table(rows, bound)
+    seq = rows[f"requests seq ({seq_n})"]
+    print(f"  (sequential loop ran {seq_n} rows; its rows/s is extrapolated to all {n}: "
+          f"{n / seq['rows_per_s']:.1f} s estimated)" if seq["rows_per_s"] else "")
+    bc = rows["batch-cancel"]
+    rep.check(name, "batch-cancel rows/s vs bound 800", bc["rows_per_s"], f">= {0.95 * bound:.0f}",
+              bc["rows_per_s"] >= 0.95 * bound)
+    speedup = bc["rows_per_s"] / seq["rows_per_s"] if seq["rows_per_s"] else 0.0
+    rep.check(name, "batch-cancel / sequential requests (extrap.)", speedup, ">= 30x",
+              speedup >= 30)
+    rep.scenarios[name] = {"rows": n, "bound_rows_per_s": bound, "sequential_rows": seq_n,
+                           "sequential_extrapolated": True, "clients": strip(rows)}
+
+
+def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
+    name = "3 cpu-bound"
+    n = 5_000 if quick else 50_000
+    seq_n = min(n, 2_000)
+    print(f"\n== {name}: no latency, no limits (advertised concurrency_limit 10000), {n} rows",
+          flush=True)
+    data = write_csv(work / "s3.csv", n)
+    rows = {
+        "batch-cancel": run_bc(data, FAST, work, "s3-bc", "--concurrency", "64",
+                               "--tenant-share", "1", "--rate", "100000"),
+        "raw aiohttp c64": run_raw("aiohttp", data, 64, FAST, work, "s3-aiohttp"),
+        f"requests seq ({seq_n})": run_raw("requests", data, seq_n, FAST, work, "s3-requests"),
+    }
+    client_table(rows, None)
+    bc, raw = rows["batch-cancel"], rows["raw aiohttp c64"]
+    ratio = bc["rows_per_s"] / raw["rows_per_s"] if raw["rows_per_s"] else 0.0
+    rep.check(name, "batch-cancel / raw aiohttp rows/s", ratio, ">= 0.80", ratio >= 0.8)
+    for label, r in rows.items():
+        rep.info(name, f"client CPU us/row: {label}", r["cpu_us_per_row"] or 0.0,
+                 "user+sys of the client process / rows")
+    rep.scenarios[name] = {"rows": n, "clients": strip(rows)}
+
+
+def contended(rep: Report, work: Path, quick: bool) -> None:
+    name = "4 contended tenant"
+    n, inflight, latency, limit = (1_000 if quick else 4_000), 24, 0.05, 40
+    bound = (limit - inflight) / latency
+    alone = 2.0 if quick else 4.0
+    cap = 45.0 if quick else 90.0
+    print(f"\n== {name}: concurrency_limit {limit}, latency {latency}, Remaining sampled once a "
+          f"second, background {inflight} in flight, {n} rows, bound {bound:.0f} rows/s",
+          flush=True)
+    cfg = {"concurrency_limit": limit, "latency": latency, "concurrency_sample_interval": 1.0}
+    data = write_csv(work / "s4.csv", n)
+    bg_out = work / "s4-bg.json"
+    with Sim(**cfg) as sim:
+        bg = subprocess.Popen([PY, CLIENTS, "background", sim.url, str(inflight), str(bg_out)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+        assert bg.stdout is not None
+        bg.stdout.readline()
+        time.sleep(0.5)  # let it reach steady state
+        alone_start = time.monotonic()
+        time.sleep(alone)
+        alone_end = time.monotonic()
+        # --rate: a base URL is paced at 100/s by default, below this scenario's 320/s bound
+        # a capped run: each concurrency 429 carries Retry-After: 120, which pauses the pool
+        bc = measure(bc_cmd(data, sim.url, "--concurrency", "64", "--rate", "100000",
+                            "--grace", "5"), work, "s4-bc", timeout=cap)
+        bg.send_signal(signal.SIGTERM)
+        bg.wait(30)
+        records = sim.get("/_sim/requests")["requests"]
+    finished = last_event(Path(bc["stderr_path"]), "run.finished") or {}
+    bc_status = Counter(str(r["status"]) for r in records
+                        if r["path"].endswith("/e-invoice/cancel"))
+    # no run.finished if it had to be killed: then count the 200s the simulator answered
+    bc["elapsed"] = finished.get("elapsed", min(bc["wall"], cap))
+    bc["ok"] = finished.get("count_succeeded", bc_status.get("200", 0))
+    bc["run_finished_logged"] = bool(finished)
+    bc["rows"] = n
+    bc["stop"] = finished.get("stop")
+    bc["window_changes"] = count_events(Path(bc["stderr_path"]), "pool.window_changed")
+    finish(bc)
+    seen = json.loads(bg_out.read_text())
+    # batch-cancel's own requests: the window from its run.started event would be tighter, but
+    # the process span is what the background client lived beside
+    run_start, run_end = bc["started"], bc["ended"]
+
+    def share(lo: float, hi: float) -> tuple[float, int]:
+        window = [s for t, s in seen if lo <= t < hi]
+        return (100.0 * sum(1 for s in window if s == 429) / len(window) if window else 0.0,
+                len(window))
+
+    bg_alone, n_alone = share(alone_start, alone_end)
+    bg_beside, n_beside = share(run_start, run_end)
+    bc_sent = sum(bc_status.values())
+    bc_429 = 100.0 * bc_status.get("429", 0) / bc_sent if bc_sent else 0.0
+    bg_status = Counter(str(r["status"]) for r in records
+                        if (r["key"] or "").startswith("BG-"))
+    bc["sim_statuses"] = dict(bc_status)
+    rows = {"batch-cancel": bc}
+    client_table(rows, bound)
+    if bc["timed_out"]:
+        print(f"  batch-cancel was sent SIGTERM at the {cap:.0f} s cap (--grace 5): {bc['ok']} of "
+              f"{n} rows done, rc {bc['rc']}, exited {bc['wall'] - cap:.1f} s later "
+              f"(rc -9 = needed SIGKILL), run.finished logged: {bc['run_finished_logged']}, "
+              f"pool.paused events: {count_events(Path(bc['stderr_path']), 'pool.paused')}, "
+              f"row.retry_scheduled: "
+              f"{count_events(Path(bc['stderr_path']), 'row.retry_scheduled')}")
+    print(f"  background: {n_alone} requests alone ({bg_alone:.2f}% 429), {n_beside} beside "
+          f"batch-cancel ({bg_beside:.2f}% 429); all its statuses at the simulator: "
+          f"{dict(bg_status)}")
+    rep.check(name, "batch-cancel share of 429 answers %", bc_429, "< 2 %", bc_429 < 2.0)
+    rep.check(name, "batch-cancel rows/s vs (40-24)/0.05 = 320", bc["rows_per_s"],
+              f">= {0.9 * bound:.0f}", bc["rows_per_s"] >= 0.9 * bound)
+    worse = bg_beside - bg_alone
+    rep.check(name, "background 429 share: beside - alone (points)", worse, "<= 2 points",
+              worse <= 2.0)
+    rep.scenarios[name] = {"rows": n, "bound_rows_per_s": bound, "clients": strip(rows),
+                           "batch_cancel_429_pct": bc_429, "batch_cancel_cancel_statuses":
+                           dict(bc_status), "background_alone_429_pct": bg_alone,
+                           "background_alone_requests": n_alone,
+                           "background_beside_429_pct": bg_beside,
+                           "background_beside_requests": n_beside,
+                           "background_statuses": dict(bg_status)}
+
+
+def scale(rep: Report, work: Path, quick: bool) -> None:
+    name = "5 scale"
+    sizes = [10_000, 30_000, 100_000] if quick else [100_000, 300_000, 1_000_000]
+    full_sizes = sizes if quick else sizes[:2]
+    print(f"\n== {name}: dry-run at {sizes}, full run at {full_sizes} (fast simulator)",
+          flush=True)
+    tiny = write_csv(work / "s5-tiny.csv", 10)
+    base = measure(bc_cmd(tiny, None, "--dry-run"), work, "s5-dry-tiny")
+    print(f"  start-up (dry-run of 10 rows): {base['wall']:.2f} s, {base['peak_rss_mb']:.1f} MB")
+    out: dict[str, Any] = {"startup_wall": base["wall"], "startup_rss_mb": base["peak_rss_mb"],
+                           "dry_run": {}, "full_run": {}}
+    print(f"  {'mode':<10}{'rows':>10}{'wall s':>9}{'rows/s':>11}{'rows/s -start':>15}"
+          f"{'RSS MB':>9}{'CPU us/row':>11}  rc")
+    for size in sizes:
+        data = write_csv(work / f"s5-{size}.csv", size)
+        r = measure(bc_cmd(data, None, "--dry-run"), work, f"s5-dry-{size}")
+        r["rows_per_s"] = size / r["wall"]
+        r["rows_per_s_net"] = size / max(0.01, r["wall"] - base["wall"])
+        out["dry_run"][size] = {k: v for k, v in r.items() if k != "stdout"}
+        print(f"  {'dry-run':<10}{size:>10}{r['wall']:>9.2f}{r['rows_per_s']:>11.0f}"
+              f"{r['rows_per_s_net']:>15.0f}{r['peak_rss_mb']:>9.1f}"
+              f"{1e6 * r['cpu'] / size:>11.1f}  {r['rc']}", flush=True)
+    for size in full_sizes:
+        data = work / f"s5-{size}.csv"
+        r = run_bc(data, FAST, work, f"s5-full-{size}", "--concurrency", "64", "--tenant-share",
+                   "1", "--rate", "100000")
+        out["full_run"][size] = {k: v for k, v in r.items() if k != "stdout"}
+        print(f"  {'full run':<10}{size:>10}{r['wall']:>9.2f}{r['rows_per_s']:>11.0f}"
+              f"{'':>15}{r['peak_rss_mb']:>9.1f}{r['cpu_us_per_row'] or 0:>11.1f}  {r['rc']}"
+              f" ok={r['ok']}", flush=True)
+    big = sizes[-1]
+    dry = out["dry_run"][big]
+    rep.check(name, f"loader rows/s, dry-run {big} (wall)", dry["rows_per_s"], ">= 300000",
+              dry["rows_per_s"] >= 300_000)
+    rep.info(name, f"loader rows/s, dry-run {big} (wall - start-up)", dry["rows_per_s_net"])
+    for size in sizes:
+        rss = out["dry_run"][size]["peak_rss_mb"]
+        rep.check(name, f"peak RSS MB, dry-run {size}", rss, "<= 500", rss <= 500)
+    for size in full_sizes:
+        rss = out["full_run"][size]["peak_rss_mb"]
+        rep.check(name, f"peak RSS MB, full run {size}", rss, "<= 500", rss <= 500)
+    rep.scenarios[name] = out
+
+
+SCENARIOS = {"rate": rate_bound, "latency": latency_bound, "cpu": cpu_bound,
+             "contended": contended, "scale": scale}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="row counts scaled down ~10x")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    rep = Report()
+    started = time.time()
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, reports)")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bc-bench-")
+    print(f"work dir: {tmp}")
+    try:
+        for key in args.only.split(","):
+            SCENARIOS[key.strip()](rep, Path(tmp), args.quick)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("\n== summary")
+    print(f"  {'scenario':<20} {'metric':<46} {'value':>12}  {'target':<16} result")
+    for c in rep.checks:
+        if c["result"] != "info":
+            print(f"  {c['scenario']:<20} {c['metric']:<46} {c['value']:>12.2f}  "
+                  f"{c['target']:<16} {c['result']}")
+    missed = sum(1 for c in rep.checks if c["result"] == "MISS")
+    passed = sum(1 for c in rep.checks if c["result"] == "PASS")
+    print(f"  {passed} PASS, {missed} MISS in {time.time() - started:.0f} s")
+    results = {"quick": args.quick, "python": platform.python_version(),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+               "started_unix": started, "checks": rep.checks, "scenarios": rep.scenarios}
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(f"  wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
