@@ -197,6 +197,11 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     credentials = None if simulate or dry_run else _credentials()
+    if credentials is not None and credentials.client_secret != client_secret:
+        # read from the profile's secrets file: mask that secret in every log line too
+        logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"), log_level,
+                       secrets=[credentials.client_secret],
+                       stream=ConsoleLines(console) if progress else sys.stderr)
     options = api.RunOptions(
         input_path=input_path, target=target, credentials=credentials, report_path=report_path,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
