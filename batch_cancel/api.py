@@ -217,8 +217,6 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
         if runner is not None and runner.stop_kind is not None:
             summary.stop_kind = runner.stop_kind.value
             summary.stop_reason = runner.stop_reason
-        summary.interrupted = summary.stop_kind == StopKind.INTERRUPTED
-        summary.auth_failed = summary.stop_kind == StopKind.AUTH
         log.info("run.finished", report=str(options.report), elapsed=round(summary.elapsed, 3),
                  rate=round(summary.rate, 1), stop=summary.stop_kind or None,
                  **{f"count_{s.value}": n for s, n in summary.counts.items()})

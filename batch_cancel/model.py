@@ -173,13 +173,21 @@ class Summary:
     elapsed: float = 0.0
     sent_rows: int = 0
     report_path: str = ""
-    interrupted: bool = False
-    auth_failed: bool = False
     #: every row succeeded, or is a duplicate of a row that succeeded
     complete: bool = False
     stop_reason: str = ""
     #: why the run stopped early ("interrupted", "auth", "outage", "quota"), "" if it did not
     stop_kind: str = ""
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C or SIGTERM stopped the run."""
+        return self.stop_kind == "interrupted"
+
+    @property
+    def auth_failed(self) -> bool:
+        """Authentication failed and the run stopped."""
+        return self.stop_kind == "auth"
 
     @property
     def total(self) -> int:

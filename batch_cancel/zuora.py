@@ -106,7 +106,6 @@ class ZuoraClient:
         self._lock = asyncio.Lock()
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._static_headers = self._optional_headers(settings)
-        self.token_refreshes = 0
 
     @staticmethod
     def _optional_headers(settings: Settings) -> dict[str, str]:
@@ -145,7 +144,6 @@ class ZuoraClient:
             margin = min(REFRESH_MARGIN, lifetime / 10)
             self._expires_at = self._clock() + max(lifetime - margin, 0.0)
             self._generation += 1
-            self.token_refreshes += 1
 
     async def _fetch_token_patiently(self) -> tuple[str, float]:
         """A few tries, 1 s then 2 s apart, as Zuora's SDK does; then the run stops (exit 3).
