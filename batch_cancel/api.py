@@ -228,7 +228,8 @@ def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Jour
     rate = settings.rate if settings.rate is not None else options.target.default_rate
     limits = Limits(concurrency=settings.concurrency, rate=rate,
                     max_attempts=settings.max_attempts, outage_window=settings.outage_window,
-                    tenant_share=settings.tenant_share)
+                    tenant_share=settings.tenant_share,
+                    pause_on_concurrency_429=settings.concurrency_429 == "pause")
     return Runner(client, limits, run_id, settings.track_id_prefix, on_sent=journal.sent)
 
 

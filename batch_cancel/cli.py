@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from . import __version__, api, logs
 from .config import (
+    CONCURRENCY_429_MODES,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE,
     DEFAULT_MAX_ATTEMPTS,
@@ -127,6 +128,11 @@ def _profile_path(key: str) -> Path | None:
 @click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
               help="Most of the tenant's advertised concurrency limit (Concurrency-Limit-Limit) "
                    "this run may use; the rest stays for other integrations.")
+@click.option("--concurrency-429", "concurrency_429", type=click.Choice(CONCURRENCY_429_MODES),
+              default="shrink", show_default=True,
+              help="On a concurrency 429 (code 50000070): shrink the window and retry the row "
+                   "soon (the pool pauses for Retry-After only at a window of 1), or pause the "
+                   "whole pool for Retry-After (Zuora's 120 s) every time.")
 @click.option("--rate", type=float, help="Most requests started per second, no start-up "
               "burst (default per target: sandbox 20, central-sandbox 100, production 400, "
               "base URL 100, simulator unpaced).")
@@ -165,8 +171,8 @@ def _profile_path(key: str) -> Path | None:
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
 def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 env_name: str | None, base_url: str | None, simulate: bool, concurrency: int,
-                tenant_share: float, rate: float | None, max_attempts: int, timeout: float,
-                only: str | None,
+                tenant_share: float, concurrency_429: str, rate: float | None,
+                max_attempts: int, timeout: float, only: str | None,
                 dry_run: bool, yes: bool, resume: bool, overwrite: bool,
                 outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
@@ -193,7 +199,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         settings = Settings(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
                             timeout=timeout, track_id_prefix=track_id_prefix,
                             entity_ids=entity_ids, org_ids=org_ids, zuora_version=zuora_version,
-                            outage_window=outage_window, tenant_share=tenant_share)
+                            outage_window=outage_window, tenant_share=tenant_share,
+                            concurrency_429=concurrency_429)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     credentials = None if simulate or dry_run else _credentials()

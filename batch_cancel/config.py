@@ -44,6 +44,10 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_OUTAGE_WINDOW = 1800.0
 DEFAULT_GRACE = 30.0
 DEFAULT_TENANT_SHARE = 0.5
+#: What a concurrency 429 (code 50000070) does: "shrink" halves the window and retries the
+#: refused row after a short backoff, pausing the pool for Retry-After only once the window
+#: is down to one request; "pause" always pauses the whole pool for Retry-After (120 s).
+CONCURRENCY_429_MODES = ("shrink", "pause")
 #: Rate used for a `--base-url` of unknown kind: the API Sandbox's (the strictest) share is too
 #: timid for a proxy in front of production, so the Developer Sandbox share is used.
 DEFAULT_CUSTOM_RATE = 100.0
@@ -95,6 +99,8 @@ class Settings:
     outage_window: float = DEFAULT_OUTAGE_WINDOW
     #: share of the tenant's advertised concurrency limit this run may take
     tenant_share: float = DEFAULT_TENANT_SHARE
+    #: one of CONCURRENCY_429_MODES
+    concurrency_429: str = "shrink"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -109,6 +115,9 @@ class Settings:
             raise ConfigError("--tenant-share must be more than 0 and at most 1")
         if self.outage_window < 0:
             raise ConfigError("--outage-window must be zero or more seconds")
+        if self.concurrency_429 not in CONCURRENCY_429_MODES:
+            raise ConfigError("--concurrency-429 must be one of "
+                              + ", ".join(CONCURRENCY_429_MODES))
         check_track_prefix(self.track_id_prefix)
 
 
@@ -188,6 +197,7 @@ PROFILE_KEYS = {
     "env": "env_name", "base_url": "base_url", "entity_ids": "entity_ids",
     "org_ids": "org_ids", "zuora_version": "zuora_version", "concurrency": "concurrency",
     "rate": "rate", "tenant_share": "tenant_share", "max_attempts": "max_attempts",
+    "concurrency_429": "concurrency_429",
     "timeout": "timeout", "track_id_prefix": "track_id_prefix",
 }
 #: Profile keys that are not option defaults.

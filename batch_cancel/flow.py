@@ -2,13 +2,16 @@
 
 Zuora's concurrency limit is per tenant and shared with every other integration of the tenant,
 so a fixed `--concurrency` is either too timid or too greedy. The window follows TCP's
-congestion control (AIMD): it never exceeds `--concurrency` nor `--tenant-share` of the limit
-Zuora advertises in `Concurrency-Limit-Limit`; a 429, or `Concurrency-Limit-Remaining` at 0,
-halves it; fewer places left on the tenant (`Concurrency-Limit-Remaining` plus ours in flight)
-than the window shrinks it to those (at most once per second, since Zuora samples Remaining
-once a second), and it never grows past them; a full
-window of clean answers grows it by one. It starts small and doubles (slow start) until the
-first sign of congestion, so a run never opens with a burst.
+congestion control (AIMD): it starts small and doubles per window of clean answers (slow
+start), then grows by one per window of clean answers; a 429, or `Concurrency-Limit-Remaining`
+at 0 while we hold little of the tenant, halves it (at most once a second, so one burst of
+429s counts once). It never exceeds `--concurrency`, nor `--tenant-share` of the limit Zuora
+advertises in `Concurrency-Limit-Limit`, nor the places the tenant had free for us: the
+advertised Remaining plus what we had in flight when that value was sampled (the fewer of
+the last two samples), one place kept spare. Zuora refreshes Remaining only once a second,
+so "what we had in flight" is the least we held in the last second or two: a stale sample
+then understates our part rather than overstating the room. After a 429 the window stays
+below the size that met it for HURT_MEMORY seconds.
 """
 
 from __future__ import annotations
@@ -24,11 +27,19 @@ from .model import Answer
 
 #: Zuora's Default concurrency limit, assumed until an answer advertises the real one.
 ASSUMED_TENANT_LIMIT = 40
-#: Zuora refreshes Concurrency-Limit-Remaining once a second: the window moves at most once per
-#: such interval in each direction, so it reacts to a sample that shows its last move.
+#: Zuora refreshes Concurrency-Limit-Remaining once a second: the window halves at most once
+#: per such interval, so one burst of 429s (or one low sample) counts once.
 SAMPLE_INTERVAL = 1.0
 #: Slow start opens with this many requests in flight.
 INITIAL_WINDOW = 4
+#: After a 429 the window stays below the size that met it for this long: Remaining counts
+#: places other clients are between two requests of theirs as free, so growing into them
+#: again at once would only meet the next 429.
+HURT_MEMORY = 30.0
+#: Of this many requests other clients keep in flight, about one is between two calls (its
+#: answer on the way, the next not yet sent) when Zuora samples Remaining: measured against
+#: a client keeping 24 in flight, Remaining showed 2-3 places more than were really free.
+OTHERS_BETWEEN_CALLS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +54,9 @@ class WindowChange:
 class Window:
     """A resizable limit on requests in flight, sized by AIMD from Zuora's answers."""
 
-    __slots__ = ("_clean", "_clock", "_last_decrease", "_last_growth", "_slow_start", "_waiters",
-                 "in_flight",
-                 "max_size", "share", "size", "tenant_limit")
+    __slots__ = ("_available", "_clean", "_clock", "_held", "_held_second", "_hurt_at",
+                 "_hurt_size", "_last_decrease", "_sample", "_slow_start", "_waiters",
+                 "in_flight", "max_size", "share", "size", "tenant_limit")
 
     def __init__(self, max_size: int, share: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -56,8 +67,18 @@ class Window:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._clean = 0
         self._last_decrease = -math.inf
-        self._last_growth = -math.inf
+        #: the window size that last met a 429, and when
+        self._hurt_size = 0
+        self._hurt_at = -math.inf
         self._slow_start = True
+        #: the last Concurrency-Limit-Remaining seen; for it and the one before, Remaining
+        #: plus our requests in flight when it was taken
+        self._sample: int | None = None
+        self._available: deque[int] = deque(maxlen=2)
+        #: the fewest of our requests in flight in the previous and the current second: a
+        #: sample Zuora took at most a second ago counted at least that many of ours
+        self._held = [max_size + 1, max_size + 1]
+        self._held_second = -1
         self.in_flight = 0
         self.size = min(self.ceiling, INITIAL_WINDOW)
 
@@ -65,6 +86,17 @@ class Window:
     def ceiling(self) -> int:
         """The most the window may grow to: our cap, and our share of the tenant's limit."""
         return max(1, min(self.max_size, math.floor(self.share * self.tenant_limit)))
+
+    @property
+    def room(self) -> int | None:
+        """The places the tenant had for us in its last two samples (the fewer), None if never
+        advertised. One place is kept spare, and one more per OTHERS_BETWEEN_CALLS requests
+        of other clients: a sample counts theirs that are between two calls as free."""
+        if not self._available:
+            return None
+        available = min(self._available)
+        others = max(0, self.tenant_limit - available)
+        return available - 1 - others // OTHERS_BETWEEN_CALLS
 
     async def acquire(self) -> None:
         """Wait for a free place in the window (first come, first served)."""
@@ -85,35 +117,65 @@ class Window:
         self._wake()
 
     def observe(self, answer: Answer) -> WindowChange | None:
-        """Resize after an answer; returns the change, if any."""
+        """Resize after an answer (its place already released); returns the change, if any."""
         old = self.size
+        self._note_remaining(answer.concurrency_remaining)
         if answer.concurrency_limit:
             self.tenant_limit = answer.concurrency_limit
             if self.size > self.ceiling:
                 self.size = self.ceiling
                 return self._changed(old, "tenant limit advertised")
         if answer.rate_limited:
-            return self._decrease(old, "429", self.size // 2)
+            return self._throttled(old, answer.concurrency_limited)
         if answer.http_status is None or answer.http_status >= 500:
             return None  # outages are the breaker's business, not congestion
-        free = answer.concurrency_remaining
-        if free == 0 and self.in_flight + 1 < self.size // 2:
+        if answer.concurrency_remaining == 0 and self.in_flight + 1 < self.size // 2:
             # the tenant is full while we use under half our window: others took it
             return self._decrease(old, "tenant headroom", self.in_flight + 1)
         self._clean += 1
         if self._clean < self.size or self.size >= self.ceiling:
             return None
-        tight = free is not None and free < 2 * self.size  # stale by one doubling: still fits
-        if tight and self._clock() - self._last_growth < SAMPLE_INTERVAL:
-            return None  # a tight tenant: wait for a Remaining sample that shows our last growth
-        room = self.size + free - 1 if free is not None else self.ceiling
-        grown = min(self.ceiling, room, self.size * 2 if self._slow_start else self.size + 1)
         self._clean = 0
+        step = self.size if self._slow_start else 1
+        grown = min(self.ceiling, self.size + step, self._limit_now())
         if grown <= self.size:
             return None
-        self._last_growth = self._clock()
         self.size = grown
         return self._changed(old, "slow start" if self._slow_start else "clean answers")
+
+    def _limit_now(self) -> int:
+        """The most the window may hold now: the room Zuora advertised, below a recent 429."""
+        limit = self.ceiling if self.room is None else self.room
+        if self._clock() - self._hurt_at < HURT_MEMORY:
+            limit = min(limit, self._hurt_size - 1)
+        return limit
+
+    def _note_remaining(self, free: int | None) -> None:
+        """Track Remaining and how many of ours it counted (this answer's request included)."""
+        if free is None:
+            return
+        ours = self.in_flight + 1
+        second = math.floor(self._clock() / SAMPLE_INTERVAL)
+        if second != self._held_second:
+            last = self._held[1] if second == self._held_second + 1 else ours
+            self._held, self._held_second = [last, ours], second
+        self._held[1] = min(self._held[1], ours)
+        if free != self._sample:
+            self._sample = free
+            self._available.append(min(self._held) + free)
+
+    def _throttled(self, old: int, concurrency: bool) -> WindowChange | None:
+        """A 429: halve; for a concurrency 429, also remember the size that met it (the
+        lowest within HURT_MEMORY). A rate 429 says nothing of how many may be in flight."""
+        now = self._clock()
+        if now - self._last_decrease < SAMPLE_INTERVAL:
+            return None  # the same burst: its requests left before the window shrank
+        if not concurrency:
+            return self._decrease(old, "429", self.size // 2)
+        recent = now - self._hurt_at < HURT_MEMORY
+        self._hurt_size = min(self._hurt_size, old) if recent else old
+        self._hurt_at = now
+        return self._decrease(old, "429", self.size // 2)
 
     def _decrease(self, old: int, reason: str, to: int) -> WindowChange | None:
         self._slow_start = False

@@ -97,7 +97,9 @@ class Answer:
 
     `in_doubt` is true when the cancel may or may not have been applied (timeout, dropped
     connection, 5xx): before sending it again the runner reads the invoice first.
-    `retry_after` is the pause Zuora asked for (seconds), `rate_limited` marks a 429.
+    `retry_after` is the pause Zuora asked for (seconds), `rate_limited` marks a 429, and
+    `concurrency_limited` one that refused the request for the tenant's concurrency limit
+    (code 50000070) rather than its rate.
     """
 
     verdict: Verdict
@@ -108,6 +110,7 @@ class Answer:
     process_id: str = ""
     retry_after: float | None = None
     rate_limited: bool = False
+    concurrency_limited: bool = False
     in_doubt: bool = False
     quota_remaining: int | None = None
     quota_window: int | None = None

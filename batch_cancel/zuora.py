@@ -27,6 +27,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Zuora error categories (`code % 100`) worth another try: lock contention, internal and
 #: temporary errors, limits, and an external system (the tax authority's provider) failing.
 RETRY_CATEGORIES = frozenset({50, 60, 61, 70, 99})
+#: Zuora's code for a request refused because the tenant has too many requests in flight.
+CONCURRENCY_LIMIT_CODE = "50000070"
 #: Categories after which the cancel may have been applied, so it is checked before a resend.
 DOUBT_CATEGORIES = frozenset({60, 99})
 #: Refresh a token this long before Zuora says it expires (Zuora's own samples use 300 s).
@@ -283,6 +285,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
         process_id=process_id,
         retry_after=retry_after(headers) if status == 429 or category == 70 else None,
         rate_limited=status == 429 or category == 70,
+        concurrency_limited=code == CONCURRENCY_LIMIT_CODE,
         in_doubt=in_doubt,
         quota_remaining=remaining,
         quota_window=window,

@@ -12,8 +12,9 @@ from batch_cancel.runner import Limits, Runner
 from batch_cancel.zuora import Credentials, ZuoraClient, open_session
 
 CLEAN = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
-               concurrency_remaining=20)
-THROTTLED = Answer(Verdict.RETRY, http_status=429, rate_limited=True, concurrency_limit=40)
+               concurrency_remaining=30)
+THROTTLED = Answer(Verdict.RETRY, http_status=429, rate_limited=True, concurrency_limited=True,
+                   concurrency_limit=40)
 
 
 class Ticks:
@@ -149,15 +150,140 @@ async def test_the_server_never_sees_more_than_the_share_of_its_limit(live_sim) 
     assert not [r for r in live_sim.stats.requests if r.status == 429]
 
 
-def test_the_window_grows_only_into_free_places_and_once_per_sample() -> None:
-    """Growth stops one short of the tenant's free places, and waits for a fresh sample."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=0.5, clock=ticks)
-    tight = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+def test_the_window_grows_only_into_the_places_the_tenant_had_free() -> None:
+    """Growth stops one short of Remaining plus what we held when it was sampled."""
+    window = Window(max_size=64, share=1.0, clock=Ticks())
+    tight = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=10,
                    concurrency_remaining=3)
+    window.in_flight = 3  # 4 were in flight when Zuora counted; this answer's just left
     for _ in range(4):
         window.observe(tight)
-    assert window.size == 6  # 4 + 3 free - 1 kept for the others
-    for _ in range(20):
-        window.observe(tight)  # the same second: Remaining has not seen the growth yet
+    assert window.room == 6 and window.size == 6  # 4 ours + 3 free - 1 kept spare
+    window.in_flight = 5
+    for _ in range(30):
+        window.observe(tight)  # the same stale sample, though we now hold 6: no growth
     assert window.size == 6
+
+
+def test_a_stale_sample_counts_the_fewest_requests_we_held_since_the_last_one() -> None:
+    """Zuora samples Remaining once a second: credit only what we surely held then."""
+    window = Window(max_size=64, share=1.0, clock=Ticks())
+    window.in_flight = 1
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    window.in_flight = 9
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=20))
+    # not 10 + 20: the sample may predate our growth; 1 spare, 1 per 10 of the others' 18
+    assert window.room == 2 + 20 - 1 - 1
+
+
+async def _hold_in_flight(client: ZuoraClient, places: int, stop: asyncio.Event) -> None:
+    """Another integration of the tenant: keeps `places` reads in flight until told to stop."""
+
+    async def one(n: int) -> None:
+        while not stop.is_set():
+            await client.invoice_state(f"BG-{n}", f"bg-{n}")
+
+    await asyncio.gather(*(one(n) for n in range(places)))
+
+
+async def _run_beside_others(live_sim, limits: Limits, others: int, rows: int,
+                             others_for: float | None = None) -> tuple[Runner, dict[int, Outcome]]:
+    """Run `rows` cancels while `others` reads of another client hold places on the tenant."""
+    outcomes: dict[int, Outcome] = {}
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    stop = asyncio.Event()
+    async with open_session() as session:
+        client = ZuoraClient(session, live_sim.url, credentials, Settings())
+        await client.authenticate()
+        background = asyncio.create_task(_hold_in_flight(client, others, stop))
+        if others_for is not None:
+            asyncio.get_running_loop().call_later(others_for, stop.set)
+        await asyncio.sleep(0.1)  # the others are in flight before the run starts
+        runner = Runner(client, limits, "r", rng=random.Random(3))
+        jobs = [CancelJob(n, f"INV{n:05d}", "02") for n in range(2, 2 + rows)]
+        try:
+            await asyncio.wait_for(
+                runner.run(jobs, lambda o: outcomes.__setitem__(o.row, o)), 60)
+        finally:
+            stop.set()
+            await background
+    return runner, outcomes
+
+
+def _cancel_429s(live_sim) -> list[float]:
+    return [r.started for r in live_sim.stats.cancels() if r.status == 429]
+
+
+async def test_a_concurrency_429_shrinks_the_window_without_pausing_the_pool(live_sim) -> None:
+    """Code 50000070 halves the window and the refused row is retried soon, not after 120 s."""
+    live_sim.config.concurrency_limit = 6
+    live_sim.config.latency = 0.03
+    live_sim.config.concurrency_sample_interval = 1.0  # Remaining is stale, as on Zuora
+    runner, outcomes = await _run_beside_others(
+        live_sim, Limits(concurrency=8, rate=None, max_attempts=5, tenant_share=1.0),
+        others=3, rows=40)
+    assert _cancel_429s(live_sim), "the scenario must provoke a concurrency 429"
+    assert len(outcomes) == 40
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    assert runner.paused_until == 0.0  # the pool never paused for Retry-After: 120
+    assert runner.window.size < 8
+
+
+async def test_concurrency_429_pause_mode_pauses_the_whole_pool(live_sim) -> None:
+    """With --concurrency-429 pause, nobody starts a cancel before Retry-After has passed."""
+    live_sim.config.concurrency_limit = 6
+    live_sim.config.latency = 0.03
+    live_sim.config.concurrency_retry_after = 1
+    live_sim.config.concurrency_sample_interval = 1.0
+    limits = Limits(concurrency=8, rate=None, max_attempts=5, tenant_share=1.0,
+                    pause_on_concurrency_429=True)
+    runner, outcomes = await _run_beside_others(live_sim, limits, others=3, rows=20)
+    answered = min(r.finished for r in live_sim.stats.cancels() if r.status == 429)
+    assert runner.paused_until > 0.0
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+    # requests already on their way (past the pause gate, waiting for a place in the
+    # window) may start just after the 429's answer; then nobody until Retry-After passed
+    during = [r.started for r in live_sim.stats.cancels()
+              if answered + 0.15 < r.started < answered + 0.95]
+    assert not during
+    assert max(r.started for r in live_sim.stats.cancels()) >= answered + 0.95
+
+
+async def test_a_concurrency_429_at_a_window_of_one_pauses_for_retry_after(live_sim) -> None:
+    """A tenant filled by others: once the window is 1, the pool waits Zuora's Retry-After."""
+    live_sim.config.concurrency_limit = 4
+    live_sim.config.latency = 0.05
+    live_sim.config.concurrency_retry_after = 1
+    runner, outcomes = await _run_beside_others(
+        live_sim, Limits(concurrency=8, rate=None, max_attempts=10, tenant_share=1.0),
+        others=4, rows=6, others_for=3.5)
+    assert runner.window.size >= 1 and runner.paused_until > 0.0
+    assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
+
+
+def test_after_a_429_the_window_stays_below_the_size_that_met_it_for_a_while() -> None:
+    """Remaining shows others' places as free between their requests: do not regrow into them."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=0.5, clock=ticks)
+    roomy = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                   concurrency_remaining=30)
+    grow(window, 100, roomy)
+    assert window.size == 20
+    window.observe(THROTTLED)
+    assert window.size == 10
+    for _ in range(200):
+        ticks.t += 0.01  # two seconds of clean answers that advertise plenty of room
+        window.observe(roomy)
+    assert window.size == 19
+    ticks.t += 10.0
+    grow(window, 40, roomy)
+    assert window.size == 20  # the memory fades: probing past it again
+
+
+def test_the_room_keeps_a_place_spare_per_ten_requests_of_other_clients() -> None:
+    """Remaining counts others' requests between two calls as free: leave room for them."""
+    window = Window(max_size=64, share=1.0, clock=Ticks())
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                          concurrency_remaining=17))
+    assert window.room == 18 - 1 - 2  # 1 ours + 17 free; others hold 22: 2 more spare
