@@ -11,12 +11,15 @@ import csv
 import json
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+import orjson
 
 from .model import REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
 
@@ -26,6 +29,14 @@ SERVER_TEXT = ("error_code", "error_message", "zuora_request_id", "process_id")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: fsync the journal at most once per this many records (each record is still flushed).
 FSYNC_EVERY = 200
+#: An outcome record waits at most this long (or until the next `sent` record) to be flushed.
+OUTCOME_FLUSH_DELAY = 0.2
+
+
+def _dumps(record: dict[str, object]) -> str:
+    """One journal line. orjson, not json: measured 186 vs 201 µs of client CPU per row in
+    the CPU-bound benchmark (two records per row)."""
+    return orjson.dumps(record, default=str).decode()
 
 
 class ReportError(Exception):
@@ -76,21 +87,43 @@ class Journal:
         self.path = path
         self._handle = _private_open(path, "a")
         self._unsynced = 0
+        self._unflushed = 0
+        self._flushed_at = time.monotonic()
         self._write({"event": "run", **header})
+        self._flush()
 
     def sent(self, job: CancelJob, attempt: int, track_id: str) -> None:
-        """Record that a cancel request is about to go out (before it does)."""
+        """Record that a cancel request is about to go out, and hand it to the OS before it
+        does (with any outcomes written since the last flush)."""
         self._write({"event": "sent", "row": job.row, "invoice_key": job.invoice_key,
                      "attempt": attempt, "track_id": track_id})
+        self._flush()
 
     def record(self, outcome: Outcome) -> None:
-        """Record a row's outcome."""
-        self._write({"event": "outcome", **asdict(outcome)})
+        """Record a row's outcome; it reaches the OS with the next `sent` record, or within
+        OUTCOME_FLUSH_DELAY seconds. An outcome lost to a crash leaves its row `sent` only,
+        that is in doubt: a resume reads the invoice before anything is sent again."""
+        self._write({"event": "outcome", "row": outcome.row, "status": outcome.status.value,
+                     "http_status": outcome.http_status, "error_code": outcome.error_code,
+                     "error_message": outcome.error_message, "attempts": outcome.attempts,
+                     "track_id": outcome.track_id, "zuora_request_id": outcome.zuora_request_id,
+                     "process_id": outcome.process_id, "finished_at": outcome.finished_at,
+                     "in_doubt": outcome.in_doubt})
+        if time.monotonic() - self._flushed_at > OUTCOME_FLUSH_DELAY:
+            self._flush()
 
     def _write(self, record: dict[str, object]) -> None:
-        self._handle.write(json.dumps(record, default=str) + "\n")
+        self._handle.write(_dumps(record) + "\n")
+        self._unflushed += 1
+
+    def _flush(self) -> None:
+        """One write syscall for every record since the last flush; an fsync per FSYNC_EVERY."""
+        if not self._unflushed:
+            return
         self._handle.flush()
-        self._unsynced += 1
+        self._flushed_at = time.monotonic()
+        self._unsynced += self._unflushed
+        self._unflushed = 0
         if self._unsynced >= FSYNC_EVERY:
             os.fsync(self._handle.fileno())
             self._unsynced = 0

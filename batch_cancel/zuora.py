@@ -242,7 +242,8 @@ class ZuoraClient:
             async with self._session.request(method, URL(url, encoded=True), data=body,
                                              headers=headers, timeout=self._timeout) as response:
                 raw = await response.read()
-                return classify(response.status, response.headers, raw), _json(raw)
+                data = _json(raw)
+                return classify(response.status, response.headers, raw, data), data
         except TimeoutError:
             return Answer(Verdict.RETRY, in_doubt=True,
                           error_message=f"no answer within {self._settings.timeout:g} s"), None
@@ -256,13 +257,19 @@ class ZuoraClient:
 # --- classifying answers ---------------------------------------------------------------------
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
+_UNPARSED: Any = object()
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes,
+             data: Any = _UNPARSED) -> Answer:
     """Turn one HTTP answer into a verdict: succeeded, worth a retry, or final.
 
     HTTP 200 is not success: only `"success": true` in a 2xx body is. Otherwise the first
-    `reasons[].code` decides by its category (`code % 100`), then the HTTP status.
+    `reasons[].code` decides by its category (`code % 100`), then the HTTP status. `data` is
+    the body already parsed, when the caller has it.
     """
-    data = _json(body)
+    if data is _UNPARSED:
+        data = _json(body)
     request_id = headers.get("Zuora-Request-Id", "")
     process_id = str(data.get("processId") or "") if isinstance(data, dict) else ""
     remaining, window = quota(headers)

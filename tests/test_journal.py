@@ -1,0 +1,37 @@
+"""The write-ahead journal: what a resume reads back is what the run wrote."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from batch_cancel.model import CancelJob, Outcome, Status
+from batch_cancel.report import Journal, read_journal
+
+
+def test_every_outcome_field_survives_the_journal(tmp_path: Path) -> None:
+    """An outcome read back from the journal equals the one written, field by field."""
+    outcome = Outcome(row=7, status=Status.FAILED, http_status=500, error_code="53100020",
+                      error_message="ünïcode, \"quoted\"\nand a newline", attempts=3,
+                      track_id="bc-run-7", zuora_request_id="req-1", process_id="proc-1",
+                      finished_at="2026-11-24T20:00:00.000Z", in_doubt=False)
+    path = tmp_path / "j.jsonl"
+    with Journal(path, {"run_id": "r"}) as journal:
+        journal.sent(CancelJob(7, "INV-7", "02"), 1, "bc-run-7")
+        journal.record(outcome)
+    state = read_journal(path)
+    assert state.finished[7] == outcome
+    written = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
+    assert {f.name for f in fields(Outcome)} <= set(written)
+
+
+def test_a_sent_record_reaches_the_file_before_the_request_goes_out(tmp_path: Path) -> None:
+    """`sent` is flushed at once: a process killed right after it leaves the row in doubt."""
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, {"run_id": "r"})
+    journal.record(Outcome(row=2, status=Status.SUCCEEDED, attempts=1))
+    journal.sent(CancelJob(3, "INV-3", "02"), 1, "t")
+    on_disk = read_journal(path)  # read while the journal is still open
+    assert 2 in on_disk.finished and 3 in on_disk.in_doubt
+    journal.close()
