@@ -251,7 +251,8 @@ class Runner:
         self._track_prefix = f"{track_id_prefix}-{run_id}" if track_id_prefix else run_id
         self._clock = clock or Clock()
         self._rng = rng or random.Random()
-        self._log = log or structlog.get_logger("batch_cancel.runner")
+        # bound once: a lazy proxy would rebuild the logger on every per-row event
+        self._log = log or structlog.get_logger("batch_cancel.runner").bind()
         self._on_sent = on_sent
         spread = min(1.0, limits.concurrency / limits.rate) if limits.rate else 1.0
         self._gate = PauseGate(self._clock, self._nap, self._rng, spread, lambda: self.stopping)
@@ -602,8 +603,13 @@ PACER_SLACK = 1.25
 
 
 def _pacer(rate: float) -> AsyncLimiter:
-    """A leaky bucket that starts at most `rate` requests per second, with no start-up burst."""
-    return AsyncLimiter(PACER_SLACK, PACER_SLACK / rate)
+    """A leaky bucket that starts at most `rate` requests per second, with no start-up burst.
+
+    Above 1,000/s the bucket holds a millisecond of starts: the event loop's timers wake no
+    finer than that, so a smaller bucket would cap the pace near one start per wake-up.
+    """
+    capacity = max(PACER_SLACK, rate / 1000.0)
+    return AsyncLimiter(capacity, capacity / rate)
 
 
 def _now() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from . import __version__
@@ -203,7 +204,7 @@ class ZuoraClient:
         if job.reason == "01" and job.document_reference_id:
             body["documentReferenceID"] = job.document_reference_id
         url = f"{self._base}/v1/invoices/{invoice_path(job.invoice_key)}/e-invoice/cancel"
-        answer, _ = await self._call("PUT", url, track_id, json.dumps(body))
+        answer, _ = await self._call("PUT", url, track_id, orjson.dumps(body).decode())
         return answer
 
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
