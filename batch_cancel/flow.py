@@ -10,7 +10,8 @@ advertises in `Concurrency-Limit-Limit`, nor the places the tenant had free for 
 advertised Remaining plus what we had in flight when that value was sampled (the fewer of
 the last two samples), one place kept spare. Zuora refreshes Remaining only once a second,
 so "what we had in flight" is the least we held in the last second or two: a stale sample
-then understates our part rather than overstating the room. After a 429 the window stays
+then understates our part rather than overstating the room (a server that advertises
+Remaining exactly is recognised and trusted as is). After a concurrency 429 the window stays
 below the size that met it for HURT_MEMORY seconds.
 """
 
@@ -36,10 +37,16 @@ INITIAL_WINDOW = 4
 #: places other clients are between two requests of theirs as free, so growing into them
 #: again at once would only meet the next 429.
 HURT_MEMORY = 30.0
+#: ... and at least this many places below it: others' use of the tenant moves by more than
+#: one place from second to second, so one below still met 429s in the benchmark.
+HURT_MARGIN = 2
 #: Of this many requests other clients keep in flight, about one is between two calls (its
 #: answer on the way, the next not yet sent) when Zuora samples Remaining: measured against
 #: a client keeping 24 in flight, Remaining showed 2-3 places more than were really free.
 OTHERS_BETWEEN_CALLS = 10
+#: Remaining that changes twice within this many seconds is advertised exactly, not sampled
+#: once a second: then it counts our requests in flight now, and one sample is enough.
+EXACT_GAP = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +61,10 @@ class WindowChange:
 class Window:
     """A resizable limit on requests in flight, sized by AIMD from Zuora's answers."""
 
-    __slots__ = ("_available", "_clean", "_clock", "_held", "_held_second", "_hurt_at",
-                 "_hurt_size", "_last_decrease", "_sample", "_slow_start", "_waiters",
-                 "in_flight", "max_size", "share", "size", "tenant_limit")
+    __slots__ = ("_available", "_changed_at", "_clean", "_clock", "_exact", "_held",
+                 "_held_second", "_hurt_at", "_hurt_size", "_last_decrease", "_sample",
+                 "_slow_start", "_waiters", "in_flight", "max_size", "share", "size",
+                 "tenant_limit")
 
     def __init__(self, max_size: int, share: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -75,6 +83,9 @@ class Window:
         #: plus our requests in flight when it was taken
         self._sample: int | None = None
         self._available: deque[int] = deque(maxlen=2)
+        #: whether Remaining looks exact (it changed twice within EXACT_GAP), not sampled
+        self._exact = False
+        self._changed_at = -math.inf
         #: the fewest of our requests in flight in the previous and the current second: a
         #: sample Zuora took at most a second ago counted at least that many of ours
         self._held = [max_size + 1, max_size + 1]
@@ -94,7 +105,7 @@ class Window:
         of other clients: a sample counts theirs that are between two calls as free."""
         if not self._available:
             return None
-        available = min(self._available)
+        available = self._available[-1] if self._exact else min(self._available)
         others = max(0, self.tenant_limit - available)
         return available - 1 - others // OTHERS_BETWEEN_CALLS
 
@@ -147,7 +158,7 @@ class Window:
         """The most the window may hold now: the room Zuora advertised, below a recent 429."""
         limit = self.ceiling if self.room is None else self.room
         if self._clock() - self._hurt_at < HURT_MEMORY:
-            limit = min(limit, self._hurt_size - 1)
+            limit = min(limit, self._hurt_size - HURT_MARGIN)
         return limit
 
     def _note_remaining(self, free: int | None) -> None:
@@ -155,14 +166,17 @@ class Window:
         if free is None:
             return
         ours = self.in_flight + 1
-        second = math.floor(self._clock() / SAMPLE_INTERVAL)
+        now = self._clock()
+        second = math.floor(now / SAMPLE_INTERVAL)
         if second != self._held_second:
             last = self._held[1] if second == self._held_second + 1 else ours
             self._held, self._held_second = [last, ours], second
         self._held[1] = min(self._held[1], ours)
         if free != self._sample:
-            self._sample = free
-            self._available.append(min(self._held) + free)
+            # a server that advertises Remaining exactly changes it between close answers
+            self._exact = now - self._changed_at < EXACT_GAP
+            self._sample, self._changed_at = free, now
+            self._available.append((ours if self._exact else min(self._held)) + free)
 
     def _throttled(self, old: int, concurrency: bool) -> WindowChange | None:
         """A 429: halve; for a concurrency 429, also remember the size that met it (the

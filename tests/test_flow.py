@@ -167,11 +167,14 @@ def test_the_window_grows_only_into_the_places_the_tenant_had_free() -> None:
 
 def test_a_stale_sample_counts_the_fewest_requests_we_held_since_the_last_one() -> None:
     """Zuora samples Remaining once a second: credit only what we surely held then."""
-    window = Window(max_size=64, share=1.0, clock=Ticks())
+    ticks = Ticks()
+    window = Window(max_size=64, share=1.0, clock=ticks)
     window.in_flight = 1
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    ticks.t += 0.6
     window.in_flight = 9
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    ticks.t += 0.5  # a new value a second after the last one: a sampled Remaining
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=20))
     # not 10 + 20: the sample may predate our growth; 1 spare, 1 per 10 of the others' 18
     assert window.room == 2 + 20 - 1 - 1
@@ -275,8 +278,8 @@ def test_after_a_429_the_window_stays_below_the_size_that_met_it_for_a_while() -
     for _ in range(200):
         ticks.t += 0.01  # two seconds of clean answers that advertise plenty of room
         window.observe(roomy)
-    assert window.size == 19
-    ticks.t += 10.0
+    assert window.size == 18  # two below the 20 that met the 429
+    ticks.t += 30.0
     grow(window, 40, roomy)
     assert window.size == 20  # the memory fades: probing past it again
 
@@ -287,3 +290,15 @@ def test_the_room_keeps_a_place_spare_per_ten_requests_of_other_clients() -> Non
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                           concurrency_remaining=17))
     assert window.room == 18 - 1 - 2  # 1 ours + 17 free; others hold 22: 2 more spare
+
+
+def test_an_exact_remaining_is_trusted_as_it_comes() -> None:
+    """Remaining that changes from one answer to the next counts our requests in flight now."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=1.0, clock=ticks)
+    window.in_flight = 1
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    ticks.t += 0.01
+    window.in_flight = 15
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=24))
+    assert window.room == 16 + 24 - 1  # not 2 + 24: no sample is stale here
