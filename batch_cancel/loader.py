@@ -11,15 +11,20 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import gc
 import io
 import json
 import re
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import chain, islice, repeat
+from operator import itemgetter, ne, setitem
 from pathlib import Path
+from typing import TextIO, cast
 
 from .model import REPORT_COLUMNS, REPORT_SIGNATURE, SourceRow, Status
 
@@ -38,6 +43,22 @@ EXCEL_ERRORS = {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _REASON_NUMBER = re.compile(r"^0*([0-9]+)(?:\.0*)?$")
 _SCIENTIFIC = re.compile(r"^[0-9](?:[.,][0-9]+)?[eE]\+?[0-9]+$")  # 1,23E+15: decimal comma
+#: A key every rule of `key_problem` accepts, in one match: 1-255 printable ASCII characters
+#: without space, / ? # % (every Excel error value starts with #) or "..", and not scientific
+#: notation. Most keys are like this; any other key goes through `key_problem`, rule by rule.
+_KEY_CHARACTERS = "".join(re.escape(chr(c)) for c in range(0x21, 0x7F) if chr(c) not in "/?#%")
+_CLEAN_KEY = re.compile(rf"(?![0-9](?:[.,][0-9]+)?[eE]\+?[0-9]+\Z)(?!.*\.\.)"
+                        rf"[{_KEY_CHARACTERS}]{{1,{MAX_KEY_LENGTH}}}")
+#: The usual spellings of a reason cell and their code ("2" and "02" mean "02"); any other
+#: cell goes through `normalise_reason`.
+_REASON_SPELLINGS = {spelling: code for code in REASONS for spelling in (code, code[1:])}
+#: One str object per spelling (and for a blank cell), for rows to share.
+_SHARED = {spelling: spelling for spelling in (*_REASON_SPELLINGS, "")}
+#: Rows are read and checked this many at a time: enough for the per-block work to run in C
+#: (`map`, `islice`), few enough that redoing an odd block row by row costs little.
+BLOCK_ROWS = 2048
+#: From this many rows on, the loader hides what it built from the cyclic GC (`_plain_rows`).
+FREEZE_ROWS = 100_000
 #: What a damaged .xlsx raises inside openpyxl: XML errors (ParseError and lxml's are
 #: SyntaxErrors), broken zip members, bad numbers in cells.
 _DAMAGED_XLSX = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError,
@@ -51,6 +72,10 @@ _NUMBER_FORMAT = re.compile(
     r'^(?P<pre>(?:"[^"]*"|\\.)*)(?P<int>[#0,]+)(?:\.(?P<dec>[0#]+))?'
     r'(?P<post>(?:"[^"]*"|\\.|%)*)$'
 )
+
+
+#: Rows of a file as read: their row numbers (as the user sees them) and their cells.
+Block = tuple[Sequence[int], list[list[str]]]
 
 
 class InputError(Exception):
@@ -89,13 +114,52 @@ class LoadedInput:
 
 
 def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
-    """Read, resolve columns, normalise and validate a file. Raises `InputError` if unusable."""
+    """Read, resolve columns, normalise and validate a file. Raises `InputError` if unusable.
+
+    The rows are read as a stream of blocks and turned into `SourceRow`s block by block, so
+    the whole file is never held as text, as cell lists and as rows at the same time.
+    """
     options = options or LoadOptions()
     path = Path(path)
-    header, records = read_table(path, options)
+    header, blocks = read_table(path, options)
     columns = unique_names(header)
     if set(columns) >= REPORT_SIGNATURE:
-        return _load_report(path, columns, records, options)
+        return _load_report(path, columns, list(records_of(blocks)), options)
+    try:
+        layout = _layout(path, columns, options)
+    except InputError:
+        # A damaged row below the header is the first thing to fix, as when the whole file
+        # was read before the columns were looked at: read on, so that error wins.
+        deque(blocks, maxlen=0)
+        raise
+    rows = _plain_rows(blocks, layout)
+    _check_not_empty(path, rows)
+    return LoadedInput(path, list(layout.passthrough), rows,
+                       key_column=columns[layout.key],
+                       reason_column="" if layout.reason is None else columns[layout.reason],
+                       reference_column="" if layout.reference is None
+                       else columns[layout.reference])
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where a plain (not report) file keeps each field: resolved once, used for every row."""
+
+    key: int
+    reason: int | None
+    reference: int | None
+    default_reason: str
+    #: the name each input column has in the report (`_report_safe_name`)
+    passthrough: tuple[str, ...]
+    #: the same names, each once: a row's `columns`
+    columns: tuple[str, ...]
+    #: two input columns got the same report name ("reason" renamed beside "input_reason"):
+    #: a row keeps the last one's cell under it, as a dict by name would
+    collapse: bool
+
+
+def _layout(path: Path, columns: list[str], options: LoadOptions) -> _Layout:
+    """The key, reason and reference columns of a plain file, or `InputError` saying why not."""
     if options.only is not None:
         raise InputError(
             f"{path}: --only works on an earlier batch-cancel report, and this file is not one "
@@ -118,22 +182,132 @@ def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
         )
     ref_col = resolve_column(path, columns, "document reference", REFERENCE_ALIASES,
                              options.reference_column, "--reference-column")
-    default_reason = _default_reason(options.default_reason)
-    passthrough = [_report_safe_name(c) for c in columns]
+    passthrough = tuple(_report_safe_name(c) for c in columns)
+    return _Layout(key=columns.index(key_col),
+                   reason=None if reason_col is None else columns.index(reason_col),
+                   reference=None if ref_col is None else columns.index(ref_col),
+                   default_reason=_default_reason(options.default_reason),
+                   passthrough=passthrough, columns=tuple(dict.fromkeys(passthrough)),
+                   collapse=len(set(passthrough)) != len(passthrough))
+
+
+def _plain_rows(blocks: Iterable[Block], layout: _Layout) -> list[SourceRow]:
+    """Every data row, validated, duplicates marked; the cyclic GC is paused meanwhile.
+
+    A million rows are millions of new container objects, none of them garbage: left on,
+    the collector would walk the growing heap again and again for nothing, and once more
+    right after it is back on. So from FREEZE_ROWS rows on, `gc.freeze()` moves everything
+    alive out of its sight (still freed as usual when unused). The price: a reference cycle
+    among the objects alive then is never collected, a fair trade for a big file only.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        rows = _build_rows(blocks, layout)
+        if len(rows) >= FREEZE_ROWS:
+            gc.freeze()
+        return rows
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_rows(blocks: Iterable[Block], layout: _Layout, fast: bool = True
+                ) -> list[SourceRow]:
+    """Rows in input order. A block whose every row passes the one-match checks (the usual
+    case) is built by `_fast_block`; any other block goes row by row through `_checked_row`
+    and the rule-by-rule checks. `fast=False` sends every block that way (for tests).
+
+    A sendable row claims its key, compared without case, unless an earlier one did: then
+    it is a duplicate. Keys claimed are upper-cased: sendable keys are ASCII, where upper()
+    equates exactly the keys lower() does.
+    """
     rows: list[SourceRow] = []
-    for number, cells in records:
-        values = dict(zip(columns, cells, strict=True))
-        reason = values[reason_col] if reason_col else ""
-        rows.append(make_row(
-            number,
-            key=values[key_col],
-            reason=reason.strip() or default_reason,
-            reference=values[ref_col] if ref_col else "",
-            extra=dict(zip(passthrough, cells, strict=True)),
-        ))
-    _check_not_empty(path, rows)
-    return LoadedInput(path, passthrough, mark_duplicates(rows), key_column=key_col,
-                       reason_column=reason_col or "", reference_column=ref_col or "")
+    first: dict[str, int] = {}  # key in upper case -> the row that claimed it
+    codes = dict(_REASON_SPELLINGS)
+    if layout.default_reason:
+        codes[""] = layout.default_reason  # a blank reason cell takes --reason
+    fast = fast and not layout.collapse
+    for numbers, cells in blocks:
+        if not (fast and _fast_block(numbers, cells, layout, codes, first, rows)):
+            rows.extend(_checked_row(number, row_cells, layout, first.setdefault)
+                        for number, row_cells in zip(numbers, cells, strict=True))
+    return rows
+
+
+def _fast_block(numbers: Sequence[int], cells: list[list[str]], layout: _Layout,
+                codes: dict[str, str], first: dict[str, int], out: list[SourceRow]) -> bool:
+    """Build a block's rows column by column (`map`, in C) if every row is a plain one: key
+    accepted by `_CLEAN_KEY`, reason cell one of `codes`, reference cell empty. Else build
+    nothing, claim nothing and return False.
+
+    Gives the rows `_checked_row` would: `_CLEAN_KEY` accepts only keys `key_problem`
+    accepts, unchanged by strip(); `codes` holds only cells `normalise_reason` maps to them.
+    """
+    keys = list(map(itemgetter(layout.key), cells))
+    if not all(map(_CLEAN_KEY.fullmatch, keys)):
+        return False
+    if layout.reference is not None and any(map(itemgetter(layout.reference), cells)):
+        return False
+    reasons = _block_reasons(cells, layout, codes)
+    if reasons is None:
+        return False
+    # min() keeps the key itself when it is upper case already: no second copy to store
+    owners = list(map(first.setdefault, map(min, keys, map(str.upper, keys)), numbers))
+    built = list(map(SourceRow, numbers, keys, reasons, repeat(""), map(tuple, cells),
+                     repeat(None), repeat(""), repeat(None), repeat(None),
+                     repeat(layout.columns)))
+    if any(map(ne, owners, numbers)):
+        for index, (owner, number) in enumerate(zip(owners, numbers, strict=True)):
+            if owner != number:
+                built[index] = replace(built[index], status=Status.DUPLICATE,
+                                       duplicate_of=owner, message=_duplicate_message(owner))
+    out.extend(built)
+    return True
+
+
+def _block_reasons(cells: list[list[str]], layout: _Layout, codes: dict[str, str]
+                   ) -> Iterable[str] | None:
+    """Each row's reason code, or None if a reason cell is not one of `codes`. The cells
+    then hold one shared str per spelling: not a million copies of "02"."""
+    if layout.reason is None:
+        return repeat(layout.default_reason)
+    spellings = list(map(itemgetter(layout.reason), cells))
+    found = list(map(codes.get, spellings))
+    if not all(found):
+        return None
+    deque(map(setitem, cells, repeat(layout.reason), map(_SHARED.__getitem__, spellings)),
+          maxlen=0)
+    return cast(list[str], found)
+
+
+def _checked_row(number: int, cells: list[str], layout: _Layout,
+                 claim: Callable[[str, int], int]) -> SourceRow:
+    """A row checked rule by rule (`make_row`), marked `duplicate` if its key is claimed."""
+    reason = "" if layout.reason is None else cells[layout.reason]
+    values = tuple(cells)
+    if layout.collapse:  # as a dict by name would: each name once, the last cell kept
+        values = tuple(dict(zip(layout.passthrough, cells, strict=True)).values())
+    row = make_row(
+        number,
+        key=cells[layout.key],
+        reason=reason.strip() or layout.default_reason,
+        reference="" if layout.reference is None else cells[layout.reference],
+        cells=values,
+        columns=layout.columns,
+    )
+    if row.status is not None:
+        return row
+    key = row.invoice_key  # sendable, so ASCII: upper() equates what lower() does
+    owner = claim(key.upper(), number)
+    if owner == number:
+        return row
+    return replace(row, status=Status.DUPLICATE, duplicate_of=owner,
+                   message=_duplicate_message(owner))
+
+
+def _duplicate_message(owner: int) -> str:
+    return f"duplicate of row {owner} (same invoice key)"
 
 
 def _default_reason(code: str | None) -> str:
@@ -158,19 +332,22 @@ def _check_not_empty(path: Path, rows: list[SourceRow]) -> None:
 # --- reading files as text -------------------------------------------------------------------
 
 
-def read_table(path: Path, options: LoadOptions) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and the non-blank data rows (with the row numbers the user sees) of a file."""
+def read_table(path: Path, options: LoadOptions) -> tuple[list[str], Iterator[Block]]:
+    """The header and the non-blank data rows (with the row numbers the user sees) of a file.
+
+    The rows come as a stream of blocks: a damaged row raises `InputError` when reached.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
     suffix = path.suffix.lower()
     if suffix in EXCEL_EXTENSIONS:
-        grid: Iterable[tuple[int, list[str]]] = read_excel(path, options.sheet)
+        blocks: Iterable[Block] = in_blocks(read_excel(path, options.sheet))
     elif suffix in CSV_EXTENSIONS:
-        grid = read_csv(path, options.encoding, "\t" if suffix == ".tsv" else None)
+        blocks = read_csv(path, options.encoding, "\t" if suffix == ".tsv" else None)
     elif suffix in JSONL_EXTENSIONS:
-        grid = read_jsonl(path)
+        blocks = in_blocks(read_jsonl(path))
     elif suffix == ".xls":
         raise InputError(f"{path}: the old .xls format is not supported; "
                          "open it in Excel and save as .xlsx")
@@ -179,40 +356,88 @@ def read_table(path: Path, options: LoadOptions) -> tuple[list[str], list[tuple[
                          "use .csv, .tsv, .txt, .xlsx, .xlsm or a .jsonl report")
     if options.sheet is not None and suffix not in EXCEL_EXTENSIONS:
         raise InputError(f"{path}: --sheet applies only to Excel files (.xlsx, .xlsm)")
-    return split_header(path, grid)
+    return split_header(path, blocks)
 
 
-def split_header(path: Path, grid: Iterable[tuple[int, list[str]]]
-                 ) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """First non-blank row is the header; blank rows are skipped; rows padded to the header."""
-    header: list[str] | None = None
-    header_number = 0
-    records: list[tuple[int, list[str]]] = []
-    for number, cells in grid:
-        if not any(c.strip() for c in cells):
-            continue
-        if header is None:
-            header, header_number = [c.strip() for c in cells], number
+def in_blocks(records: Iterable[tuple[int, list[str]]]) -> Iterator[Block]:
+    """Numbered rows grouped in blocks of up to BLOCK_ROWS. The rows read before a reading
+    error are passed on before it, so a bad row above a damaged part is reported first."""
+    records = iter(records)
+    while True:
+        chunk: list[tuple[int, list[str]]] = []
+        try:
+            chunk.extend(islice(records, BLOCK_ROWS))
+        except Exception:
+            if chunk:
+                yield [number for number, _ in chunk], [cells for _, cells in chunk]
+            raise
+        if not chunk:
+            return
+        yield [number for number, _ in chunk], [cells for _, cells in chunk]
+
+
+def records_of(blocks: Iterable[Block]) -> Iterator[tuple[int, list[str]]]:
+    """The numbered rows of blocks, one by one."""
+    for numbers, rows in blocks:
+        yield from zip(numbers, rows, strict=True)
+
+
+def split_header(path: Path, blocks: Iterable[Block]) -> tuple[list[str], Iterator[Block]]:
+    """First non-blank row is the header; the data rows after it follow as a stream."""
+    blocks = iter(blocks)
+    for numbers, rows in blocks:
+        for index, cells in enumerate(rows):
+            if not any(c.strip() for c in cells):
+                continue
+            header = [c.strip() for c in cells]
             while header and not header[-1]:
                 header.pop()
+            rest = chain([(numbers[index + 1:], rows[index + 1:])], blocks)
+            return header, data_blocks(path, rest, header, numbers[index])
+    raise InputError(f"{path}: the file is empty (no header row, no data)")
+
+
+def data_blocks(path: Path, blocks: Iterable[Block], header: list[str], header_number: int
+                ) -> Iterator[Block]:
+    """The blocks below the header: blank rows skipped, each row padded or cut to the header.
+
+    A block whose rows are all as wide as the header and start with a non-blank cell (the
+    usual block) passes as it is, checked in C; any other is redone row by row.
+    """
+    width = len(header)
+    for numbers, rows in blocks:
+        if set(map(len, rows)) <= {width} and all(map(str.strip, map(itemgetter(0), rows))):
+            yield numbers, rows
+        else:
+            yield _shaped(path, numbers, rows, header, header_number)
+
+
+def _shaped(path: Path, numbers: Sequence[int], rows: list[list[str]], header: list[str],
+            header_number: int) -> Block:
+    """A block's rows with blank rows dropped and each row padded or cut to the header; a
+    value beyond the header is an `InputError`."""
+    width = len(header)
+    kept_numbers: list[int] = []
+    kept: list[list[str]] = []
+    for number, cells in zip(numbers, rows, strict=True):
+        if not any(c.strip() for c in cells):
             continue
-        if len(cells) > len(header):
-            if any(c.strip() for c in cells[len(header):]):
+        if len(cells) > width:
+            if any(c.strip() for c in cells[width:]):
                 title = (f". If row {header_number} is a title above the real header row, "
                          "delete it") if sum(1 for c in header if c) == 1 else ""
                 raise InputError(
                     f"{path}: row {number} has {len(cells)} cells but the header has "
-                    f"{len(header)}; a value sits in a column without a header. Give that "
+                    f"{width}; a value sits in a column without a header. Give that "
                     "column a header, or check the delimiter (--encoding may also help)"
                     + title
                 )
-            cells = cells[: len(header)]
-        elif len(cells) < len(header):
-            cells = cells + [""] * (len(header) - len(cells))
-        records.append((number, cells))
-    if header is None:
-        raise InputError(f"{path}: the file is empty (no header row, no data)")
-    return header, records
+            cells = cells[:width]
+        elif len(cells) < width:
+            cells = cells + [""] * (width - len(cells))
+        kept_numbers.append(number)
+        kept.append(cells)
+    return kept_numbers, kept
 
 
 def unique_names(header: list[str]) -> list[str]:
@@ -229,29 +454,30 @@ def unique_names(header: list[str]) -> list[str]:
     return names
 
 
-def decode_text(path: Path, raw: bytes, encoding: str | None) -> str:
-    """Decode with `--encoding`, else by BOM, else UTF-8, else cp1252, else latin-1."""
+def decode_text(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
+    """The text and the codec that gave it: `--encoding`, else by BOM, else UTF-8, else
+    cp1252, else latin-1. A file that does not decode raises here, naming the byte."""
     if encoding:
         try:
             codecs.lookup(encoding)
             text = raw.decode(encoding)
-            return text.removeprefix("\ufeff")  # utf-8 and utf-16-le/-be keep the BOM
+            return text.removeprefix("\ufeff"), encoding  # utf-8, utf-16-le/-be keep the BOM
         except LookupError as exc:
             raise InputError(f"--encoding {encoding!r} is not an encoding Python knows") from exc
         except UnicodeDecodeError as exc:
             raise InputError(f"{path}: cannot be read as {encoding} ({exc.reason} at byte "
                              f"{exc.start}); try another --encoding") from exc
     if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="strict")
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="strict"), "utf-8-sig"
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16")
+        return raw.decode("utf-16"), "utf-16"
     if b"\x00" in raw[:4096]:
         raise InputError(f"{path}: holds NUL bytes, so it is probably UTF-16 without a "
                          "byte-order mark; pass --encoding utf-16-le (or utf-16-be), or save "
                          "it again as CSV UTF-8")
     for candidate in ("utf-8", "cp1252", "latin-1"):
         try:
-            return raw.decode(candidate)
+            return raw.decode(candidate), candidate
         except UnicodeDecodeError:
             continue
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
@@ -259,34 +485,64 @@ def decode_text(path: Path, raw: bytes, encoding: str | None) -> str:
 
 def sniff_delimiter(text: str) -> str:
     """The delimiter of the header line: whichever of `,` `;` tab it holds most."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = _first_nonblank_line(text)
     counts = {d: first.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
 
 
-def read_csv(path: Path, encoding: str | None, delimiter: str | None
-             ) -> Iterator[tuple[int, list[str]]]:
-    """CSV/TSV rows as text; a row is a record, so a quoted field may span lines."""
+def _first_nonblank_line(text: str) -> str:
+    """`next(line for line in text.splitlines() if line.strip())`, without splitting the
+    whole text: a growing head of it is split, less its last (maybe cut) line."""
+    size = 1 << 16
+    while True:
+        head = text[:size]
+        lines = head.splitlines()
+        whole = size >= len(text)
+        for line in lines if whole else lines[:-1]:
+            if line.strip():
+                return line
+        if whole:
+            return ""
+        size *= 4
+
+
+def read_csv(path: Path, encoding: str | None, delimiter: str | None) -> Iterator[Block]:
+    """CSV/TSV rows as text, in blocks; a row is a record, so a quoted field may span lines."""
     raw = path.read_bytes()
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise InputError(f"{path}: the file is empty (no header row, no data)")
     if raw.startswith(b"PK\x03\x04") or raw.startswith(_OLE2_MAGIC):
         raise InputError(f"{path}: this is an Excel workbook with a text extension; "
                          "rename it to .xlsx")
-    text = decode_text(path, raw, encoding)
+    text, codec = decode_text(path, raw, encoding)
     sep = delimiter or sniff_delimiter(text)
+    # newline="": the reader sees line endings untranslated, as csv requires.
+    lines: TextIO
+    if encoding:  # any codec Python knows, BOM dropped: read the text as decoded
+        lines = io.StringIO(text, newline="")
+    else:  # a codec checked on the whole file above: decode again as read, not held twice
+        lines = io.TextIOWrapper(io.BytesIO(raw), codec, newline="")
+    del text
     # The stdlib reader, not pandas: pandas refuses blank lines above the header and rows
     # wider than the first line even when the extra cells are empty (trailing delimiters);
-    # `split_header` decides about those. A row is a record: row numbers count records.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"',
-                        strict=True)
-    try:
-        yield from enumerate(reader, start=1)
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a readable {'tab' if sep == chr(9) else repr(sep)}-"
-                         f"separated file: {exc} (near line {reader.line_num}). "
-                         "Check quotes and the delimiter") from exc
+    # `split_header` decides about those.
+    reader = csv.reader(lines, delimiter=sep, quotechar='"', strict=True)
+    number = 1  # a row is a record: row numbers count records, not lines
+    while True:
+        rows: list[list[str]] = []
+        try:
+            rows.extend(islice(reader, BLOCK_ROWS))  # keeps the rows read before an error
+        except csv.Error as exc:
+            if rows:  # a bad row above the unreadable one is reported first, as row by row
+                yield range(number, number + len(rows)), rows
+            raise InputError(f"{path}: not a readable {'tab' if sep == chr(9) else repr(sep)}-"
+                             f"separated file: {exc} (near line {reader.line_num}). "
+                             "Check quotes and the delimiter") from exc
+        if not rows:
+            return
+        yield range(number, number + len(rows)), rows
+        number += len(rows)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -572,15 +828,15 @@ def problem_in_reference(reference: str) -> str:
     return ""
 
 
-def make_row(number: int, key: str, reason: str, reference: str,
-             extra: dict[str, str]) -> SourceRow:
+def make_row(number: int, key: str, reason: str, reference: str, cells: tuple[str, ...],
+             columns: tuple[str, ...]) -> SourceRow:
     """A normalised row, marked `invalid` with the broken rule if it cannot be sent."""
     key = key.strip()
     reason = normalise_reason(reason)
     reference = reference.strip()
     problem = row_problem(key, reason, reference)
     return SourceRow(row=number, invoice_key=key, reason=reason,
-                     document_reference_id=reference, extra=extra,
+                     document_reference_id=reference, cells=cells, columns=columns,
                      status=Status.INVALID if problem else None, message=problem)
 
 
@@ -619,10 +875,11 @@ def _load_report(path: Path, columns: list[str], records: list[tuple[int, list[s
         raise InputError("--only succeeded is refused: those invoices are already cancelled, "
                          "and a second cancel is what batch-cancel never sends")
     passthrough = [c for c in columns if c not in REPORT_COLUMNS]
+    names = tuple(passthrough)
     rows: list[SourceRow] = []
     for number, cells in records:
         values = dict(zip(columns, cells, strict=True))
-        extra = {c: values[c] for c in passthrough}
+        extra = tuple(values[c] for c in passthrough)
         try:
             original = int(values["row"])
         except ValueError:
@@ -634,13 +891,13 @@ def _load_report(path: Path, columns: list[str], records: list[tuple[int, list[s
                              f"not one of {', '.join(s.value for s in Status)}") from exc
         if earlier in only:
             rows.append(make_row(original, values["invoice_key"], values.get("reason", ""),
-                                 values.get("document_reference_id", ""), extra))
+                                 values.get("document_reference_id", ""), extra, names))
         else:
             carried = {c: values.get(c, "") for c in REPORT_COLUMNS}
             rows.append(SourceRow(row=original, invoice_key=values["invoice_key"].strip(),
                                   reason=values.get("reason", "").strip(),
                                   document_reference_id=values.get("document_reference_id", ""),
-                                  extra=extra, status=earlier,
+                                  cells=extra, columns=names, status=earlier,
                                   message=values.get("error_message", ""), carried=carried))
     _check_not_empty(path, rows)
     numbers = [r.row for r in rows]

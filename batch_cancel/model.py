@@ -5,7 +5,8 @@ Nothing here does I/O; every other module speaks in these types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -57,25 +58,52 @@ class CancelJob:
     in_doubt: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceRow:
     """One data row of the input file, with what the loader made of it.
 
-    `row` is the row number the user sees in the file (the header row is 1). `extra` holds the
-    input's own columns, passed through to the report untouched. A row that cannot be sent
-    carries its final `status` (`invalid`, `duplicate`, or an earlier report's outcome being
-    carried over) and `message`; a row to send has `status` None.
+    `row` is the row number the user sees in the file (the header row is 1). `cells` are the
+    input's own cells, in the order of `columns` (unique names), passed through to the report
+    untouched; `extra` maps them by name. Every row of a file shares one `columns` tuple, so
+    a row costs one tuple of cells rather than a dict. A row that cannot be sent carries its
+    final `status` (`invalid`, `duplicate`, or an earlier report's outcome being carried
+    over) and `message`; a row to send has `status` None.
+
+    Not frozen: a frozen dataclass sets every field through `object.__setattr__`, which made
+    building a million rows cost over a second. Treat rows as values all the same: change
+    one with `dataclasses.replace` or `with_extra`, never by assignment.
     """
 
     row: int
     invoice_key: str
     reason: str
     document_reference_id: str
-    extra: dict[str, str]
+    cells: tuple[str, ...] = ()
     status: Status | None = None
     message: str = ""
     carried: dict[str, str] | None = None
     duplicate_of: int | None = None
+    columns: tuple[str, ...] = ()
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """The input's own columns by name (a new dict: changing it changes no row)."""
+        return dict(zip(self.columns, self.cells, strict=True))
+
+    def with_extra(self, extra: Mapping[str, str]) -> SourceRow:
+        """The same row with other pass-through columns (names and cells from `extra`)."""
+        return replace(self, cells=tuple(extra.values()), columns=tuple(extra))
+
+    def values_for(self, columns: tuple[str, ...]) -> list[str]:
+        """The cells under `columns`, in that order; a column the row lacks is empty.
+
+        The report asks this of every row with the file's own columns: that common case
+        copies the tuple instead of building a dict per row (`columns` of a row are unique).
+        """
+        if columns == self.columns:
+            return list(self.cells)
+        extra = self.extra
+        return [extra.get(c, "") for c in columns]
 
     @property
     def job(self) -> CancelJob:

@@ -14,7 +14,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiolimiter import AsyncLimiter
@@ -140,4 +140,4 @@ def write_plan(path: Path, loaded: LoadedInput, outcomes: dict[int, Outcome],
 
 
 def _with_verdict(row: SourceRow, verdict: str | None) -> SourceRow:
-    return replace(row, extra={**row.extra, "preflight": verdict or ""})
+    return row.with_extra({**row.extra, "preflight": verdict or ""})

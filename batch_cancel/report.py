@@ -242,6 +242,7 @@ def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
     `context` (input, target, run id, times) goes on the .xlsx report's Summary sheet.
     """
     header = [*input_columns, *REPORT_COLUMNS]
+    wanted = tuple(input_columns)
     summary = Summary(report_path=str(path))
     counts: Counter[Status] = Counter()
     errors: Counter[str] = Counter()
@@ -265,8 +266,7 @@ def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
             if spreadsheet:
                 for name in SERVER_TEXT:
                     columns[name] = neutralise(columns[name])
-            yield [row.extra.get(c, "") for c in input_columns] + [columns[c]
-                                                                   for c in REPORT_COLUMNS]
+            yield row.values_for(wanted) + [columns[c] for c in REPORT_COLUMNS]
 
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -161,7 +161,7 @@ def _with_state(row: SourceRow, state: dict[str, str] | None) -> SourceRow:
     if state["einvoice_status"] == "CancelFailed":
         status = Status.CANCEL_FAILED
         carried["status"] = Status.CANCEL_FAILED.value
-    return replace(row, extra=extra, carried=carried or None, status=status)
+    return replace(row.with_extra(extra), carried=carried or None, status=status)
 
 
 def verify(options: VerifyOptions) -> VerifySummary:

@@ -200,7 +200,7 @@ def test_server_text_is_neutralised_in_csv_reports(tmp_path: Path) -> None:
     from batch_cancel.model import Outcome, SourceRow, Status
     from batch_cancel.report import write_report
 
-    rows = [SourceRow(2, "INV1", "02", "", {"Note": "=SUM(A1)"})]
+    rows = [SourceRow(2, "INV1", "02", "", ("=SUM(A1)",), columns=("Note",))]
     outcome = Outcome(2, Status.FAILED, 200, "59210030", "=HYPERLINK(\"http://x\")", 1)
     write_report(tmp_path / "r.csv", ["Note"], rows, {2: outcome})
     row = read_report(tmp_path / "r.csv")[0]

@@ -40,7 +40,7 @@ def test_text_in_xlsx_reports_is_never_a_formula(tmp_path: Path) -> None:
     from batch_cancel.model import Outcome, SourceRow, Status
     from batch_cancel.report import write_report
 
-    rows = [SourceRow(2, "INV1", "02", "", {"Note": "=1+1"})]
+    rows = [SourceRow(2, "INV1", "02", "", ("=1+1",), columns=("Note",))]
     outcome = Outcome(2, Status.FAILED, 200, "59210030", "=cmd|' /C calc'!A0", 1)
     write_report(tmp_path / "r.xlsx", ["Note"], rows, {2: outcome})
     sheet = openpyxl.load_workbook(tmp_path / "r.xlsx")["Rows"]
