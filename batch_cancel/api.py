@@ -26,11 +26,11 @@ from .model import CancelJob, Outcome, Status, Summary
 from .report import (
     Journal,
     JournalState,
+    ReportWriter,
     check_report_path,
     default_report_path,
     journal_path,
     read_journal,
-    write_report,
 )
 from .runner import Limits, Runner, StopKind
 from .zuora import (
@@ -107,6 +107,14 @@ class Plan:
         """Outcomes a resume keeps from the journal."""
         return dict(self.journal.finished) if self.journal else {}
 
+    def to_send(self) -> tuple[int, int]:
+        """How many cancels `jobs()` yields, and how many of those are in doubt."""
+        state = self.journal
+        if state is None:
+            return sum(1 for row in self.loaded.rows if row.status is None), 0
+        pending = [row.row for row in self.loaded.to_send() if not state.is_finished(row.row)]
+        return len(pending), sum(1 for number in pending if number in state.in_doubt)
+
 
 def prepare(options: RunOptions) -> Plan:
     """Read and validate the input, check the report and journal: all done before sending.
@@ -177,43 +185,48 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
     log = structlog.get_logger("batch_cancel")
     run_id = secrets.token_hex(6)
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    if options.dry_run:  # before the job list: a dry run sends nothing, so builds no jobs
-        return _dry_summary(plan, options, log)
-    jobs = list(plan.jobs())
-    started = time.monotonic()
-    started_at = _utc_now()
+    to_send, in_doubt = plan.to_send()
     log.info("run.started", input=str(options.input_path), report=str(options.report),
              target=options.target.name, base_url=options.target.base_url or "(simulator)",
-             rows=len(plan.loaded.rows), to_send=len(jobs), resume=options.resume,
-             in_doubt=sum(1 for job in jobs if job.in_doubt), dry_run=options.dry_run)
+             rows=len(plan.loaded.rows), to_send=to_send, resume=options.resume,
+             in_doubt=in_doubt, dry_run=options.dry_run)
+    if options.dry_run:
+        return _dry_summary(plan)
+    started = time.monotonic()
+    started_at = _utc_now()
     if options.target.name != "simulator" and options.credentials is None:
         raise RunError("no credentials: set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
     if options.overwrite:
         options.journal.unlink(missing_ok=True)
-    outcomes = plan.settled()
+    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows)
+    tally = _Progress(settled=len(plan.settled()), to_send=to_send)
+    for outcome in plan.settled().values():
+        report.add(outcome)
     runner: Runner | None = None
-    journal = Journal(options.journal, {
-        "run_id": run_id, "input": str(options.input_path), "input_sha256": plan.input_sha256,
-        "report": str(options.report), "target": options.target.name,
-        "base_url": options.target.base_url, "resumed": options.resume,
-        "started_at": started_at,
-    })
+    try:
+        journal = Journal(options.journal, {
+            "run_id": run_id, "input": str(options.input_path),
+            "input_sha256": plan.input_sha256, "report": str(options.report),
+            "target": options.target.name, "base_url": options.target.base_url,
+            "resumed": options.resume, "started_at": started_at,
+        })
+    except BaseException:
+        report.abort()
+        raise
     try:
         async with _target(options) as (base_url, credentials), open_session(
                 options.settings.concurrency * 2) as session:
             client = ZuoraClient(session, base_url, credentials, options.settings)
             runner = _runner(client, options, run_id, journal)
-            await _send_all(options, jobs, runner, client, journal, outcomes, log)
+            await _send_all(options, plan, runner, client, journal, report, tally, log)
     finally:
         journal.close()
         context = {"input": str(options.input_path), "target": options.target.name,
                    "base_url": options.target.base_url or "(built-in simulator)",
                    "run_id": run_id, "started_at": started_at, "finished_at": _utc_now()}
-        summary = write_report(options.report, plan.loaded.columns, plan.loaded.rows, outcomes,
-                               context)
+        summary = report.finish(context)
         summary.elapsed = time.monotonic() - started
-        summary.sent_rows = sum(1 for job in jobs if job.row in outcomes
-                                and outcomes[job.row].attempts)
+        summary.sent_rows = tally.sent
         if runner is not None and runner.stop_kind is not None:
             summary.stop_kind = runner.stop_kind.value
             summary.stop_reason = runner.stop_reason
@@ -233,8 +246,18 @@ def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Jour
     return Runner(client, limits, run_id, settings.track_id_prefix, on_sent=journal.sent)
 
 
-async def _send_all(options: RunOptions, jobs: list[CancelJob], runner: Runner,
-                    client: ZuoraClient, journal: Journal, outcomes: dict[int, Outcome],
+@dataclass(slots=True)
+class _Progress:
+    """Rows finished so far (resumed ones included) and rows sent, for events and the summary."""
+
+    settled: int
+    to_send: int
+    done: int = 0
+    sent: int = 0
+
+
+async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: ZuoraClient,
+                    journal: Journal, report: ReportWriter, tally: _Progress,
                     log: structlog.typing.FilteringBoundLogger) -> None:
     """Authenticate, then let the runner send every row, journalling each outcome."""
     try:
@@ -246,17 +269,19 @@ async def _send_all(options: RunOptions, jobs: list[CancelJob], runner: Runner,
     progress = options.progress
 
     def on_outcome(outcome: Outcome) -> None:
-        outcomes[outcome.row] = outcome
         journal.record(outcome)
+        report.add(outcome)
+        tally.done += 1
+        tally.sent += outcome.attempts > 0
         if progress is not None:
             progress.advance(outcome, runner)
 
     if progress is not None:
-        progress.start(len(outcomes) + len(jobs), len(jobs))
-    ticker = asyncio.create_task(_progress_events(runner, outcomes, len(jobs), log))
+        progress.start(tally.settled + tally.to_send, tally.to_send)
+    ticker = asyncio.create_task(_progress_events(runner, tally, log))
     try:
         with _signals(runner, options.grace, enabled=options.handle_signals):
-            await runner.run(jobs, on_outcome, total=len(jobs))
+            await runner.run(plan.jobs(), on_outcome, total=tally.to_send)
     except asyncio.CancelledError:
         runner.stop("interrupted: stopped at once", StopKind.INTERRUPTED)
     finally:
@@ -267,12 +292,12 @@ async def _send_all(options: RunOptions, jobs: list[CancelJob], runner: Runner,
         log.error("run.auth_failed", error=str(runner.auth_error))
 
 
-async def _progress_events(runner: Runner, outcomes: dict[int, Outcome], to_send: int,
+async def _progress_events(runner: Runner, tally: _Progress,
                            log: structlog.typing.FilteringBoundLogger) -> None:
     """A `run.progress` event every PROGRESS_EVERY seconds, for logs without a display."""
     while True:
         await asyncio.sleep(PROGRESS_EVERY)
-        log.info("run.progress", done=len(outcomes), to_send=to_send,
+        log.info("run.progress", done=tally.settled + tally.done, to_send=tally.to_send,
                  in_flight=runner.window.in_flight, window=runner.window.size)
 
 
@@ -329,26 +354,9 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, Credentials]]
         await simulator.stop()
 
 
-def _dry_summary(plan: Plan, options: RunOptions,
-                 log: structlog.typing.FilteringBoundLogger) -> Summary:
-    """A dry run is complete when every row could be sent (or is a duplicate of one that can).
-
-    It logs the `run.started` a run logs, with the same counts, but without a `CancelJob` per
-    row to send: at a million rows, building those jobs took longer than reading the file.
-    """
-    loaded = plan.loaded
-    statuses = [row.status for row in loaded.rows]
-    state = plan.journal
-    if state is None:
-        to_send, in_doubt = statuses.count(None), 0
-    else:
-        pending = [row.row for row in loaded.to_send() if not state.is_finished(row.row)]
-        to_send, in_doubt = len(pending), sum(1 for number in pending
-                                              if number in state.in_doubt)
-    log.info("run.started", input=str(options.input_path), report=str(options.report),
-             target=options.target.name, base_url=options.target.base_url or "(simulator)",
-             rows=len(loaded.rows), to_send=to_send, resume=options.resume,
-             in_doubt=in_doubt, dry_run=options.dry_run)
+def _dry_summary(plan: Plan) -> Summary:
+    """A dry run is complete when every row could be sent (or is a duplicate of one that can)."""
+    statuses = [row.status for row in plan.loaded.rows]
     counts = {status: statuses.count(status) for status in Status}
     counts[Status.NOT_ATTEMPTED] += statuses.count(None)
     complete = counts[Status.INVALID] == 0 and counts[Status.FAILED] == 0

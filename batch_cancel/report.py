@@ -7,17 +7,18 @@ input row exactly once, in input order.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 import orjson
 
@@ -196,22 +197,6 @@ def _outcome_from(record: dict[str, object]) -> Outcome:
     return Outcome(**values)  # type: ignore[arg-type]
 
 
-def report_rows(rows: list[SourceRow], outcomes: dict[int, Outcome]
-                ) -> Iterator[tuple[SourceRow, dict[str, str]]]:
-    """Each input row with its report columns; a row to send that has no outcome is
-    `not_attempted`, so no row can go missing whatever stopped the run."""
-    for row in rows:
-        if row.carried is not None:
-            yield row, dict(row.carried)
-            continue
-        outcome = outcomes.get(row.row)
-        if outcome is None:
-            status = row.status or Status.NOT_ATTEMPTED
-            message = row.message or ("" if row.status else "not sent: the run stopped first")
-            outcome = Outcome(row.row, status, error_message=message)
-        yield row, _columns(row, outcome)
-
-
 def _columns(row: SourceRow, outcome: Outcome) -> dict[str, str]:
     return {
         "row": str(row.row),
@@ -235,87 +220,227 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+class ReportWriter:
+    """Writes the report while the run goes, in input order, so outcomes are not held.
+
+    Outcomes arrive in any order; each is kept only until every row above it is written (the
+    runner takes rows in order, so that is a few rows, not the file). `finish` writes the
+    rest (a row to send without an outcome is `not_attempted`: no row can go missing) and
+    renames the temporary file into place; `abort` removes it.
+    """
+
+    def __init__(self, path: Path, input_columns: list[str], rows: list[SourceRow]) -> None:
+        if path.suffix.lower() not in REPORT_FORMATS:
+            raise ReportError(f"--report {path}: unsupported format {path.suffix!r}")
+        self.path = path
+        self._rows = rows
+        self._wanted = tuple(input_columns)
+        self._cursor = 0
+        self._pending: dict[int, Outcome] = {}
+        self._tally = _Tally(rows)
+        header = [*input_columns, *REPORT_COLUMNS]
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self._temp = Path(temp)
+        os.chmod(self._temp, 0o600)
+        self._sink = _SINKS[path.suffix.lower()](self._temp, header)
+
+    @property
+    def held(self) -> int:
+        """Outcomes kept in memory, waiting for a row above them."""
+        return len(self._pending)
+
+    def add(self, outcome: Outcome) -> None:
+        """Take one row's outcome; write every row that is now ready, in order."""
+        self._pending[outcome.row] = outcome
+        rows, cursor = self._rows, self._cursor
+        while cursor < len(rows):
+            row = rows[cursor]
+            if row.status is None and row.carried is None:
+                found = self._pending.pop(row.row, None)
+                if found is None:
+                    break
+                self._emit(row, found)
+            else:
+                self._emit(row, None)
+            cursor += 1
+        self._cursor = cursor
+
+    def finish(self, context: dict[str, str] | None = None,
+               outcomes: Mapping[int, Outcome] | None = None) -> Summary:
+        """Write the remaining rows, close and rename the file; return the counts."""
+        try:
+            for row in self._rows[self._cursor:]:
+                outcome = self._pending.pop(row.row, None)
+                if outcome is None and outcomes is not None:
+                    outcome = outcomes.get(row.row)
+                self._emit(row, outcome)
+            self._cursor = len(self._rows)
+            self._sink.close(self._tally.summary_lines(context or {}))
+            os.replace(self._temp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self._tally.summary(self.path)
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        with contextlib.suppress(Exception):
+            self._sink.discard()
+        self._temp.unlink(missing_ok=True)
+
+    def _emit(self, row: SourceRow, outcome: Outcome | None) -> None:
+        columns = _report_columns(row, outcome)
+        self._tally.count(row, columns)
+        if self._sink.spreadsheet:
+            for name in SERVER_TEXT:
+                columns[name] = neutralise(columns[name])
+        self._sink.write(row.values_for(self._wanted) + [columns[c] for c in REPORT_COLUMNS])
+
+
+def _report_columns(row: SourceRow, outcome: Outcome | None) -> dict[str, str]:
+    """A row's report columns: carried over, from its outcome, or from the loader's verdict."""
+    if row.carried is not None:
+        return dict(row.carried)
+    if outcome is None:
+        status = row.status or Status.NOT_ATTEMPTED
+        message = row.message or ("" if row.status else "not sent: the run stopped first")
+        outcome = Outcome(row.row, status, error_message=message)
+    return _columns(row, outcome)
+
+
+class _Tally:
+    """Counts per status, top error codes, and whether the run is complete, row by row.
+
+    Complete means every row succeeded or duplicates a row that did; only the statuses of
+    rows some duplicate points at are kept for that, not one per row.
+    """
+
+    def __init__(self, rows: list[SourceRow]) -> None:
+        self.counts: Counter[Status] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.first_message: dict[str, str] = {}
+        self._owners = {_owner(row) for row in rows if row.status is Status.DUPLICATE}
+        self._owner_status: dict[int, Status] = {}
+        self._duplicates: list[int] = []
+        self._incomplete = False
+
+    def count(self, row: SourceRow, columns: dict[str, str]) -> None:
+        status = Status(columns["status"])
+        self.counts[status] += 1
+        if row.row in self._owners:
+            self._owner_status[row.row] = status
+        if status is Status.DUPLICATE:
+            self._duplicates.append(row.duplicate_of or _owner_from_message(columns))
+        elif status is not Status.SUCCEEDED:
+            self._incomplete = True
+        if status is Status.FAILED:
+            code = columns["error_code"] or columns["http_status"] or "(no code)"
+            self.errors[code] += 1
+            self.first_message.setdefault(code, columns["error_message"])
+
+    def top_errors(self) -> list[tuple[str, int, str]]:
+        return [(code, n, self.first_message[code]) for code, n in self.errors.most_common(5)]
+
+    def summary_lines(self, context: dict[str, str]) -> Iterator[tuple[list[object], bool]]:
+        from .workbook import summary_lines
+
+        counted = {status: self.counts.get(status, 0) for status in Status}
+        return summary_lines(context, counted, self.top_errors())
+
+    def summary(self, path: Path) -> Summary:
+        complete = not self._incomplete and all(
+            self._owner_status.get(owner) is Status.SUCCEEDED for owner in self._duplicates)
+        return Summary(counts={status: self.counts.get(status, 0) for status in Status},
+                       top_errors=self.top_errors(), report_path=str(path), complete=complete)
+
+
+def _owner(row: SourceRow) -> int:
+    if row.duplicate_of:
+        return row.duplicate_of
+    return _owner_from_message(row.carried or {"error_message": row.message})
+
+
+class _Sink(Protocol):
+    spreadsheet: bool
+
+    def write(self, values: list[str]) -> None: ...
+    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None: ...
+    def discard(self) -> None: ...
+
+
+class _CsvSink:
+    """utf-8 with a BOM: Excel then opens non-ASCII text correctly; the loader strips it."""
+
+    spreadsheet = True
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self._handle = path.open("w", encoding="utf-8-sig", newline="")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(header)
+
+    def write(self, values: list[str]) -> None:
+        self._writer.writerow(values)
+
+    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
+        self._handle.close()
+
+    def discard(self) -> None:
+        self._handle.close()
+
+
+class _JsonlSink:
+    spreadsheet = False
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self._handle = path.open("w", encoding="utf-8")
+        self._header = header
+
+    def write(self, values: list[str]) -> None:
+        self._handle.write(json.dumps(dict(zip(self._header, values, strict=True)),
+                                      ensure_ascii=False) + "\n")
+
+    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
+        self._handle.close()
+
+    def discard(self) -> None:
+        self._handle.close()
+
+
+class _XlsxSink:
+    spreadsheet = True
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        from .workbook import WorkbookWriter  # openpyxl only when asked
+
+        self._book = WorkbookWriter(path, header)
+
+    def write(self, values: list[str]) -> None:
+        self._book.write(values)
+
+    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
+        self._book.close(summary_lines)
+
+    def discard(self) -> None:
+        pass
+
+
+_SINKS: dict[str, Callable[[Path, list[str]], _Sink]] = {
+    ".csv": _CsvSink, ".jsonl": _JsonlSink, ".xlsx": _XlsxSink,
+}
+
+
 def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
-                 outcomes: dict[int, Outcome], context: dict[str, str] | None = None) -> Summary:
-    """Write the report atomically in the format its extension names; return the counts.
+                 outcomes: Mapping[int, Outcome], context: dict[str, str] | None = None
+                 ) -> Summary:
+    """Write a whole report at once, atomically, in the format its extension names.
 
     `context` (input, target, run id, times) goes on the .xlsx report's Summary sheet.
     """
-    header = [*input_columns, *REPORT_COLUMNS]
-    wanted = tuple(input_columns)
-    summary = Summary(report_path=str(path))
-    counts: Counter[Status] = Counter()
-    errors: Counter[str] = Counter()
-    first_message: dict[str, str] = {}
-    statuses: dict[int, Status] = {}
-    owners: dict[int, int] = {}
-    suffix = path.suffix.lower()
-    spreadsheet = suffix in (".csv", ".xlsx")
-
-    def records() -> Iterator[list[str]]:
-        for row, columns in report_rows(rows, outcomes):
-            status = Status(columns["status"])
-            counts[status] += 1
-            statuses[row.row] = status
-            if status is Status.DUPLICATE:
-                owners[row.row] = row.duplicate_of or _owner_from_message(columns)
-            if status is Status.FAILED:
-                code = columns["error_code"] or columns["http_status"] or "(no code)"
-                errors[code] += 1
-                first_message.setdefault(code, columns["error_message"])
-            if spreadsheet:
-                for name in SERVER_TEXT:
-                    columns[name] = neutralise(columns[name])
-            yield row.values_for(wanted) + [columns[c] for c in REPORT_COLUMNS]
-
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    temp_path = Path(temp)
-    try:
-        os.chmod(temp_path, 0o600)
-        if suffix == ".xlsx":
-            from .workbook import summary_lines, write_workbook  # openpyxl only when asked
-
-            def summary_sheet() -> Iterator[tuple[list[object], bool]]:
-                counted = {status: counts.get(status, 0) for status in Status}
-                top = [(code, n, first_message[code]) for code, n in errors.most_common(5)]
-                return summary_lines(context or {}, counted, top)
-
-            write_workbook(temp_path, header, records(), summary_sheet)
-        elif suffix == ".jsonl":
-            _write_jsonl(temp_path, header, records())
-        else:
-            _write_csv(temp_path, header, records())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-    summary.counts = {status: counts.get(status, 0) for status in Status}
-    summary.top_errors = [(code, n, first_message[code]) for code, n in errors.most_common(5)]
-    summary.complete = all(
-        status is Status.SUCCEEDED
-        or (status is Status.DUPLICATE and statuses.get(owners[row]) is Status.SUCCEEDED)
-        for row, status in statuses.items()
-    )
-    return summary
+    return ReportWriter(path, input_columns, rows).finish(context, outcomes)
 
 
 def _owner_from_message(columns: dict[str, str]) -> int:
     """The row a carried-over duplicate points at ("duplicate of row 12 ..."), or 0."""
     words = columns["error_message"].split()
     return int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
-
-
-def _write_csv(path: Path, header: list[str], records: Iterator[list[str]]) -> None:
-    # utf-8 with a BOM: Excel then opens non-ASCII text correctly; the loader strips it again.
-    with path.open("w", encoding="utf-8-sig", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(records)
-
-
-def _write_jsonl(path: Path, header: list[str], records: Iterator[list[str]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for values in records:
-            handle.write(json.dumps(dict(zip(header, values, strict=True)),
-                                    ensure_ascii=False) + "\n")

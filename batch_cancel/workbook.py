@@ -7,7 +7,7 @@ The Rows sheet has a frozen header, an autofilter, readable widths and coloured 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +36,46 @@ _WIDTHS = {"error_message": 60, "track_id": 30, "zuora_request_id": 38, "finishe
 SummaryLine = tuple[list[object], bool]  # values, and whether the line is a heading
 
 
-def write_workbook(path: Path, header: list[str], records: Iterable[list[str]],
-                   summary_rows: Callable[[], Iterable[SummaryLine]]) -> None:
-    """Write Summary (filled after the rows, from what they counted) and Rows sheets."""
-    book = Workbook(write_only=True)
-    summary = book.create_sheet(SUMMARY_SHEET)
-    summary.column_dimensions["A"].width = 22
-    summary.column_dimensions["B"].width = 14
-    summary.column_dimensions["C"].width = 80
-    rows = book.create_sheet(ROWS_SHEET)
-    rows.freeze_panes = "A2"
-    for index, name in enumerate(header, start=1):
-        width = _WIDTHS.get(name, min(max(len(name) + 4, 10), 40))
-        rows.column_dimensions[get_column_letter(index)].width = width
-    status_at = header.index("status")
-    rows.append([_text(rows, name, _BOLD) for name in header])
-    count = 0
-    for values in records:
-        cells = [_text(rows, value) for value in values]
-        fill = _FILLS.get(values[status_at])
+class WorkbookWriter:
+    """Writes the Summary and Rows sheets as rows come (Summary filled last, from the counts).
+
+    openpyxl's write-only sheets go to temporary files as they are appended to, so a million
+    rows cost disk, not memory.
+    """
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self._path = path
+        self._book = Workbook(write_only=True)
+        self._summary = self._book.create_sheet(SUMMARY_SHEET)
+        self._summary.column_dimensions["A"].width = 22
+        self._summary.column_dimensions["B"].width = 14
+        self._summary.column_dimensions["C"].width = 80
+        rows = self._rows = self._book.create_sheet(ROWS_SHEET)
+        rows.freeze_panes = "A2"
+        for index, name in enumerate(header, start=1):
+            width = _WIDTHS.get(name, min(max(len(name) + 4, 10), 40))
+            rows.column_dimensions[get_column_letter(index)].width = width
+        self._columns = len(header)
+        self._status_at = header.index("status")
+        rows.append([_text(rows, name, _BOLD) for name in header])
+        self._count = 0
+
+    def write(self, values: list[str]) -> None:
+        """Append one report row, its status cell coloured."""
+        cells = [_text(self._rows, value) for value in values]
+        fill = _FILLS.get(values[self._status_at])
         if fill is not None:
-            cells[status_at].fill = fill
-        rows.append(cells)
-        count += 1
-    rows.auto_filter.ref = f"A1:{get_column_letter(len(header))}{count + 1}"
-    for line, heading in summary_rows():
-        summary.append([_text(summary, v, _BOLD) if heading else v for v in line])
-    book.save(path)
+            cells[self._status_at].fill = fill
+        self._rows.append(cells)
+        self._count += 1
+
+    def close(self, summary_rows: Iterable[SummaryLine]) -> None:
+        """Fill the Summary sheet and save the workbook."""
+        self._rows.auto_filter.ref = f"A1:{get_column_letter(self._columns)}{self._count + 1}"
+        for line, heading in summary_rows:
+            self._summary.append([_text(self._summary, v, _BOLD) if heading else v
+                                  for v in line])
+        self._book.save(self._path)
 
 
 def _text(sheet: Any, value: object, font: Font | None = None) -> WriteOnlyCell:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import openpyxl
 
+from batch_cancel.model import Outcome, Status
 from tests.test_cli import ROWS, run_args
 
 
@@ -47,3 +50,45 @@ def test_text_in_xlsx_reports_is_never_a_formula(tmp_path: Path) -> None:
     cells = {c.value: c.data_type for c in sheet[2]}
     assert cells["=1+1"] == "s"
     assert cells["'=cmd|' /C calc'!A0"] == "s"
+
+
+def test_the_report_is_written_as_outcomes_arrive_holding_only_those_out_of_order(
+        tmp_path: Path) -> None:
+    """Rows go to the file in input order as soon as every row above them is known."""
+    from batch_cancel.loader import load
+    from batch_cancel.report import ReportWriter
+
+    source = tmp_path / "in.csv"
+    source.write_text("invoiceKey,reason\nA1,02\nA2,02\nbad key,02\nA4,02\nA1,02\n")
+    loaded = load(source)
+    writer = ReportWriter(tmp_path / "out.csv", loaded.columns, loaded.rows)
+    writer.add(Outcome(row=5, status=Status.SUCCEEDED, attempts=1))  # A4, early
+    assert writer.held == 1
+    writer.add(Outcome(row=2, status=Status.SUCCEEDED, attempts=1))
+    assert writer.held == 1  # row 3 (A2) still missing
+    writer.add(Outcome(row=3, status=Status.FAILED, attempts=2, error_message="x"))
+    assert writer.held == 0  # 2, 3, the invalid row 4, 5 and the duplicate 6 are written
+    summary = writer.finish()
+    with (tmp_path / "out.csv").open(encoding="utf-8-sig", newline="") as handle:
+        report = list(csv.DictReader(handle))
+    assert [(r["row"], r["status"]) for r in report] == [
+        ("2", "succeeded"), ("3", "failed"), ("4", "invalid"), ("5", "succeeded"),
+        ("6", "duplicate")]
+    assert summary.counts[Status.FAILED] == 1 and not summary.complete
+
+
+def test_rows_without_an_outcome_are_not_attempted_when_the_writer_finishes(
+        tmp_path: Path) -> None:
+    """A run that stopped early still reports every row, once."""
+    from batch_cancel.loader import load
+    from batch_cancel.report import ReportWriter
+
+    source = tmp_path / "in.csv"
+    source.write_text("invoiceKey,reason\nA1,02\nA2,02\nA3,02\n")
+    loaded = load(source)
+    writer = ReportWriter(tmp_path / "out.jsonl", loaded.columns, loaded.rows)
+    writer.add(Outcome(row=3, status=Status.SUCCEEDED, attempts=1))
+    writer.finish()
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    statuses = [json.loads(line)["status"] for line in lines]
+    assert statuses == ["not_attempted", "succeeded", "not_attempted"]
