@@ -29,6 +29,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
+#: Rounds of batch-cancel vs the raw loop in the CPU-bound scenario (full size).
+CPU_ROUNDS = 2
 BC = str(Path(PY).parent / "batch-cancel")
 CLIENTS = str(HERE / "clients.py")
 ENV = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
@@ -303,16 +305,31 @@ def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
     print(f"\n== {name}: no latency, no limits (advertised concurrency_limit 10000), {n} rows",
           flush=True)
     data = write_csv(work / "s3.csv", n)
-    rows = {
-        "batch-cancel": run_bc(data, FAST, work, "s3-bc", "--concurrency", "64",
-                               "--tenant-share", "1", "--rate", "100000"),
-        "raw aiohttp c64": run_raw("aiohttp", data, 64, FAST, work, "s3-aiohttp"),
-        f"requests seq ({seq_n})": run_raw("requests", data, seq_n, FAST, work, "s3-requests"),
-    }
+    # batch-cancel and the raw loop run alternately, ROUNDS times each, and the faster run of
+    # each counts: on a shared 2-core machine one run alone can lose 30% to a neighbour.
+    rounds = 1 if quick else CPU_ROUNDS
+    tries: dict[str, list[dict[str, Any]]] = {"batch-cancel": [], "raw aiohttp c64": []}
+    for round_no in range(rounds):
+        tries["batch-cancel"].append(run_bc(data, FAST, work, f"s3-bc-{round_no}",
+                                            "--concurrency", "64", "--tenant-share", "1",
+                                            "--rate", "100000"))
+        tries["raw aiohttp c64"].append(run_raw("aiohttp", data, 64, FAST, work,
+                                                f"s3-aiohttp-{round_no}"))
+    rows = {label: max(runs, key=lambda r: r["rows_per_s"]) for label, runs in tries.items()}
+    rows[f"requests seq ({seq_n})"] = run_raw("requests", data, seq_n, FAST, work,
+                                              "s3-requests")
     client_table(rows, None)
     bc, raw = rows["batch-cancel"], rows["raw aiohttp c64"]
     ratio = bc["rows_per_s"] / raw["rows_per_s"] if raw["rows_per_s"] else 0.0
-    rep.check(name, "batch-cancel / raw aiohttp rows/s", ratio, ">= 0.80", ratio >= 0.8)
+    rep.check(name, f"batch-cancel / raw aiohttp rows/s (best of {rounds})", ratio, ">= 0.80",
+              ratio >= 0.8)
+    rep.info(name, "rows/s of every round, batch-cancel", 0.0, " ".join(
+        f"{r['rows_per_s']:.0f}" for r in tries["batch-cancel"]))
+    rep.info(name, "rows/s of every round, raw aiohttp", 0.0, " ".join(
+        f"{r['rows_per_s']:.0f}" for r in tries["raw aiohttp c64"]))
+    if bc["cpu_us_per_row"] and raw["cpu_us_per_row"]:
+        rep.info(name, "raw aiohttp / batch-cancel CPU per row", raw["cpu_us_per_row"]
+                 / bc["cpu_us_per_row"], "the same ratio measured in CPU time, not wall")
     for label, r in rows.items():
         rep.info(name, f"client CPU us/row: {label}", r["cpu_us_per_row"] or 0.0,
                  "user+sys of the client process / rows")
