@@ -7,6 +7,7 @@ input row exactly once, in input order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import json
@@ -90,15 +91,41 @@ class Journal:
         self._unsynced = 0
         self._unflushed = 0
         self._flushed_at = time.monotonic()
+        self._turn: asyncio.Future[None] | None = None
         self._write({"event": "run", **header})
         self._flush()
 
-    def sent(self, job: CancelJob, attempt: int, track_id: str) -> None:
-        """Record that a cancel request is about to go out, and hand it to the OS before it
-        does (with any outcomes written since the last flush)."""
+    def sent(self, job: CancelJob, attempt: int, track_id: str) -> asyncio.Future[None] | None:
+        """Record that a cancel request is about to go out; the request must wait for the
+        returned future, set once the record is with the OS (None: it is already).
+
+        Inside an event loop, every `sent` record written in one turn of the loop is handed
+        over by one write at the start of the next turn, before any of those requests can
+        start: the same guarantee as a flush per record, with one syscall per turn.
+        """
         self._write({"event": "sent", "row": job.row, "invoice_key": job.invoice_key,
                      "attempt": attempt, "track_id": track_id})
-        self._flush()
+        if self._turn is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._flush()
+                return None
+            self._turn = loop.create_future()
+            loop.call_soon(self._end_turn)
+        # shielded: a waiter cancelled (Ctrl-C) must not cancel the turn of the others
+        return asyncio.shield(self._turn)
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        try:
+            self._flush()
+        except Exception as exc:  # e.g. disk full: the waiting requests fail, none goes out
+            if turn is not None and not turn.done():
+                turn.set_exception(exc)
+            return
+        if turn is not None and not turn.done():
+            turn.set_result(None)
 
     def record(self, outcome: Outcome) -> None:
         """Record a row's outcome; it reaches the OS with the next `sent` record, or within
@@ -131,6 +158,8 @@ class Journal:
 
     def close(self) -> None:
         """Sync and close."""
+        if self._turn is not None:
+            self._end_turn()
         if not self._handle.closed:
             self._handle.flush()
             os.fsync(self._handle.fileno())

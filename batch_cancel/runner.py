@@ -32,7 +32,9 @@ DAY = 86400
 
 T = TypeVar("T")
 OutcomeSink = Callable[[Outcome], None]
-SentSink = Callable[[CancelJob, int, str], None]
+#: Called before each cancel request; when it returns an awaitable, the request waits for it
+#: (the journal's record reaching the OS).
+SentSink = Callable[[CancelJob, int, str], Awaitable[None] | None]
 
 
 class Sender(Protocol):
@@ -362,7 +364,9 @@ class Runner:
                 return self._stopped_outcome(job, state)
             state.attempts += 1
             if self._on_sent is not None:
-                self._on_sent(job, state.attempts, track_id)
+                recorded = self._on_sent(job, state.attempts, track_id)
+                if recorded is not None:
+                    await recorded
             answer = await self._observed(lambda: self._sender.cancel(job, track_id), probe,
                                           state)
             if answer.verdict is Verdict.SUCCEEDED:

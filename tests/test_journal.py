@@ -35,3 +35,17 @@ def test_a_sent_record_reaches_the_file_before_the_request_goes_out(tmp_path: Pa
     on_disk = read_journal(path)  # read while the journal is still open
     assert 2 in on_disk.finished and 3 in on_disk.in_doubt
     journal.close()
+
+
+async def test_in_a_run_the_request_waits_until_its_sent_record_is_with_the_os(
+        tmp_path: Path) -> None:
+    """Records of one loop turn share one write, and every request waits for it."""
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, {"run_id": "r"})
+    waits = [journal.sent(CancelJob(n, f"INV-{n}", "02"), 1, "t") for n in (2, 3, 4)]
+    assert all(wait is not None for wait in waits)
+    for wait in waits:
+        assert wait is not None
+        await wait
+        assert {2, 3, 4} <= read_journal(path).in_doubt
+    journal.close()
