@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -372,9 +371,10 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _json(body: bytes) -> Any:
+    """The parsed body, or None if it is not JSON (a proxy's HTML page, say)."""
     try:
-        return json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
         return None
 
 
