@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -477,6 +478,9 @@ def main() -> None:
     started = time.time()
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, reports)")
     args = parser.parse_args()
+    if importlib.util.find_spec("requests") is None:
+        sys.exit("benchmarks need the sequential peer's library: "
+                 ".venv/bin/pip install -e '.[bench]'")
     tmp = tempfile.mkdtemp(prefix="bc-bench-")
     print(f"work dir: {tmp}")
     try:
