@@ -199,8 +199,9 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
     if options.overwrite:
         options.journal.unlink(missing_ok=True)
     report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows)
-    tally = _Progress(settled=len(plan.settled()), to_send=to_send)
-    for outcome in plan.settled().values():
+    settled = plan.settled()
+    tally = _Progress(settled=len(settled), to_send=to_send)
+    for outcome in settled.values():
         report.add(outcome)
     runner: Runner | None = None
     try:

@@ -156,7 +156,8 @@ class Window:
 
     def _limit_now(self) -> int:
         """The most the window may hold now: the room Zuora advertised, below a recent 429."""
-        limit = self.ceiling if self.room is None else self.room
+        room = self.room
+        limit = self.ceiling if room is None else room
         if self._clock() - self._hurt_at < HURT_MEMORY:
             limit = min(limit, self._hurt_size - HURT_MARGIN)
         return limit
@@ -184,11 +185,10 @@ class Window:
         now = self._clock()
         if now - self._last_decrease < SAMPLE_INTERVAL:
             return None  # the same burst: its requests left before the window shrank
-        if not concurrency:
-            return self._decrease(old, "429", self.size // 2)
-        recent = now - self._hurt_at < HURT_MEMORY
-        self._hurt_size = min(self._hurt_size, old) if recent else old
-        self._hurt_at = now
+        if concurrency:
+            recent = now - self._hurt_at < HURT_MEMORY
+            self._hurt_size = min(self._hurt_size, old) if recent else old
+            self._hurt_at = now
         return self._decrease(old, "429", self.size // 2)
 
     def _decrease(self, old: int, reason: str, to: int) -> WindowChange | None:

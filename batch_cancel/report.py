@@ -398,42 +398,43 @@ class _Sink(Protocol):
     def discard(self) -> None: ...
 
 
-class _CsvSink:
+class _FileSink:
+    """A text file written row by row; nothing to add at close."""
+
+    spreadsheet = False
+
+    def __init__(self, path: Path, encoding: str) -> None:
+        self._handle = path.open("w", encoding=encoding, newline="")
+
+    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
+        self._handle.close()
+
+    def discard(self) -> None:
+        self._handle.close()
+
+
+class _CsvSink(_FileSink):
     """utf-8 with a BOM: Excel then opens non-ASCII text correctly; the loader strips it."""
 
     spreadsheet = True
 
     def __init__(self, path: Path, header: list[str]) -> None:
-        self._handle = path.open("w", encoding="utf-8-sig", newline="")
+        super().__init__(path, "utf-8-sig")
         self._writer = csv.writer(self._handle)
         self._writer.writerow(header)
 
     def write(self, values: list[str]) -> None:
         self._writer.writerow(values)
 
-    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
-        self._handle.close()
 
-    def discard(self) -> None:
-        self._handle.close()
-
-
-class _JsonlSink:
-    spreadsheet = False
-
+class _JsonlSink(_FileSink):
     def __init__(self, path: Path, header: list[str]) -> None:
-        self._handle = path.open("w", encoding="utf-8")
+        super().__init__(path, "utf-8")
         self._header = header
 
     def write(self, values: list[str]) -> None:
         self._handle.write(json.dumps(dict(zip(self._header, values, strict=True)),
                                       ensure_ascii=False) + "\n")
-
-    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
-        self._handle.close()
-
-    def discard(self) -> None:
-        self._handle.close()
 
 
 class _XlsxSink:

@@ -261,7 +261,7 @@ async def test_a_concurrency_429_at_a_window_of_one_pauses_for_retry_after(live_
     runner, outcomes = await _run_beside_others(
         live_sim, Limits(concurrency=8, rate=None, max_attempts=10, tenant_share=1.0),
         others=4, rows=6, others_for=3.5)
-    assert runner.window.size >= 1 and runner.paused_until > 0.0
+    assert runner.paused_until > 0.0
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
 
 
