@@ -18,9 +18,16 @@ class Status(StrEnum):
     INVALID = "invalid"
     DUPLICATE = "duplicate"
     NOT_ATTEMPTED = "not_attempted"
+    #: deliberately not sent, and nothing is left to do: the e-invoice was already cancelled
+    #: before this run, or the row is hidden in the sheet; counts as done for the exit code
+    SKIPPED = "skipped"
     #: set by `verify`: Zuora accepted the cancel, then the tax authority refused it
     CANCEL_FAILED = "cancel_failed"
 
+
+#: Statuses that leave nothing to do for a row: a run of only these (and duplicates of them)
+#: is complete, exit 0.
+DONE: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.SKIPPED})
 
 #: The columns batch-cancel adds to every report, in order. A file holding all of them is a report.
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -204,7 +211,7 @@ class Summary:
     elapsed: float = 0.0
     sent_rows: int = 0
     report_path: str = ""
-    #: every row succeeded, or is a duplicate of a row that succeeded
+    #: every row succeeded or was skipped, or is a duplicate of such a row
     complete: bool = False
     stop_reason: str = ""
     #: why the run stopped early ("interrupted", "auth", "outage", "quota"), "" if it did not

@@ -23,7 +23,7 @@ from typing import IO, Protocol
 
 import orjson
 
-from .model import REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
+from .model import DONE, REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
 
 REPORT_FORMATS = (".csv", ".xlsx", ".jsonl")
 #: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
@@ -361,7 +361,7 @@ class _Tally:
             self._owner_status[row.row] = status
         if status is Status.DUPLICATE:
             self._duplicates.append(row.duplicate_of or _owner_from_message(columns))
-        elif status is not Status.SUCCEEDED:
+        elif status not in DONE:
             self._incomplete = True
         if status is Status.FAILED:
             code = columns["error_code"] or columns["http_status"] or "(no code)"
@@ -379,7 +379,7 @@ class _Tally:
 
     def summary(self, path: Path) -> Summary:
         complete = not self._incomplete and all(
-            self._owner_status.get(owner) is Status.SUCCEEDED for owner in self._duplicates)
+            self._owner_status.get(owner) in DONE for owner in self._duplicates)
         return Summary(counts={status: self.counts.get(status, 0) for status in Status},
                        top_errors=self.top_errors(), report_path=str(path), complete=complete)
 

@@ -23,6 +23,7 @@ ROWS_SHEET = "Rows"
 
 _FILLS = {
     Status.SUCCEEDED.value: PatternFill("solid", fgColor="C6EFCE"),
+    Status.SKIPPED.value: PatternFill("solid", fgColor="DDEBF7"),
     Status.FAILED.value: PatternFill("solid", fgColor="FFC7CE"),
     Status.INVALID.value: PatternFill("solid", fgColor="FFEB9C"),
     Status.DUPLICATE.value: PatternFill("solid", fgColor="FFEB9C"),
