@@ -203,6 +203,9 @@ class SimulatorStats:
     token_requests: int = 0
     cancel_requests: int = 0
     accepted_cancels: dict[str, int] = field(default_factory=dict)
+    #: (key, time.monotonic()) of each accepted cancel, when it was applied: with `requests`
+    #: it shows whether a later cancel of that invoice was sent without a read in between
+    acceptances: list[tuple[str, float]] = field(default_factory=list)
     invoice_reads: int = 0
     max_in_flight: int = 0
 
@@ -216,6 +219,7 @@ class SimulatorStats:
             "token_requests": self.token_requests,
             "cancel_requests": self.cancel_requests,
             "accepted_cancels": dict(self.accepted_cancels),
+            "acceptances": [list(item) for item in self.acceptances],
             "invoice_reads": self.invoice_reads,
             "max_in_flight": self.max_in_flight,
             "total_requests": len(self.requests),
@@ -711,6 +715,7 @@ class Simulator:
         outcome_draw = random.Random(f"{self.config.seed}|outcome|{key}").random()
         invoice.will_fail = outcome_draw < self.config.cancel_failed_rate
         self.stats.accepted_cancels[key] = self.stats.accepted_cancels.get(key, 0) + 1
+        self.stats.acceptances.append((key, time.monotonic()))
 
 
 # --------------------------------------------------------------------- helpers

@@ -2,19 +2,20 @@
 
 Each case turns one fault on at a high rate (or all of them at lower rates) and runs a job of
 150-200 rows end to end; then the SAME invariants are checked against the server's own records
-(`check_invariants`): every row reported once in order, no invoice cancelled twice, the report
-agrees with the server, and no cancel is resent after an in-doubt answer without reading the
-invoice first. The simulator draws a cancel's fault from (seed, key, attempt), so a seed fixes
-which attempts fail; the seeds below were picked so that no row of these inputs meets more than
-three failures in a row (two for the mixed case), which keeps a case to seconds with the tool's
-backoff of uniform(0, 2**(n-1)) s.
+(`check_invariants`): every row reported once in order, no cancel sent again once one was
+accepted unless the invoice was read in between, the report agrees with the server, and no
+cancel is resent after an in-doubt answer without reading the invoice first. The simulator
+draws a cancel's fault from (seed, key, attempt), so a seed fixes which attempts fail; the
+seeds below were picked so that no row of these inputs meets more than three failures in a row
+(two for the mixed case), which keeps a case to seconds with the tool's backoff of
+uniform(0, 2**(n-1)) s.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,8 +25,13 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from batch_cancel.simulator import RequestRecord
-from tests.conftest import RunningSimulator, read_report
+from batch_cancel.simulator import RequestRecord, SimulatorStats
+from tests.conftest import (
+    RunningSimulator,
+    read_report,
+    requests_by_key,
+    resends_after_acceptance,
+)
 
 ROWS = 200
 NOTFOUND_AT = (20, 140)
@@ -35,6 +41,8 @@ INVALID_AT = 150
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "invalid", "duplicate"})
 PLAIN_KEY = re.compile(r"INV\d{5}")
+#: asyncio may fire a timer up to its clock resolution early; far below this
+CLOCK_SLACK = 0.001
 #: --timeout for every run unless a case sets its own (the tool's default is 60 s)
 DEFAULT_TIMEOUT = 10.0
 
@@ -70,15 +78,6 @@ def in_doubt(record: RequestRecord, timeout: float) -> bool:
     return record.finished - record.started > timeout
 
 
-def requests_by_key(sim: RunningSimulator) -> dict[str, list[RequestRecord]]:
-    """The /v1 requests the server saw for each invoice key, in arrival order."""
-    grouped: dict[str, list[RequestRecord]] = {}
-    for record in list(sim.stats.requests):
-        if record.key is not None:
-            grouped.setdefault(record.key, []).append(record)
-    return grouped
-
-
 def blind_resends(by_key: dict[str, list[RequestRecord]], timeout: float) -> list[str]:
     """Keys where a cancel PUT with an in-doubt answer was followed by something other than a
     GET of the invoice, and by another PUT later (a resend made without checking first)."""
@@ -93,13 +92,21 @@ def blind_resends(by_key: dict[str, list[RequestRecord]], timeout: float) -> lis
     return found
 
 
-def starts_during_pauses(sim: RunningSimulator, pause: float) -> list[str]:
-    """/v1 requests that started while the pool should have been paused by an earlier 429
-    (with a 50 ms margin each side for requests already on their way)."""
-    v1 = [r for r in sim.stats.requests if r.key is not None]
-    deadlines = [r.finished for r in v1 if r.status == 429]
-    return [f"{r.method} {r.key} at +{r.started - t:.3f} s after a 429"
-            for r in v1 for t in deadlines if t + 0.05 < r.started < t + pause - 0.05]
+def resent_inside_own_pause(sim: RunningSimulator, pause: float) -> list[str]:
+    """Requests for an invoice that reached the server less than `pause` seconds after the
+    server had finished answering that invoice's previous request with a 429.
+
+    Causal, so the machine's load cannot break it: the client reads the 429 only after the
+    server finished it, then waits `pause` before that row's next request, which the server
+    sees later still. (Whether OTHER rows also hold off is asserted on the runner's clock in
+    tests/test_runner.py, where no real time is involved.)"""
+    found = []
+    for key, records in requests_by_key(sim.stats).items():
+        for before, after in itertools.pairwise(records):
+            if before.status == 429 and after.started < before.finished + pause - CLOCK_SLACK:
+                found.append(f"{after.method} {key} +{after.started - before.finished:.3f} s "
+                             "after its own 429")
+    return found
 
 
 def check_invariants(sim: RunningSimulator, result: Result, rows: list[list[str]],
@@ -108,15 +115,18 @@ def check_invariants(sim: RunningSimulator, result: Result, rows: list[list[str]
     """The invariants every job must keep whatever the server did; returns the report rows."""
     report = read_report(report_path)
     accepted = dict(sim.stats.accepted_cancels)
-    by_key = requests_by_key(sim)
+    by_key = requests_by_key(sim.stats)
 
     # 1. every input row exactly once, in input order
     assert [r["row"] for r in report] == [str(n) for n in range(2, len(rows) + 1)], (
         "report rows are not the input rows once each in order")
 
-    # 2. no invoice cancelled twice
-    twice = {key: n for key, n in accepted.items() if n != 1}
-    assert not twice, f"invoices cancelled more than once: {twice}"
+    # 2. no cancel sent for an invoice whose cancel was accepted, unless a read came between
+    # (the simulator refuses a second cancel as Zuora does, so counting accepted cancels
+    # could never show a second filing; the order of arrivals does)
+    resent = resends_after_acceptance(sim.stats)
+    assert not resent, "cancel resent after it was accepted, without a read:\n" + "\n".join(
+        resent[:10])
 
     # 3. the report agrees with the server's truth
     succeeded_keys = {r["invoice_key"] for r in report if r["status"] == "succeeded"}
@@ -245,15 +255,14 @@ def timed_outage(sim: RunningSimulator) -> Iterator[Callable[[float, float], Non
 
 def run_job(sim: RunningSimulator, cli: Callable[..., Result], make_csv: Callable[..., Path],
             rows: list[list[str]], timeout: float, *flags: str,
-            max_attempts: int = 8) -> tuple[Result, Path, float]:
-    """Write the input, run the whole job through the CLI in-process; result, report, seconds."""
+            max_attempts: int = 8) -> tuple[Result, Path]:
+    """Write the input, run the whole job through the CLI in-process; result and report."""
     path = make_csv(rows, name="faults.csv")
     report = path.with_name("faults.report.csv")
-    started = time.monotonic()
     result = cli("run", str(path), "--base-url", sim.url, "--report", str(report),
                  "--no-progress", "--rate", "10000", "--max-attempts", str(max_attempts),
                  "--timeout", f"{timeout:g}", *flags, env=sim.env)
-    return result, report, time.monotonic() - started
+    return result, report
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -265,16 +274,16 @@ def test_job_keeps_its_invariants_under_fault(sim: RunningSimulator, cli, make_c
     rows = input_rows(case.clean, case.rows)
     if case.outage is not None:
         timed_outage(*case.outage)
-    result, report_path, elapsed = run_job(sim, cli, make_csv, rows, case.timeout, *case.flags,
-                                           max_attempts=case.max_attempts)
+    result, report_path = run_job(sim, cli, make_csv, rows, case.timeout, *case.flags,
+                                  max_attempts=case.max_attempts)
     report = check_invariants(sim, result, rows, report_path, case.timeout)
     check_survived(report)
     v1 = [r for r in sim.stats.requests if r.key is not None]
     if case.retries:
         assert len(v1) > len(sim.stats.accepted_cancels) + 10, "the fault caused no retries"
-    if case.pauses_on_429:  # a 429 pauses the whole pool for the time named
-        early = starts_during_pauses(sim, 1.0)
-        assert not early, f"{len(early)} requests started during a 429 pause: {early[:5]}"
+    if case.pauses_on_429:  # a 429 names 1 s: the row it met waits that long
+        early = resent_inside_own_pause(sim, 1.0)
+        assert not early, f"{len(early)} rows resent inside their 429 pause: {early[:5]}"
     if case.doubts:
         assert any(r.method == "PUT" and in_doubt(r, case.timeout) for r in v1)
         assert sim.stats.invoice_reads > 0, "in-doubt answers but no invoice was read"
@@ -288,22 +297,21 @@ def test_job_keeps_its_invariants_under_fault(sim: RunningSimulator, cli, make_c
         assert sim.stats.token_requests < sim.stats.cancel_requests / 4, (
             f"{sim.stats.token_requests} tokens for {sim.stats.cancel_requests} cancels: "
             "one token must serve every worker")
-    assert elapsed < 30, f"{case.name} took {elapsed:.1f} s"
 
 
 def test_long_outage_past_the_window_stops_with_exit_4_and_says_how_to_resume(
         sim: RunningSimulator, cli, make_csv, timed_outage) -> None:
-    """A 10 s outage with --outage-window 2: exit 4, every row once, unsent rows not_attempted,
-    and the output names --resume."""
+    """An outage far longer than --outage-window 2: the run gives up while Zuora is still down
+    with exit 4, every row once, unsent rows not_attempted, and the output names --resume."""
     sim.config.latency = 0.05
     rows = input_rows(clean=True)
-    timed_outage(0.5, 10.0)
-    result, report_path, elapsed = run_job(sim, cli, make_csv, rows, DEFAULT_TIMEOUT,
-                                           "--concurrency", "10", "--outage-window", "2")
+    timed_outage(0.5, 60.0)
+    result, report_path = run_job(sim, cli, make_csv, rows, DEFAULT_TIMEOUT,
+                                  "--concurrency", "10", "--outage-window", "2")
     assert result.exit_code == 4, result.output[-3000:]
     report = check_invariants(sim, result, rows, report_path, DEFAULT_TIMEOUT,
                               must_finish=False)
-    sent = {key for key, records in requests_by_key(sim).items()
+    sent = {key for key, records in requests_by_key(sim.stats).items()
             if any(r.method == "PUT" for r in records)}
     counts = Counter(r["status"] for r in report)
     assert counts["succeeded"] > 0 and counts["not_attempted"] > 0, counts
@@ -315,7 +323,7 @@ def test_long_outage_past_the_window_stops_with_exit_4_and_says_how_to_resume(
         if r["status"] == "not_attempted":
             assert r["invoice_key"] not in sim.stats.accepted_cancels, r
     assert "--resume" in result.output
-    assert elapsed < 10, f"the run went on {elapsed:.1f} s past a 2 s outage window"
+    assert sim.simulator.outage_mode() is not None, "the run waited the whole outage out"
 
 
 def test_invariant_check_catches_a_resend_without_a_read() -> None:
@@ -334,3 +342,22 @@ def test_invariant_check_catches_a_resend_without_a_read() -> None:
     }
     flagged = [line.split(":")[0] for line in blind_resends(by_key, timeout=1.0)]
     assert flagged == ["BLIND", "LATE"]
+
+
+def test_acceptance_check_catches_a_second_filing_without_a_read() -> None:
+    """The checker flags a cancel sent after one was accepted with no GET between, and accepts
+    a GET between (then any number of resends), a resend after a cancel that was never
+    accepted, and another invoice."""
+
+    def rec(method: str, key: str, at: float) -> RequestRecord:
+        return RequestRecord(method, f"/v1/invoices/{key}", key, {}, "", at, at + 0.1, 200)
+
+    stats = SimulatorStats()
+    stats.requests += [rec("PUT", "TWICE", 1.0), rec("PUT", "TWICE", 2.0),
+                       rec("PUT", "READ", 1.0), rec("GET", "READ", 2.0),
+                       rec("PUT", "READ", 3.0), rec("PUT", "READ", 4.0),
+                       rec("PUT", "REFUSED", 1.0),
+                       rec("PUT", "REFUSED", 2.0), rec("PUT", "OTHER", 1.5)]
+    stats.acceptances += [("TWICE", 1.05), ("READ", 1.05), ("REFUSED", 2.05)]
+    flagged = [line.split(":")[0] for line in resends_after_acceptance(stats)]
+    assert flagged == ["TWICE"]

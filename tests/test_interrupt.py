@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_report
+from tests.conftest import read_report, resends_after_acceptance, server_stats, wait_for_server
 
 BIN = Path(sys.executable).with_name("batch-cancel")
 
@@ -51,7 +48,7 @@ def test_sigint_stops_cleanly_with_every_row_reported_and_exit_130(sim_process: 
                "--no-progress", "--log-format", "json"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    wait_for_server(sim_process, lambda stats: len(stats.accepted_cancels) >= 10)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, out + err
@@ -67,10 +64,9 @@ def test_sigint_stops_cleanly_with_every_row_reported_and_exit_130(sim_process: 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert Counter(r["status"] for r in read_report(tmp_path / "second.csv")) == {
         "succeeded": 400}
-    with urllib.request.urlopen(f"{sim_process}/_sim/stats") as answer:
-        stats = json.load(answer)
-    assert len(stats["accepted_cancels"]) == 400
-    assert set(stats["accepted_cancels"].values()) == {1}
+    stats = server_stats(sim_process)
+    assert len(stats.accepted_cancels) == 400
+    assert not resends_after_acceptance(stats)
 
 
 @pytest.fixture
@@ -98,18 +94,20 @@ def test_grace_period_bounds_the_wait_and_resume_checks_rows_left_in_doubt(
                "--no-progress", "--log-format", "json", "--grace", "0.5"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # three requests are in flight, each answered after 3 s
-    interrupted_at = time.monotonic()
+    # three requests in flight, each answered 3 s after it arrived
+    wait_for_server(slow_sim_process, lambda stats: stats.cancel_requests == 3)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
-    assert time.monotonic() - interrupted_at < 1.4  # the grace, not the 3-second answers
     assert process.returncode == 130, out + err
+    # the run ended after --grace, before the answers: had it waited for them, these three
+    # rows would read succeeded, not failed in doubt
     report = {r["row"]: r for r in read_report(tmp_path / "rows.report.csv")}
     in_doubt = [r for r in report.values() if r["status"] == "failed"]
     assert len(in_doubt) == 3 and all("in doubt" in r["error_message"] for r in in_doubt)
     assert [r["status"] for r in report.values()].count("not_attempted") == 3
 
-    time.sleep(2.0)  # the server finishes the three cancels it was given
+    # the server finishes the three cancels it was given
+    wait_for_server(slow_sim_process, lambda stats: len(stats.accepted_cancels) == 3)
     resumed = subprocess.run([*command, "--resume", "--concurrency", "6"], env=env,
                              capture_output=True, text=True, timeout=60, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -117,6 +115,6 @@ def test_grace_period_bounds_the_wait_and_resume_checks_rows_left_in_doubt(
     assert all(r["status"] == "succeeded" for r in report.values())
     verified = [r for r in report.values() if "verified after resume" in r["error_message"]]
     assert len(verified) == 3
-    with urllib.request.urlopen(f"{slow_sim_process}/_sim/stats") as answer:
-        stats = json.load(answer)
-    assert set(stats["accepted_cancels"].values()) == {1} and len(stats["accepted_cancels"]) == 6
+    stats = server_stats(slow_sim_process)
+    assert len(stats.accepted_cancels) == 6
+    assert not resends_after_acceptance(stats)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
+from batch_cancel import report
 from batch_cancel.model import CancelJob, Outcome, Status
-from batch_cancel.report import Journal, read_journal
+from batch_cancel.report import FSYNC_EVERY, Journal, read_journal
 
 
 def test_every_outcome_field_survives_the_journal(tmp_path: Path) -> None:
@@ -49,3 +53,28 @@ async def test_in_a_run_the_request_waits_until_its_sent_record_is_with_the_os(
         await wait
         assert {2, 3, 4} <= read_journal(path).in_doubt
     journal.close()
+
+
+def test_the_journal_reaches_the_disk_every_fsync_every_records_and_on_close(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush only hands records to the OS; an fsync of the journal's own file follows every
+    FSYNC_EVERY records and the close, so a power cut loses at most one batch."""
+    path = tmp_path / "j.jsonl"
+    synced: list[int] = []  # journal records on disk, counted at each fsync of its file
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        real_fsync(fd)
+        if os.path.samestat(os.fstat(fd), path.stat()):
+            synced.append(len(path.read_text(encoding="utf-8").splitlines()))
+
+    monkeypatch.setattr(report.os, "fsync", counting_fsync)
+    journal = Journal(path, {"run_id": "r"})  # the `run` record is the first of the batch
+    for n in range(FSYNC_EVERY - 2):
+        journal.sent(CancelJob(n, f"INV-{n}", "02"), 1, "t")
+    assert synced == []
+    journal.sent(CancelJob(-1, "INV-LAST", "02"), 1, "t")
+    assert synced == [FSYNC_EVERY]
+    journal.record(Outcome(row=-1, status=Status.SUCCEEDED, attempts=1))
+    journal.close()
+    assert synced == [FSYNC_EVERY, FSYNC_EVERY + 1]

@@ -7,11 +7,19 @@ import itertools
 import random
 
 import pytest
+import structlog
 
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Outcome, Status
 from batch_cancel.runner import Backoff, Clock, Limits, Runner
 from batch_cancel.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from tests.conftest import (
+    SenderSpy,
+    SpyEvent,
+    VirtualClock,
+    resends_after_acceptance,
+    starts_before_a_429_deadline,
+)
 
 
 class FakeClock(Clock):
@@ -47,6 +55,9 @@ async def run_jobs(live_sim, job_list: list[CancelJob], limits: Limits, **kwargs
     async with open_session() as session:
         client = kwargs.pop("client", None) or ZuoraClient(
             session, live_sim.url, credentials, Settings(timeout=timeout))
+        wrap = kwargs.pop("wrap", None)
+        if wrap is not None:
+            client = wrap(client)  # type: ignore[operator]
         runner = Runner(client, limits, "run1", rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
         await runner.run(job_list, collect)
     return outcomes, runner
@@ -101,9 +112,10 @@ async def test_retries_follow_capped_full_jitter_backoff_up_to_max_attempts(live
     assert outcome.status is Status.FAILED and outcome.attempts == 5
     assert "gave up after 5 attempts" in outcome.error_message
     assert live_sim.stats.cancel_requests == 5
-    assert len(clock.sleeps) == 4
-    for attempt, slept in enumerate(clock.sleeps, start=1):
-        assert 0 <= slept <= min(3.0, 2 ** (attempt - 1))
+    # the runner's rng is Random(7) and nothing else draws from it here: the exact schedule
+    draws = random.Random(7)
+    expected = [draws.uniform(0.0, min(3.0, 2.0 ** (attempt - 1))) for attempt in range(1, 5)]
+    assert clock.sleeps == pytest.approx(expected, abs=1e-12)
 
 
 def test_backoff_formula_is_full_jitter_capped() -> None:
@@ -143,7 +155,8 @@ async def test_5xx_not_applied_is_checked_then_resent(live_sim) -> None:
     outcomes, _ = await run_jobs(live_sim, jobs(20), Limits(concurrency=4, rate=None,
                                                             max_attempts=8), clock=clock)
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
-    assert set(live_sim.stats.accepted_cancels.values()) == {1}
+    assert not resends_after_acceptance(live_sim.stats)
+    assert sorted(live_sim.stats.accepted_cancels) == [j.invoice_key for j in jobs(20)]
     assert live_sim.stats.cancel_requests > 20
     assert live_sim.stats.invoice_reads == live_sim.stats.cancel_requests - 20
 
@@ -163,7 +176,8 @@ async def test_token_expiry_mid_run_is_invisible_in_the_outcomes(live_sim) -> No
     await expirer
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
     assert live_sim.stats.token_requests >= 2
-    assert set(live_sim.stats.accepted_cancels.values()) == {1}
+    assert not resends_after_acceptance(live_sim.stats)
+    assert len(live_sim.stats.accepted_cancels) == 60
 
 
 class ExplodingClient:
@@ -240,3 +254,58 @@ def test_track_ids_are_unique_short_and_legal(prefix: str) -> None:
         assert len(track_id) <= 64 and track_id.isascii()
         assert not set(":;\"'") & set(track_id)
         assert track_id.startswith(f"{prefix}-a1b2c3d4e5f6-")
+
+
+STORM_HEADERS = {"retry_after": 1, "reset_only": None}
+
+
+async def run_storm(live_sim, headers: str) -> tuple[dict[int, Outcome], list[SpyEvent],
+                                                     VirtualClock]:
+    """150 rows, 100 workers, 30% of calls met by a rate 429 naming 1 s, on a virtual clock."""
+    live_sim.config.seed = 1
+    live_sim.config.storm_429 = 0.3
+    live_sim.config.storm_retry_after = STORM_HEADERS[headers]
+    live_sim.config.storm_reset = 1
+    clock = VirtualClock()
+    spies: list[SenderSpy] = []
+
+    def wrap(inner: ZuoraClient) -> SenderSpy:
+        spies.append(SenderSpy(inner, clock))
+        return spies[0]
+
+    outcomes, _ = await run_jobs(live_sim, jobs(150), Limits(concurrency=100, rate=None,
+                                                             max_attempts=8),
+                                 clock=clock, wrap=wrap)
+    assert [o.status for o in outcomes.values()] == [Status.SUCCEEDED] * 150
+    rate_429s = [e for e in spies[0].events if e.answer and e.answer.http_status == 429]
+    assert len(rate_429s) > 10
+    assert {e.answer.retry_after for e in rate_429s if e.answer} == {1.0}
+    return outcomes, spies[0].events, clock
+
+
+@pytest.mark.parametrize("headers", list(STORM_HEADERS))
+async def test_a_row_met_by_a_429_waits_the_named_time_on_the_runner_clock(
+        live_sim, headers: str) -> None:
+    """In a 429 storm (Retry-After 1, or only RateLimit-Reset 1 at Remaining 0) a row's next
+    call starts no earlier than 1 s after its 429 on the runner's clock, and the pool pauses
+    for exactly the 1 s named each time."""
+    with structlog.testing.capture_logs() as logs:
+        _, events, _ = await run_storm(live_sim, headers)
+    early = starts_before_a_429_deadline(events, same_key_only=True)
+    assert not early, f"{len(early)} rows resent inside their own 429 pause: {early[:5]}"
+    pauses = [e for e in logs if e["event"] == "pool.paused"]
+    assert pauses and {(e["reason"], e["seconds"], e["limit"]) for e in pauses} == {
+        ("rate_limited", 1.0, "rate")}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "runner bug: a worker that passed the pause gate and then waits for a place in the flow "
+    "window starts its request when a place frees, even if a 429 paused the pool meanwhile "
+    "(Runner._windowed does not look at the gate again)"))
+@pytest.mark.parametrize("headers", list(STORM_HEADERS))
+async def test_no_call_starts_before_any_429_deadline_on_the_runner_clock(
+        live_sim, headers: str) -> None:
+    """In a 429 storm no call of any row starts before the deadline an earlier 429 named."""
+    _, events, _ = await run_storm(live_sim, headers)
+    early = starts_before_a_429_deadline(events)
+    assert not early, f"{len(early)} calls started during a 429 pause: {early[:5]}"

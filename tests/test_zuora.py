@@ -8,6 +8,7 @@ import json
 import aiohttp
 import pytest
 
+from batch_cancel import zuora
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Verdict
 from batch_cancel.zuora import (
@@ -15,6 +16,7 @@ from batch_cancel.zuora import (
     Credentials,
     ZuoraClient,
     classify,
+    invoice_path,
     open_session,
     retry_after,
 )
@@ -100,6 +102,47 @@ def test_retry_after_as_http_date_is_understood() -> None:
     assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
 
 
+def test_retry_after_as_a_future_http_date_is_the_seconds_until_then(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Retry-After date 90 s ahead of the wall clock means a 90 s wait, not none."""
+    monkeypatch.setattr(zuora.time, "time", lambda: 1445412480.0 - 90)  # 07:26:30 GMT
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 90.0
+
+
+@pytest.mark.parametrize("headers", [
+    {"Retry-After": "-5"},
+    {"Retry-After": "-0.5", "RateLimit-Reset": "9"},
+    {"RateLimit-Remaining": "0", "RateLimit-Reset": "-3"},
+], ids=["retry_after", "retry_after_over_reset", "reset"])
+def test_a_negative_wait_is_clamped_to_zero(headers: dict[str, str]) -> None:
+    """A negative Retry-After or RateLimit-Reset (a skewed proxy) means go now, never a wait
+    of negative length that would move the pool's pause deadline into the past."""
+    assert retry_after(headers) == 0.0
+
+
+@pytest.mark.parametrize(("key", "segment"), [
+    ("INV/1", "INV%2F1"),
+    ("../admin", "..%2Fadmin"),
+    ("INV?x=1#y", "INV%3Fx%3D1%23y"),
+    ("INV 100%", "INV%20100%25"),
+    ("ÉTÉ-1", "%C3%89T%C3%89-1"),
+])
+def test_an_invoice_key_becomes_one_fully_escaped_path_segment(key: str, segment: str) -> None:
+    """Every character that could change the route, `/` included, is percent-encoded."""
+    assert invoice_path(key) == segment
+
+
+async def test_a_key_with_a_slash_is_cancelled_as_that_one_invoice(live_sim) -> None:
+    """`2024/INV-7` reaches Zuora as one key (one path segment), not as a longer route."""
+    async with open_session() as session:
+        answer = await client_for(session, live_sim).cancel(
+            CancelJob(2, "2024/INV-7", "02"), "t-2")
+    assert answer.verdict is Verdict.SUCCEEDED, answer
+    (record,) = live_sim.stats.cancels()
+    assert record.path == "/v1/invoices/2024%2FINV-7/e-invoice/cancel"
+    assert live_sim.stats.accepted_cancels == {"2024/INV-7": 1}
+
+
 def test_2xx_without_success_field_is_not_counted_as_success() -> None:
     """An unexpected 2xx shape is not taken for an accepted cancel."""
     answer = classify(200, {}, body({"id": "x"}))
@@ -141,6 +184,19 @@ async def test_cancel_sends_zuoras_headers_and_a_minimal_body(live_sim) -> None:
     assert json.loads(first.body) == {"reason": "01", "documentReferenceID": "DM1"}
     assert json.loads(second.body) == {"reason": "02"}
     assert "Zuora-Entity-Ids" in headers and answer.zuora_request_id
+
+
+@pytest.mark.parametrize("reason", ["02", "03", "04"])
+async def test_a_document_reference_id_is_sent_only_with_reason_01(live_sim,
+                                                                   reason: str) -> None:
+    """A job with a reference but another reason (the loader refuses such rows; this is the
+    client's own guard) sends the reason alone, which Zuora accepts."""
+    async with open_session() as session:
+        answer = await client_for(session, live_sim).cancel(
+            CancelJob(2, "INV001", reason, "DM1"), "t-2")
+    (record,) = live_sim.stats.cancels()
+    assert json.loads(record.body) == {"reason": reason}
+    assert answer.verdict is Verdict.SUCCEEDED, answer
 
 
 async def test_optional_headers_are_absent_when_not_given(live_sim) -> None:
