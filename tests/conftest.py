@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import json
 import math
 import threading
@@ -260,6 +261,27 @@ def requests_by_key(stats: SimulatorStats) -> dict[str, list[RequestRecord]]:
         if record.key is not None:
             grouped.setdefault(record.key, []).append(record)
     return grouped
+
+
+#: asyncio may fire a timer up to its clock resolution early; far below this
+CLOCK_SLACK = 0.001
+
+
+def resent_inside_own_pause(stats: SimulatorStats, pause: float) -> list[str]:
+    """Requests for an invoice that reached the server less than `pause` seconds after the
+    server had finished answering that invoice's previous request with a 429.
+
+    Causal, so the machine's load cannot break it: the client reads the 429 only after the
+    server finished it, then waits `pause` before that row's next request, which the server
+    sees later still. (Whether OTHER rows also hold off is asserted on the runner's clock in
+    tests/test_runner.py, where no real time is involved.)"""
+    found = []
+    for key, records in requests_by_key(stats).items():
+        for before, after in itertools.pairwise(records):
+            if before.status == 429 and after.started < before.finished + pause - CLOCK_SLACK:
+                found.append(f"{after.method} {key} +{after.started - before.finished:.3f} s "
+                             "after its own 429")
+    return found
 
 
 def resends_after_acceptance(stats: SimulatorStats) -> list[str]:

@@ -13,7 +13,6 @@ uniform(0, 2**(n-1)) s.
 
 from __future__ import annotations
 
-import itertools
 import re
 import threading
 from collections import Counter
@@ -31,6 +30,7 @@ from tests.conftest import (
     read_report,
     requests_by_key,
     resends_after_acceptance,
+    resent_inside_own_pause,
 )
 
 ROWS = 200
@@ -41,8 +41,6 @@ INVALID_AT = 150
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "invalid", "duplicate"})
 PLAIN_KEY = re.compile(r"INV\d{5}")
-#: asyncio may fire a timer up to its clock resolution early; far below this
-CLOCK_SLACK = 0.001
 #: --timeout for every run unless a case sets its own (the tool's default is 60 s)
 DEFAULT_TIMEOUT = 10.0
 
@@ -89,23 +87,6 @@ def blind_resends(by_key: dict[str, list[RequestRecord]], timeout: float) -> lis
             later = records[n + 1:]
             if later and later[0].method != "GET" and any(r.method == "PUT" for r in later):
                 found.append(f"{key}: {[(r.method, r.status) for r in records]}")
-    return found
-
-
-def resent_inside_own_pause(sim: RunningSimulator, pause: float) -> list[str]:
-    """Requests for an invoice that reached the server less than `pause` seconds after the
-    server had finished answering that invoice's previous request with a 429.
-
-    Causal, so the machine's load cannot break it: the client reads the 429 only after the
-    server finished it, then waits `pause` before that row's next request, which the server
-    sees later still. (Whether OTHER rows also hold off is asserted on the runner's clock in
-    tests/test_runner.py, where no real time is involved.)"""
-    found = []
-    for key, records in requests_by_key(sim.stats).items():
-        for before, after in itertools.pairwise(records):
-            if before.status == 429 and after.started < before.finished + pause - CLOCK_SLACK:
-                found.append(f"{after.method} {key} +{after.started - before.finished:.3f} s "
-                             "after its own 429")
     return found
 
 
@@ -282,7 +263,7 @@ def test_job_keeps_its_invariants_under_fault(sim: RunningSimulator, cli, make_c
     if case.retries:
         assert len(v1) > len(sim.stats.accepted_cancels) + 10, "the fault caused no retries"
     if case.pauses_on_429:  # a 429 names 1 s: the row it met waits that long
-        early = resent_inside_own_pause(sim, 1.0)
+        early = resent_inside_own_pause(sim.stats, 1.0)
         assert not early, f"{len(early)} rows resent inside their 429 pause: {early[:5]}"
     if case.doubts:
         assert any(r.method == "PUT" and in_doubt(r, case.timeout) for r in v1)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 
+import structlog
+
 from batch_cancel.config import Settings
 from batch_cancel.flow import INITIAL_WINDOW, Window
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, Verdict
-from batch_cancel.runner import Limits, Runner
+from batch_cancel.runner import Clock, Limits, Runner, Sender
 from batch_cancel.zuora import Credentials, ZuoraClient, open_session
+from tests.conftest import SenderSpy, VirtualClock, starts_before_a_429_deadline
 
 CLEAN = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                concurrency_remaining=30)
@@ -191,8 +194,11 @@ async def _hold_in_flight(client: ZuoraClient, places: int, stop: asyncio.Event)
 
 
 async def _run_beside_others(live_sim, limits: Limits, others: int, rows: int,
-                             others_for: float | None = None) -> tuple[Runner, dict[int, Outcome]]:
-    """Run `rows` cancels while `others` reads of another client hold places on the tenant."""
+                             others_for: float | None = None, clock: Clock | None = None,
+                             spy: list[SenderSpy] | None = None
+                             ) -> tuple[Runner, dict[int, Outcome]]:
+    """Run `rows` cancels while `others` reads of another client hold places on the tenant
+    (with `spy`, the runner's calls go through a SenderSpy appended to it)."""
     outcomes: dict[int, Outcome] = {}
     credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
     stop = asyncio.Event()
@@ -203,7 +209,11 @@ async def _run_beside_others(live_sim, limits: Limits, others: int, rows: int,
         if others_for is not None:
             asyncio.get_running_loop().call_later(others_for, stop.set)
         await asyncio.sleep(0.1)  # the others are in flight before the run starts
-        runner = Runner(client, limits, "r", rng=random.Random(3))
+        sender: Sender = client
+        if spy is not None:
+            spy.append(SenderSpy(client, clock or Clock()))
+            sender = spy[-1]
+        runner = Runner(sender, limits, "r", rng=random.Random(3), clock=clock)
         jobs = [CancelJob(n, f"INV{n:05d}", "02") for n in range(2, 2 + rows)]
         try:
             await asyncio.wait_for(
@@ -234,23 +244,25 @@ async def test_a_concurrency_429_shrinks_the_window_without_pausing_the_pool(liv
 
 
 async def test_concurrency_429_pause_mode_pauses_the_whole_pool(live_sim) -> None:
-    """With --concurrency-429 pause, nobody starts a cancel before Retry-After has passed."""
+    """With --concurrency-429 pause, each concurrency 429 pauses the pool for its Retry-After
+    (on the runner's clock) and the row it met waits that long before its next call."""
     live_sim.config.concurrency_limit = 6
     live_sim.config.latency = 0.03
     live_sim.config.concurrency_retry_after = 1
     live_sim.config.concurrency_sample_interval = 1.0
     limits = Limits(concurrency=8, rate=None, max_attempts=5, tenant_share=1.0,
                     pause_on_concurrency_429=True)
-    runner, outcomes = await _run_beside_others(live_sim, limits, others=3, rows=20)
-    answered = min(r.finished for r in live_sim.stats.cancels() if r.status == 429)
-    assert runner.paused_until > 0.0
+    clock = VirtualClock()
+    spy: list[SenderSpy] = []
+    with structlog.testing.capture_logs() as logs:
+        _, outcomes = await _run_beside_others(live_sim, limits, others=3, rows=20,
+                                               clock=clock, spy=spy)
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
-    # requests already on their way (past the pause gate, waiting for a place in the
-    # window) may start just after the 429's answer; then nobody until Retry-After passed
-    during = [r.started for r in live_sim.stats.cancels()
-              if answered + 0.15 < r.started < answered + 0.95]
-    assert not during
-    assert max(r.started for r in live_sim.stats.cancels()) >= answered + 0.95
+    assert _cancel_429s(live_sim), "the scenario must provoke a concurrency 429"
+    pauses = [e for e in logs if e["event"] == "pool.paused"]
+    assert pauses and {(e["limit"], e["seconds"]) for e in pauses} == {("concurrency", 1.0)}
+    early = starts_before_a_429_deadline(spy[0].events, same_key_only=True)
+    assert not early, early
 
 
 async def test_a_concurrency_429_at_a_window_of_one_pauses_for_retry_after(live_sim) -> None:

@@ -250,22 +250,39 @@ def test_journal_records_sent_before_outcome_and_holds_no_secret(sim, cli, make_
         assert secret not in text
 
 
+class FrozenClock(Clock):
+    """A clock whose time stands still and whose sleeps never end: only a stop can wake a
+    waiting worker, so a run that finishes proves the stop did it."""
+
+    def __init__(self) -> None:
+        self.naps: list[float] = []
+        self.napping = asyncio.Event()
+
+    def now(self) -> float:
+        return 1000.0
+
+    async def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.napping.set()
+        await asyncio.Event().wait()
+
+
 async def test_stop_during_a_long_429_pause_returns_at_once(live_sim) -> None:
     """A stop while the pool waits out Retry-After: 120 ends the wait, it does not spin or sleep."""
     live_sim.config.concurrency_limit = 1
     live_sim.config.latency = 0.2
     live_sim.config.concurrency_retry_after = 120
     outcomes: dict[int, Outcome] = {}
+    clock = FrozenClock()
     credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
     async with open_session() as session:
         client = ZuoraClient(session, live_sim.url, credentials, Settings())
-        runner = Runner(client, Limits(4, None, 3, tenant_share=1.0), "r")
+        runner = Runner(client, Limits(4, None, 3, tenant_share=1.0), "r", clock=clock)
         task = asyncio.create_task(runner.run(jobs(20), lambda o: outcomes.__setitem__(o.row, o)))
-        await asyncio.sleep(0.8)
-        assert runner.paused_until > 0
-        loop = asyncio.get_running_loop()
-        stopped_at = loop.time()
+        while runner.paused_until != 1120.0:  # a concurrency 429 at a window of one
+            await asyncio.wait_for(clock.napping.wait(), 30)
+            clock.napping.clear()
         runner.stop("test")
-        await asyncio.wait_for(task, 5)
-        assert loop.time() - stopped_at < 1.0
+        await asyncio.wait_for(task, 30)  # a bound for a hang: no nap ever ends by itself
     assert len(outcomes) == 20
+    assert max(clock.naps) > 119.0  # the pool was waiting out Retry-After when stopped

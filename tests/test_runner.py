@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 
 import pytest
 import structlog
 
 from batch_cancel.config import Settings
+from batch_cancel.flow import INITIAL_WINDOW
 from batch_cancel.model import Answer, CancelJob, Outcome, Status
 from batch_cancel.runner import Backoff, Clock, Limits, Runner
 from batch_cancel.zuora import Credentials, InvoiceState, ZuoraClient, open_session
@@ -18,6 +18,7 @@ from tests.conftest import (
     SpyEvent,
     VirtualClock,
     resends_after_acceptance,
+    resent_inside_own_pause,
     starts_before_a_429_deadline,
 )
 
@@ -73,31 +74,56 @@ async def test_in_flight_never_exceeds_concurrency_as_seen_by_the_server(live_si
     assert 2 <= live_sim.stats.max_in_flight <= 4
 
 
-async def test_starts_are_spaced_by_the_rate_without_a_startup_burst(live_sim) -> None:
-    """Starts come at least 1/--rate apart, the second one included (no initial burst)."""
-    rate = 40.0
-    await run_jobs(live_sim, jobs(12), Limits(concurrency=8, rate=rate, max_attempts=1))
-    starts = sorted(r.started for r in live_sim.stats.cancels())
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(starts) == 12
-    assert min(gaps) >= 0.5 / rate, gaps  # loose: the server shares the loop
-    assert starts[-1] - starts[0] >= 11 * 0.95 / rate
+async def test_starts_are_spaced_by_the_rate_without_a_startup_burst(
+        live_sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the event loop's clock, made virtual: the first start at once, the second 0.75/rate
+    later (the pacer's quarter-interval slack, no burst), then exactly 1/rate apart."""
+    loop = asyncio.get_running_loop()
+    now = [loop.time()]
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    clock = Clock()
+    clock.now = loop.time  # type: ignore[method-assign]
+    spies: list[SenderSpy] = []
+
+    def wrap(inner: ZuoraClient) -> SenderSpy:
+        spies.append(SenderSpy(inner, clock))
+        return spies[0]
+
+    async def tick() -> None:
+        """Move time 1 ms at a time, each step only after the loop has run everything due."""
+        while True:
+            for _ in range(8):
+                await asyncio.sleep(0)
+            now[0] += 0.001
+
+    ticker = asyncio.create_task(tick())
+    try:
+        # 4 workers, the flow window's opening size: only the pacer holds a start back
+        await run_jobs(live_sim, jobs(12), Limits(concurrency=INITIAL_WINDOW, rate=40.0,
+                                                  max_attempts=1), wrap=wrap)
+    finally:
+        ticker.cancel()
+    starts = [e.at for e in spies[0].events if e.kind == "start"]
+    offsets = [round((t - starts[0]) * 1000) for t in starts]  # whole ms: time moves by 1 ms
+    assert offsets == [0, 19, *range(44, 44 + 25 * 10, 25)], offsets
 
 
-async def test_a_429_pauses_the_whole_pool_until_the_named_time(live_sim) -> None:
-    """After a 429, no request starts before the time Zuora named; then all rows finish."""
+async def test_a_429_pauses_the_pool_for_the_time_named_and_the_row_waits_it(live_sim) -> None:
+    """A rate 429 with Retry-After pauses the pool for exactly that time (logged), the row it
+    met is not resent sooner, and then every row finishes."""
     live_sim.config.rate_limit = 6
     live_sim.config.rate_window = 1.0
     live_sim.config.rate_retry_after = True
-    outcomes, _ = await run_jobs(live_sim, jobs(14), Limits(concurrency=3, rate=None,
-                                                            max_attempts=6))
+    with structlog.testing.capture_logs() as logs:
+        outcomes, _ = await run_jobs(live_sim, jobs(14), Limits(concurrency=3, rate=None,
+                                                                max_attempts=6))
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
-    records = live_sim.stats.cancels()
-    first_429 = min((r for r in records if r.status == 429), key=lambda r: r.finished)
-    later = [r for r in records if r.started > first_429.finished + 0.05]
-    assert later, "nothing was sent after the pause"
-    retry_after = 1.0  # the simulator names the seconds left in its 1-second window, rounded up
-    assert min(r.started for r in later) >= first_429.finished + 0.5 * retry_after
+    assert any(r.status == 429 for r in live_sim.stats.cancels())
+    # the simulator names the whole seconds left in its 1 s window: always 1
+    pauses = [e for e in logs if e["event"] == "pool.paused"]
+    assert pauses and {(e["reason"], e["seconds"]) for e in pauses} == {("rate_limited", 1.0)}
+    early = resent_inside_own_pause(live_sim.stats, 1.0)
+    assert not early, early
 
 
 async def test_retries_follow_capped_full_jitter_backoff_up_to_max_attempts(live_sim) -> None:

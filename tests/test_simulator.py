@@ -519,13 +519,17 @@ async def test_requests_are_recorded(start_sim: StartSim, http: aiohttp.ClientSe
 async def test_stats_endpoint_reports_counters(
     start_sim: StartSim, http: aiohttp.ClientSession
 ) -> None:
-    """GET /_sim/stats returns the counters as JSON for subprocess tests."""
-    _, url = await start_sim()
+    """GET /_sim/stats returns the counters as JSON for subprocess tests, and when each
+    accepted cancel was applied."""
+    sim, url = await start_sim()
     token = await get_token(http, url)
     await cancel(http, url, token, "INV1")
     await read(http, url, token, "INV1")
     async with http.get(f"{url}/_sim/stats") as response:
         stats = await response.json()
+    (key, accepted_at), = stats.pop("acceptances")
+    cancel_record = next(r for r in sim.stats.requests if r.method == "PUT")
+    assert key == "INV1" and cancel_record.started <= accepted_at <= cancel_record.finished
     assert stats == {
         "token_requests": 1,
         "cancel_requests": 1,

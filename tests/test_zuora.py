@@ -91,6 +91,16 @@ def test_429_is_rate_limited_with_retry_after() -> None:
     assert answer.retry_after == 120
 
 
+@pytest.mark.parametrize("payload", [b"", b"<html><body>429 Too Many Requests</body></html>",
+                                     body({"message": "slow down"})])
+def test_a_429_without_zuoras_reason_code_is_still_a_rate_limit_to_retry(payload: bytes) -> None:
+    """A bare 429 (a proxy's, or a body without `reasons`) is retried after a pause, by its
+    HTTP status alone, and leaves nothing in doubt."""
+    answer = classify(429, {"Retry-After": "3"}, payload)
+    assert (answer.verdict, answer.rate_limited, answer.in_doubt) == (Verdict.RETRY, True, False)
+    assert answer.retry_after == 3.0 and answer.error_code == ""
+
+
 def test_429_without_retry_after_uses_ratelimit_reset() -> None:
     """Without Retry-After, RateLimit-Reset (with Remaining 0) names the pause."""
     headers = {"RateLimit-Remaining": "0", "RateLimit-Reset": "7"}
