@@ -18,7 +18,15 @@ from typing import Any
 import openpyxl
 import pytest
 
-from batch_cancel.loader import InputError, LoadedInput, LoadOptions, excel_text, load
+from batch_cancel.loader import (
+    MAX_KEY_LENGTH,
+    InputError,
+    LoadedInput,
+    LoadOptions,
+    excel_text,
+    load,
+    problem_in_reference,
+)
 from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
 
 MakeFile = Callable[..., Path]
@@ -770,6 +778,8 @@ def test_cli_good_input_does_send(tmp_path: Path, cli: Any,
     (1.005, "0.00", "1.01"),  # the decimal the cell shows, not the binary float below it
     (3.5, '"INV"00000', "INV00004"),
     (0.125, "0%", "13%"),
+    (0.5, "0.00", "0.50"),  # a 0 before the point keeps its digit; only "#.00" drops it
+    (0.5, "#.00", ".50"),
 ])
 def test_excel_rounds_half_away_from_zero(value: float, number_format: str, shown: str) -> None:
     """A number format rounds halves away from zero as Excel does (not to even)."""
@@ -795,10 +805,18 @@ def test_fifteen_digit_numbers_read_in_full(value: float, number_format: str) ->
     (1e15, "General"),
     (-(10**15), "0"),
     (1234567890123456, "0"),
+    (1.234567890123456e15, "General"),
+    (1e16, "General"),
 ])
 def test_sixteen_digit_numbers_read_as_excel_shows_them_in_scientific(
         value: float, number_format: str) -> None:
     """From 10**15 on digits are lost, and Excel shows General's scientific form whatever the
     number format: never a 16-digit text that looks exact."""
     text = excel_text(value, number_format)
-    assert text.endswith("E+15") and not text.lstrip("-").isdigit(), text
+    assert "E+1" in text and not text.lstrip("-").isdigit(), text
+
+
+def test_a_document_reference_may_be_as_long_as_a_key_and_no_longer() -> None:
+    """255 characters pass, 256 are refused with the limit named."""
+    assert problem_in_reference("R" * MAX_KEY_LENGTH) == ""
+    assert str(MAX_KEY_LENGTH) in problem_in_reference("R" * (MAX_KEY_LENGTH + 1))
