@@ -22,7 +22,8 @@ import structlog
 
 from .config import Settings, Target, tenant_identity
 from .loader import LoadedInput, LoadOptions, load
-from .model import CancelJob, Outcome, Status, Summary
+from .logs import get_logger
+from .model import CancelJob, ExitCode, Outcome, Status, Summary
 from .report import (
     Journal,
     JournalState,
@@ -203,9 +204,14 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
     and rows in doubt marked so, for `--resume`.
     """
     plan = plan or prepare(options)
-    log = structlog.get_logger("batch_cancel")
     run_id = secrets.token_hex(6)
-    structlog.contextvars.bind_contextvars(run_id=run_id)
+    # bound for this run only: a long-lived worker's later logs must not carry it
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        return await _run(options, plan, run_id)
+
+
+async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
+    log = get_logger("batch_cancel")
     to_send, in_doubt = plan.to_send()
     log.info("run.started", input=str(options.input_path), report=str(options.report),
              target=options.target.name, base_url=options.target.base_url or "(simulator)",
@@ -343,7 +349,7 @@ def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
             task.cancel()
             return
         runner.stop(f"interrupted ({signum.name})", StopKind.INTERRUPTED)
-        structlog.get_logger("batch_cancel").warning(
+        get_logger("batch_cancel").warning(
             "run.interrupting", grace=grace,
             hint=f"in-flight requests get {grace:g} s; press Ctrl-C again to stop at once")
         deadline.append(loop.call_later(grace, task.cancel))
@@ -390,19 +396,15 @@ def _dry_summary(plan: Plan) -> Summary:
 
 
 #: Exit codes for runs that stopped early, by `StopKind`.
-STOP_EXIT_CODES = {StopKind.INTERRUPTED: 130, StopKind.AUTH: 3, StopKind.OUTAGE: 4,
-                   StopKind.QUOTA: 4}
-
-
-#: The report could not be written; every outcome is in the journal (rebuild: --resume).
-EXIT_REPORT_UNWRITTEN = 5
+STOP_EXIT_CODES = {StopKind.INTERRUPTED: ExitCode.INTERRUPTED, StopKind.AUTH: ExitCode.AUTH,
+                   StopKind.OUTAGE: ExitCode.STOPPED, StopKind.QUOTA: ExitCode.STOPPED}
 
 
 def exit_code(summary: Summary) -> int:
     """The process exit code a summary stands for (see the README's table)."""
     if summary.report_error:
-        return EXIT_REPORT_UNWRITTEN
+        return ExitCode.REPORT_UNWRITTEN
     if summary.stop_kind:
         return STOP_EXIT_CODES[StopKind(summary.stop_kind)]
-    return 0 if summary.complete else 1
+    return ExitCode.OK if summary.complete else ExitCode.ROWS_FAILED
 

@@ -37,15 +37,13 @@ from .config import (
     resolve_target,
 )
 from .loader import InputError, LoadOptions
-from .model import Status
+from .model import ExitCode, Status
 from .progress import ConsoleLines, RichProgress, make_console, plan_text, summary_text
 from .report import ReportError
 from .zuora import AuthenticationError, Credentials
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-#: verify: some accepted cancels have no final answer yet; run verify again later
-EXIT_PENDING = 6
+EXIT_USAGE = ExitCode.USAGE
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 class UsageFailure(click.ClickException):
@@ -346,7 +344,7 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
             result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
         except AuthenticationError as exc:
             click.echo(f"authentication failed: {exc}", err=True)
-            sys.exit(3)
+            sys.exit(ExitCode.AUTH)
         for verdict, count in sorted(result.counts.items()):
             click.echo(f"  {verdict:<34}{count:>8}")
     else:
@@ -406,16 +404,13 @@ def verify_command(report_path: Path, output_path: Path | None, env_name: str | 
         raise UsageFailure(str(exc)) from None
     except AuthenticationError as exc:
         click.echo(f"authentication failed: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(ExitCode.AUTH)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.counts.items())) or "none"
     click.echo(f"Verified {summary.checked} accepted cancels: {counts}")
     click.echo(f"Report: {summary.report_path}")
-    if summary.any_refused:
-        sys.exit(1)
-    if summary.pending:
+    if summary.pending and not summary.any_refused:
         click.echo(f"{summary.pending} still pending: run verify again later.")
-        sys.exit(EXIT_PENDING)
-    sys.exit(0)
+    sys.exit(summary.exit_code)
 
 
 def _credentials() -> Credentials:

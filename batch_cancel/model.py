@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 
 class Status(StrEnum):
@@ -23,6 +23,24 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     #: set by `verify`: Zuora accepted the cancel, then the tax authority refused it
     CANCEL_FAILED = "cancel_failed"
+
+
+class ExitCode(IntEnum):
+    """The process exit codes, one table for the CLI, the library and the README."""
+
+    OK = 0
+    #: some rows in the run's scope failed, were invalid or were not attempted
+    ROWS_FAILED = 1
+    #: bad input or usage: nothing was sent
+    USAGE = 2
+    AUTH = 3
+    #: stopped early by an outage or an exhausted daily quota: resume later
+    STOPPED = 4
+    #: the report could not be written; the journal holds every outcome
+    REPORT_UNWRITTEN = 5
+    #: verify: no cancel refused, some still pending
+    PENDING = 6
+    INTERRUPTED = 130
 
 
 class EInvoiceStatus(StrEnum):

@@ -26,7 +26,7 @@ import orjson
 from .config import describe_tenant, tenant_mismatch
 from .model import DONE, REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
 
-REPORT_FORMATS = (".csv", ".xlsx", ".jsonl")
+REPORT_FORMATS = (".csv", ".xlsx", ".jsonl", ".parquet")
 #: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
 SERVER_TEXT = ("error_code", "error_message", "zuora_request_id", "process_id")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -61,7 +61,7 @@ def check_report_path(path: Path) -> None:
     """Refuse a report path we could only fail to write, before anything is sent."""
     if path.suffix.lower() not in REPORT_FORMATS:
         raise ReportError(f"--report {path}: unsupported format {path.suffix or '(none)'!r}; "
-                          "use a name ending in .csv, .xlsx or .jsonl")
+                          "use a name ending in .csv, .xlsx, .jsonl or .parquet")
     if not path.parent.exists():
         raise ReportError(f"--report {path}: the folder {path.parent} does not exist")
     if path.is_dir():
@@ -538,8 +538,14 @@ class _XlsxSink:
         pass
 
 
+def _parquet_sink(path: Path, header: list[str]) -> _Sink:
+    from .frames import ParquetSink  # pandas/pyarrow only when asked
+
+    return ParquetSink(path, header)
+
+
 _SINKS: dict[str, Callable[[Path, list[str]], _Sink]] = {
-    ".csv": _CsvSink, ".jsonl": _JsonlSink, ".xlsx": _XlsxSink,
+    ".csv": _CsvSink, ".jsonl": _JsonlSink, ".xlsx": _XlsxSink, ".parquet": _parquet_sink,
 }
 
 

@@ -20,6 +20,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from .flow import Window
+from .logs import get_logger
 from .model import (
     Answer,
     CancelJob,
@@ -274,7 +275,7 @@ class Runner:
         self._clock = clock or Clock()
         self._rng = rng or random.Random()
         # bound once: a lazy proxy would rebuild the logger on every per-row event
-        self._log = log or structlog.get_logger("batch_cancel.runner").bind()
+        self._log = log or get_logger("batch_cancel.runner").bind()
         self._on_sent = on_sent
         spread = min(1.0, limits.concurrency / limits.rate) if limits.rate else 1.0
         self._gate = PauseGate(self._clock, self._nap, self._rng, spread, lambda: self.stopping)

@@ -22,10 +22,12 @@ from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target, tenant_identity
 from .loader import LoadedInput, LoadOptions, load
+from .logs import get_logger
 from .model import (
     SETTLED_STATUSES,
     CancelState,
     EInvoiceStatus,
+    ExitCode,
     SourceRow,
     Status,
     cancel_state,
@@ -73,6 +75,13 @@ class VerifySummary:
         return self.counts.get(EInvoiceStatus.CANCEL_FAILED, 0) > 0
 
     @property
+    def exit_code(self) -> int:
+        """1 when a cancel was refused, 6 while some are still pending, else 0."""
+        if self.any_refused:
+            return ExitCode.ROWS_FAILED
+        return ExitCode.PENDING if self.pending else ExitCode.OK
+
+    @property
     def pending(self) -> int:
         """Accepted cancels not settled yet (in progress, unknown status, or not read)."""
         return self.checked - sum(self.counts.get(s, 0) for s in SETTLED_STATUSES)
@@ -102,8 +111,12 @@ async def verify_async(options: VerifyOptions, loaded: LoadedInput | None = None
     if journal.exists():
         tenant = tenant_identity(options.target, options.settings, options.credentials.client_id)
         check_same_tenant(journal, read_journal(journal).header, tenant, "verify")
-    log = structlog.get_logger("batch_cancel.verify")
-    structlog.contextvars.bind_contextvars(run_id=secrets.token_hex(6))
+    with structlog.contextvars.bound_contextvars(run_id=secrets.token_hex(6)):
+        return await _verify(options, loaded)
+
+
+async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
+    log = get_logger("batch_cancel.verify")
     pending = {row.row: row for row in to_check(loaded)}
     states: dict[int, dict[str, str]] = {}
     deadline = time.monotonic() + options.until
