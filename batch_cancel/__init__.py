@@ -1,7 +1,10 @@
 """batch-cancel: cancel Zuora e-invoices in bulk from a spreadsheet, safely and fast.
 
-The library mirrors the command line: `run` (cancel), `verify` (follow accepted cancels to
-the tax authority's answer); `preflight` lives in `batch_cancel.preflight`.
+The library mirrors the command line with one keyword call per command: `cancel` (a file or
+a DataFrame in, a `CommandResult` with the report as a DataFrame out) and `verify` (follow
+accepted cancels to the tax authority's answer); `read_report` reads any report as text
+columns; nothing is logged until `configure_logging` is called. The 0.1 API (`run` with
+`RunOptions`, `verify` with `VerifyOptions`) keeps working.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,23 +16,33 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 from .api import RunOptions, exit_code, run
 from .config import Settings, Target, resolve_target
+from .frames import read_report
+from .library import CommandResult, CommandSummary, UsageError, cancel, verify
 from .loader import LoadOptions
-from .model import Status, Summary
-from .verify import VerifyOptions, VerifySummary, verify
+from .logs import configure_logging
+from .model import ExitCode, Status, Summary
+from .verify import VerifyOptions, VerifySummary
 from .zuora import Credentials
 
 __all__ = [
+    "CommandResult",
+    "CommandSummary",
     "Credentials",
+    "ExitCode",
     "LoadOptions",
     "RunOptions",
     "Settings",
     "Status",
     "Summary",
     "Target",
+    "UsageError",
     "VerifyOptions",
     "VerifySummary",
     "__version__",
+    "cancel",
+    "configure_logging",
     "exit_code",
+    "read_report",
     "resolve_target",
     "run",
     "verify",

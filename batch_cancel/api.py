@@ -20,14 +20,16 @@ from typing import Protocol
 
 import structlog
 
-from .config import Settings, Target
+from .config import Settings, Target, tenant_identity
 from .loader import LoadedInput, LoadOptions, load
-from .model import CancelJob, Outcome, Status, Summary
+from .logs import get_logger
+from .model import CancelJob, ExitCode, Outcome, Status, Summary
 from .report import (
     Journal,
     JournalState,
     ReportWriter,
     check_report_path,
+    check_same_tenant,
     default_report_path,
     journal_path,
     read_journal,
@@ -85,6 +87,12 @@ class RunOptions:
         """The write-ahead journal beside the report."""
         return journal_path(self.report)
 
+    @property
+    def tenant(self) -> dict[str, str]:
+        """The tenant this run acts on, as the journal records it."""
+        client_id = self.credentials.client_id if self.credentials else ""
+        return tenant_identity(self.target, self.settings, client_id)
+
 
 @dataclass(slots=True)
 class Plan:
@@ -101,7 +109,18 @@ class Plan:
             if state is None:
                 yield row.job
             elif not state.is_finished(row.row):
-                yield replace(row.job, in_doubt=row.row in state.in_doubt)
+                yield replace(row.job, in_doubt=row.in_doubt or row.row in state.in_doubt)
+
+    def in_doubt_fallbacks(self) -> dict[int, Outcome]:
+        """The report's word for each row in doubt that gets no outcome in this run (a hard
+        stop before its worker reached it): still in doubt, never plain not_attempted."""
+        doubtful = {row.row for row in self.loaded.to_send() if row.in_doubt}
+        if self.journal is not None:
+            doubtful |= {n for n in self.journal.in_doubt if not self.journal.is_finished(n)}
+        message = ("in doubt: the run stopped before the earlier request could be checked; "
+                   "--resume reads it first")
+        return {n: Outcome(n, Status.FAILED, error_message=message, in_doubt=True)
+                for n in doubtful}
 
     def settled(self) -> dict[int, Outcome]:
         """Outcomes a resume keeps from the journal."""
@@ -132,7 +151,8 @@ def prepare(options: RunOptions) -> Plan:
     if options.resume and options.overwrite:
         raise RunError("--resume and --overwrite contradict each other; pass one")
     if options.resume:
-        return Plan(loaded, digest, _journal_to_resume(journal, options.input_path, digest))
+        return Plan(loaded, digest, _journal_to_resume(journal, options.input_path, digest,
+                                                       options.tenant))
     existing = [str(p) for p in (report, journal) if p.exists()]
     if existing and not options.overwrite:
         raise RunError(
@@ -143,11 +163,13 @@ def prepare(options: RunOptions) -> Plan:
     return Plan(loaded, digest)
 
 
-def _journal_to_resume(journal: Path, input_path: Path, digest: str) -> JournalState:
+def _journal_to_resume(journal: Path, input_path: Path, digest: str,
+                       tenant: dict[str, str]) -> JournalState:
     if not journal.exists():
         raise RunError(f"nothing to resume: no journal at {journal}. Was --report the same as "
                        "in the run to resume?")
     state = read_journal(journal)
+    check_same_tenant(journal, state.header, tenant, "--resume")
     if state.header.get("input_sha256") not in (None, digest):
         raise RunError(
             f"{input_path} changed since the run recorded in {journal} started; resuming "
@@ -182,9 +204,14 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
     and rows in doubt marked so, for `--resume`.
     """
     plan = plan or prepare(options)
-    log = structlog.get_logger("batch_cancel")
     run_id = secrets.token_hex(6)
-    structlog.contextvars.bind_contextvars(run_id=run_id)
+    # bound for this run only: a long-lived worker's later logs must not carry it
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        return await _run(options, plan, run_id)
+
+
+async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
+    log = get_logger("batch_cancel")
     to_send, in_doubt = plan.to_send()
     log.info("run.started", input=str(options.input_path), report=str(options.report),
              target=options.target.name, base_url=options.target.base_url or "(simulator)",
@@ -209,7 +236,7 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
             "run_id": run_id, "input": str(options.input_path),
             "input_sha256": plan.input_sha256, "report": str(options.report),
             "target": options.target.name, "base_url": options.target.base_url,
-            "resumed": options.resume, "started_at": started_at,
+            "tenant": options.tenant, "resumed": options.resume, "started_at": started_at,
         })
     except BaseException:
         report.abort()
@@ -225,7 +252,7 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
         context = {"input": str(options.input_path), "target": options.target.name,
                    "base_url": options.target.base_url or "(built-in simulator)",
                    "run_id": run_id, "started_at": started_at, "finished_at": _utc_now()}
-        summary = report.finish(context)
+        summary = report.finish(context, plan.in_doubt_fallbacks())
         summary.elapsed = time.monotonic() - started
         summary.sent_rows = tally.sent
         if runner is not None and runner.stop_kind is not None:
@@ -260,14 +287,18 @@ class _Progress:
 async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: ZuoraClient,
                     journal: Journal, report: ReportWriter, tally: _Progress,
                     log: structlog.typing.FilteringBoundLogger) -> None:
-    """Authenticate, then let the runner send every row, journalling each outcome."""
+    """Authenticate, then let the runner send every row, journalling each outcome.
+
+    If authentication fails the runner still takes every row, stopped: each gets its outcome
+    (not_attempted, or failed and still in doubt) in the journal and the report.
+    """
+    progress = options.progress
     try:
         await client.authenticate()
     except AuthenticationError as exc:
         runner.stop(f"authentication failed: {exc}", StopKind.AUTH)
         log.error("run.auth_failed", error=str(exc))
-        return
-    progress = options.progress
+        progress = None
 
     def on_outcome(outcome: Outcome) -> None:
         journal.record(outcome)
@@ -318,7 +349,7 @@ def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
             task.cancel()
             return
         runner.stop(f"interrupted ({signum.name})", StopKind.INTERRUPTED)
-        structlog.get_logger("batch_cancel").warning(
+        get_logger("batch_cancel").warning(
             "run.interrupting", grace=grace,
             hint=f"in-flight requests get {grace:g} s; press Ctrl-C again to stop at once")
         deadline.append(loop.call_later(grace, task.cancel))
@@ -365,13 +396,15 @@ def _dry_summary(plan: Plan) -> Summary:
 
 
 #: Exit codes for runs that stopped early, by `StopKind`.
-STOP_EXIT_CODES = {StopKind.INTERRUPTED: 130, StopKind.AUTH: 3, StopKind.OUTAGE: 4,
-                   StopKind.QUOTA: 4}
+STOP_EXIT_CODES = {StopKind.INTERRUPTED: ExitCode.INTERRUPTED, StopKind.AUTH: ExitCode.AUTH,
+                   StopKind.OUTAGE: ExitCode.STOPPED, StopKind.QUOTA: ExitCode.STOPPED}
 
 
 def exit_code(summary: Summary) -> int:
     """The process exit code a summary stands for (see the README's table)."""
+    if summary.report_error:
+        return ExitCode.REPORT_UNWRITTEN
     if summary.stop_kind:
         return STOP_EXIT_CODES[StopKind(summary.stop_kind)]
-    return 0 if summary.complete else 1
+    return ExitCode.OK if summary.complete else ExitCode.ROWS_FAILED
 

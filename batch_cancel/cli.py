@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -36,13 +37,13 @@ from .config import (
     resolve_target,
 )
 from .loader import InputError, LoadOptions
-from .model import Status
+from .model import ExitCode, Status
 from .progress import ConsoleLines, RichProgress, make_console, plan_text, summary_text
 from .report import ReportError
 from .zuora import AuthenticationError, Credentials
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_USAGE = ExitCode.USAGE
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 class UsageFailure(click.ClickException):
@@ -62,7 +63,25 @@ def _statuses(value: str | None) -> frozenset[Status] | None:
                            f"{', '.join(s.value for s in Status)}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _RecordingGroup(click.Group):
+    """Keeps the arguments as typed, so a message can give the exact command to run next."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["batch_cancel.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _resume_command() -> str:
+    """The command as typed, with --resume instead of --overwrite (secrets are never flags)."""
+    ctx = click.get_current_context()
+    argv = [a for a in ctx.meta.get("batch_cancel.argv", []) if a != "--overwrite"]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join([ctx.find_root().info_name or "batch-cancel", *argv])
+
+
+@click.group(cls=_RecordingGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="batch-cancel")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML file of named profiles (default: config.toml in the user's config "
@@ -142,6 +161,12 @@ def _profile_path(key: str) -> Path | None:
               help="Seconds per request.")
 @click.option("--only", help="With a report as INPUT: re-run only rows whose status is in this "
               "comma-separated list (default: failed,not_attempted,invalid).")
+@click.option("--include-final", is_flag=True,
+              help="With a report as INPUT: also re-send failed rows whose answer was final "
+              "(not found, not cancelable) that you did not edit.")
+@click.option("--require-reference", is_flag=True,
+              help="Reason 01 rows without a documentReferenceID are invalid (default: a "
+              "warning).")
 @click.option("--dry-run", is_flag=True, help="Read, validate and print the plan; send nothing.")
 @click.option("--yes", is_flag=True,
               help="Do not ask for confirmation (asked before cancelling on a production env).")
@@ -173,7 +198,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 env_name: str | None, base_url: str | None, simulate: bool, concurrency: int,
                 tenant_share: float, concurrency_429: str, rate: float | None,
                 max_attempts: int, timeout: float, only: str | None,
-                dry_run: bool, yes: bool, resume: bool, overwrite: bool,
+                include_final: bool, require_reference: bool, dry_run: bool, yes: bool,
+                resume: bool, overwrite: bool,
                 outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
                 default_reason: str | None, encoding: str | None, track_id_prefix: str,
@@ -213,7 +239,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         input_path=input_path, target=target, credentials=credentials, report_path=report_path,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
                          reason_column=reason_column, reference_column=reference_column,
-                         default_reason=default_reason, only=_statuses(only)),
+                         default_reason=default_reason, only=_statuses(only),
+                         require_reference=require_reference, include_final=include_final),
         settings=settings, dry_run=dry_run, overwrite=overwrite, resume=resume, grace=grace,
         progress=progress,
     )
@@ -235,7 +262,11 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         click.echo(f"Interrupted; the report, if written, is at {options.report}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     click.echo(summary_text(summary))
-    if summary.stop_kind in ("outage", "quota", "interrupted"):
+    if summary.report_error:
+        click.echo(f"Could not write the report {options.report} ({summary.report_error}). "
+                   f"Every outcome is in the journal {options.journal}; rebuild the report "
+                   f"(nothing is sent again) with: {_resume_command()}")
+    elif summary.stop_kind in ("outage", "quota", "interrupted"):
         click.echo("To continue later, run the same command with --resume.")
     sys.exit(api.exit_code(summary))
 
@@ -264,6 +295,9 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
 @click.option("--reason-column", help="Column holding the reason code.")
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
 @click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
+@click.option("--require-reference", is_flag=True,
+              help="Reason 01 rows without a documentReferenceID are invalid (default: a "
+              "warning).")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Most requests in flight.")
@@ -276,7 +310,8 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                       env_name: str | None, base_url: str | None, sheet: str | None,
                       key_column: str | None, reason_column: str | None,
                       reference_column: str | None, default_reason: str | None,
-                      encoding: str | None, concurrency: int, tenant_share: float,
+                      require_reference: bool, encoding: str | None, concurrency: int,
+                      tenant_share: float,
                       rate: float | None, log_format: str | None) -> None:
     """Say what `run` would do with INPUT, without cancelling anything.
 
@@ -297,7 +332,8 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                                               key_column=key_column,
                                               reason_column=reason_column,
                                               reference_column=reference_column,
-                                              default_reason=default_reason))
+                                              default_reason=default_reason,
+                                              require_reference=require_reference))
     except (ConfigError, InputError) as exc:
         raise UsageFailure(str(exc)) from None
     report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")
@@ -308,7 +344,7 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
             result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
         except AuthenticationError as exc:
             click.echo(f"authentication failed: {exc}", err=True)
-            sys.exit(3)
+            sys.exit(ExitCode.AUTH)
         for verdict, count in sorted(result.counts.items()):
             click.echo(f"  {verdict:<34}{count:>8}")
     else:
@@ -343,7 +379,8 @@ def verify_command(report_path: Path, output_path: Path | None, env_name: str | 
     Reads each accepted cancel's e-invoice until it is Cancelled or CancelFailed (or --until
     passes) and writes the report again with einvoice_status, einvoice_error_code,
     einvoice_error_message and verified_at. CancelFailed rows get the status cancel_failed:
-    send them again with `run REPORT --only cancel_failed`. Exit 0 only if all reached Cancelled.
+    send them again with `run REPORT --only cancel_failed`. Exit 0 when all reached Cancelled,
+    1 when some ended CancelFailed, 6 when some are still pending (run verify again later).
     """
     from .verify import VerifyOptions, load_report, verify_async
 
@@ -363,13 +400,17 @@ def verify_command(report_path: Path, output_path: Path | None, env_name: str | 
     options = VerifyOptions(report_path, target, _credentials(), output_path, settings, until)
     try:
         summary = asyncio.run(verify_async(options, loaded))
+    except ReportError as exc:
+        raise UsageFailure(str(exc)) from None
     except AuthenticationError as exc:
         click.echo(f"authentication failed: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(ExitCode.AUTH)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.counts.items())) or "none"
     click.echo(f"Verified {summary.checked} accepted cancels: {counts}")
     click.echo(f"Report: {summary.report_path}")
-    sys.exit(0 if summary.all_cancelled else 1)
+    if summary.pending and not summary.any_refused:
+        click.echo(f"{summary.pending} still pending: run verify again later.")
+    sys.exit(summary.exit_code)
 
 
 def _credentials() -> Credentials:
@@ -409,6 +450,20 @@ def _credentials() -> Credentials:
 @click.option("--drop", type=float, default=0.0, help="Share of connections dropped.")
 @click.option("--retryable-false", type=float, default=0.0,
               help="Share answered 200 success:false (lock contention).")
+@click.option("--drop-after-apply", type=float, default=0.0,
+              help="Share of cancels applied, then the connection dropped.")
+@click.option("--truncated-after-apply", type=float, default=0.0,
+              help="Share of cancels applied, then a 200 with a cut-off body.")
+@click.option("--html-504-after-apply", type=float, default=0.0,
+              help="Share of cancels applied, then a gateway's HTML 504 page.")
+@click.option("--slow", type=float, default=0.0,
+              help="Share of cancels applied, then answered after --slow-seconds.")
+@click.option("--slow-before-apply", type=float, default=0.0,
+              help="Share of cancels answered after --slow-seconds, applied only then.")
+@click.option("--slow-seconds", type=float, default=30.0, show_default=True,
+              help="How slow a slow answer is.")
+@click.option("--cancel-delay", type=float, default=2.0, show_default=True,
+              help="Seconds from an accepted cancel to Cancelled (or CancelFailed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fault injection seed.")
 def simulate_command(host: str, port: int, **knobs: float | int | None) -> None:
     """Serve the built-in Zuora simulator for manual trials (not a real tenant)."""

@@ -5,6 +5,7 @@ A target is resolved once, here, so that no other module guesses which tenant it
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import stat
@@ -81,6 +82,39 @@ class Target:
             if self.name == family or self.name.startswith(family + "-"):
                 return rate
         return DEFAULT_CUSTOM_RATE
+
+
+def tenant_identity(target: Target, settings: Settings, client_id: str) -> dict[str, str]:
+    """What names one tenant (and the slice of it a run acts on), for the journal's header.
+
+    The OAuth client id is kept only as a hash: enough to tell two tenants apart, nothing a
+    reader of the journal can use. The built-in simulator is one tenant per run, named so.
+    """
+    if target.name == "simulator":
+        return {"env": "simulator"}
+    return {"env": target.name, "base_url": target.base_url.rstrip("/"),
+            "entity_ids": settings.entity_ids, "org_ids": settings.org_ids,
+            "client_id_sha256": hashlib.sha256(client_id.encode()).hexdigest()[:16]}
+
+
+def describe_tenant(identity: dict[str, str]) -> str:
+    """A tenant identity in one line, for error messages."""
+    if identity.get("env") == "simulator":
+        return "the built-in simulator"
+    parts = [f"{identity.get('env', '?')} {identity.get('base_url', '?')}"]
+    for key, label in (("entity_ids", "entity"), ("org_ids", "org"),
+                       ("client_id_sha256", "client id sha256")):
+        if identity.get(key):
+            parts.append(f"{label} {identity[key]}")
+    return ", ".join(parts)
+
+
+def tenant_mismatch(recorded: dict[str, str], current: dict[str, str]) -> list[str]:
+    """The fields in which two tenant identities differ (only fields both recorded count,
+    so a journal written before a field existed is judged on what it has)."""
+    keys = [k for k in ("env", "base_url", "entity_ids", "org_ids", "client_id_sha256")
+            if k in recorded or k in current]
+    return [k for k in keys if recorded.get(k, current.get(k)) != current.get(k, recorded.get(k))]
 
 
 @dataclass(frozen=True, slots=True)

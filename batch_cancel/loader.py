@@ -17,7 +17,7 @@ import json
 import re
 import zipfile
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
@@ -93,6 +93,10 @@ class LoadOptions:
     reference_column: str | None = None
     default_reason: str | None = None
     only: frozenset[Status] | None = None
+    #: reason 01 without a documentReferenceID is `invalid` rather than a warning
+    require_reference: bool = False
+    #: a report fed back in re-sends rows whose earlier answer was final (not found, ...)
+    include_final: bool = False
 
 
 @dataclass(slots=True)
@@ -132,7 +136,7 @@ def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
         # was read before the columns were looked at: read on, so that error wins.
         deque(blocks, maxlen=0)
         raise
-    rows = _plain_rows(blocks, layout)
+    rows = reference_rule(_plain_rows(blocks, layout), options.require_reference)
     _check_not_empty(path, rows)
     return LoadedInput(path, list(layout.passthrough), rows,
                        key_column=columns[layout.key],
@@ -840,6 +844,24 @@ def make_row(number: int, key: str, reason: str, reference: str, cells: tuple[st
                      status=Status.INVALID if problem else None, message=problem)
 
 
+#: Why a reason-01 row without a documentReferenceID is flagged.
+MISSING_REFERENCE = ("reason 01 without a documentReferenceID: Zuora accepts it, but Mexico's "
+                     "SAT requires the replacing document for motive 01")
+
+
+def reference_rule(rows: list[SourceRow], require: bool) -> list[SourceRow]:
+    """Flag reason-01 rows that name no replacing document: a warning the plan and the
+    report carry, or (`--require-reference`) `invalid`, never sent."""
+    out = []
+    for row in rows:
+        if row.status is None and row.reason == "01" and not row.document_reference_id:
+            row = (replace(row, status=Status.INVALID, message=MISSING_REFERENCE
+                           + "; fill the reference column or drop --require-reference")
+                   if require else replace(row, warning=MISSING_REFERENCE))
+        out.append(row)
+    return out
+
+
 def mark_duplicates(rows: list[SourceRow]) -> list[SourceRow]:
     """A row whose key an earlier sendable row already has is `duplicate`, pointing at it.
 
@@ -849,7 +871,7 @@ def mark_duplicates(rows: list[SourceRow]) -> list[SourceRow]:
     """
     first: dict[str, int] = {}
     for row in rows:
-        if row.status in (None, Status.SUCCEEDED):
+        if row.status in (None, Status.SUCCEEDED, Status.SKIPPED):
             first.setdefault(row.invoice_key.lower(), row.row)
     out = []
     for row in rows:
@@ -865,18 +887,105 @@ def mark_duplicates(rows: list[SourceRow]) -> list[SourceRow]:
 
 #: Statuses re-run by default when a report is the input: never `succeeded` (a second cancel).
 DEFAULT_RERUN = frozenset({Status.FAILED, Status.NOT_ATTEMPTED, Status.INVALID})
+#: Zuora error categories no resend can change (not found, invalid value, not cancelable...):
+#: such a `failed` row is sent again only once the user edits it, or with --include-final.
+FINAL_CATEGORIES = frozenset({10, 11, 20, 21, 22, 23, 27, 30, 40, 45, 90})
+_INPUT_PREFIX = "input_"
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnColumns:
+    """The user's own key, reason and reference columns in a report (names in the report)."""
+
+    key: str | None
+    reason: str | None
+    reference: str | None
+
+
+def _own_columns(path: Path, passthrough: list[str], options: LoadOptions) -> _OwnColumns:
+    """Find, among a report's pass-through columns, the ones the original input had.
+
+    They hold what the user sees and edits; the derived `invoice_key`/`reason`/
+    `document_reference_id` are what batch-cancel made of them. A column renamed for the
+    report (`reason` became `input_reason`) is found under its original name.
+    """
+    original = {(c[len(_INPUT_PREFIX):] if c.startswith(_INPUT_PREFIX)
+                 and c[len(_INPUT_PREFIX):] in REPORT_COLUMNS else c): c for c in passthrough}
+    names = list(original)
+
+    def find(what: str, aliases: tuple[str, ...], override: str | None, flag: str) -> str | None:
+        if override is not None:
+            found = resolve_column(path, names, what, aliases, override, flag)
+        else:
+            try:
+                found = resolve_column(path, names, what, aliases, None, flag)
+            except InputError:  # two candidates: keep to the columns batch-cancel derived
+                return None
+        return None if found is None else original[found]
+
+    return _OwnColumns(
+        find("invoice key", KEY_ALIASES, options.key_column, "--key-column"),
+        find("reason", REASON_ALIASES, options.reason_column, "--reason-column"),
+        find("document reference", REFERENCE_ALIASES, options.reference_column,
+             "--reference-column"))
+
+
+def _user_fields(values: dict[str, str], own: _OwnColumns) -> tuple[str, str, str]:
+    """Key, reason and reference of a report row: the user's own cells win over derived ones.
+
+    An empty key or reason cell of the user's falls back to the derived value (the reason may
+    have come from --reason; the derived key may be what the user corrected); an emptied
+    reference is taken as meant (a reference given with the wrong reason is fixed so).
+    """
+    key = values[own.key] if own.key and values[own.key].strip() else values["invoice_key"]
+    reason = (values[own.reason] if own.reason and values[own.reason].strip()
+              else values.get("reason", ""))
+    reference = (values[own.reference] if own.reference
+                 else values.get("document_reference_id", ""))
+    return key, reason, reference
+
+
+def _edited(values: dict[str, str], key: str, reason: str, reference: str) -> bool:
+    """Whether the user changed what a row sends since the report was written."""
+    return (key.strip() != values["invoice_key"].strip()
+            or normalise_reason(reason) != values.get("reason", "").strip()
+            or reference.strip() != values.get("document_reference_id", "").strip())
+
+
+def final_failure(values: dict[str, str]) -> bool:
+    """A `failed` row whose answer no resend can change: Zuora refused it for good, and no
+    request of ours is in doubt (timeouts, 5xx, stopped runs and in-doubt rows can change)."""
+    if values.get("status", "").strip() != Status.FAILED or _was_in_doubt(values):
+        return False
+    code = values.get("error_code", "").strip()
+    return code.isdigit() and int(code) % 100 in FINAL_CATEGORIES
+
+
+def _was_in_doubt(values: dict[str, str]) -> bool:
+    """The report marks rows whose last request may have been applied; reports written before
+    the `in_doubt` column said so only in the message."""
+    if "in_doubt" in values:
+        return values["in_doubt"].strip() == "yes"
+    return values.get("error_message", "").startswith("in doubt")
 
 
 def _load_report(path: Path, columns: list[str], records: list[tuple[int, list[str]]],
                  options: LoadOptions) -> LoadedInput:
-    """Rows of an earlier report: selected statuses are re-validated, the rest carried over."""
+    """Rows of an earlier report: selected statuses are re-validated, the rest carried over.
+
+    A selected row is re-sent with the user's own cells (so a corrected cell is what goes
+    out), in doubt if the report says so; a `failed` row Zuora refused for good is left out
+    unless the user edited it or passes --include-final.
+    """
     only = options.only if options.only is not None else DEFAULT_RERUN
     if Status.SUCCEEDED in only:
         raise InputError("--only succeeded is refused: those invoices are already cancelled, "
                          "and a second cancel is what batch-cancel never sends")
     passthrough = [c for c in columns if c not in REPORT_COLUMNS]
     names = tuple(passthrough)
+    own = _own_columns(path, passthrough, options)
     rows: list[SourceRow] = []
+    left_out: Counter[str] = Counter()
     for number, cells in records:
         values = dict(zip(columns, cells, strict=True))
         extra = tuple(values[c] for c in passthrough)
@@ -889,21 +998,35 @@ def _load_report(path: Path, columns: list[str], records: list[tuple[int, list[s
         except ValueError as exc:
             raise InputError(f"{path}: row {number} has status {values['status']!r}, which is "
                              f"not one of {', '.join(s.value for s in Status)}") from exc
+        key, reason, reference = _user_fields(values, own)
+        resend = earlier in only and (options.include_final or not final_failure(values)
+                                      or _edited(values, key, reason, reference))
+        if resend:
+            row = make_row(original, key, reason, reference, extra, names)
+            if row.status is None and _was_in_doubt(values):
+                row = replace(row, in_doubt=True)
+            rows.append(row)
+            continue
         if earlier in only:
-            rows.append(make_row(original, values["invoice_key"], values.get("reason", ""),
-                                 values.get("document_reference_id", ""), extra, names))
-        else:
-            carried = {c: values.get(c, "") for c in REPORT_COLUMNS}
-            rows.append(SourceRow(row=original, invoice_key=values["invoice_key"].strip(),
-                                  reason=values.get("reason", "").strip(),
-                                  document_reference_id=values.get("document_reference_id", ""),
-                                  cells=extra, columns=names, status=earlier,
-                                  message=values.get("error_message", ""), carried=carried))
+            left_out[values.get("error_code", "").strip()] += 1
+        carried = {c: values.get(c, "") for c in REPORT_COLUMNS}
+        rows.append(SourceRow(row=original, invoice_key=values["invoice_key"].strip(),
+                              reason=values.get("reason", "").strip(),
+                              document_reference_id=values.get("document_reference_id", ""),
+                              cells=extra, columns=names, status=earlier,
+                              message=values.get("error_message", ""), carried=carried))
     _check_not_empty(path, rows)
     numbers = [r.row for r in rows]
     if len(set(numbers)) != len(numbers):
         raise InputError(f"{path}: the report's 'row' column repeats a row number; "
                          "was the report edited? Restore unique row numbers")
-    return LoadedInput(path, passthrough, mark_duplicates(rows), is_report=True,
-                       key_column="invoice_key", reason_column="reason",
-                       reference_column="document_reference_id")
+    notes = []
+    if left_out:
+        codes = ", ".join(f"{code} x{n}" for code, n in left_out.most_common(5))
+        notes.append(f"left out: {left_out.total()} failed rows whose answer was final "
+                     f"({codes}); edit them, or pass --include-final to send them again")
+    return LoadedInput(path, passthrough,
+                       mark_duplicates(reference_rule(rows, options.require_reference)),
+                       is_report=True, key_column=own.key or "invoice_key",
+                       reason_column=own.reason or "reason",
+                       reference_column=own.reference or "document_reference_id", notes=notes)

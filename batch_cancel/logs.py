@@ -1,7 +1,11 @@
-"""structlog set-up: console lines for people, JSON lines for schedulers.
+"""structlog set-up: console lines for people, JSON lines for schedulers; silent in a library.
 
 Events go to stderr so stdout stays for the plan and the summary. Every event carries the
 run's `run_id`. A last processor masks any configured secret that reaches an event anyway.
+
+As a library, batch-cancel logs nothing until logging is configured: by `configure_logging`
+(the CLI does it for every command), or by the caller's own `structlog.configure`, whose
+pipeline it then joins. A notebook or an Airflow task is not flooded with per-row lines.
 """
 
 from __future__ import annotations
@@ -39,6 +43,29 @@ class SecretMask:
                         value = value.replace(secret, "***")
                     event[key] = value
         return event
+
+
+#: The logger a library call gets while nobody configured logging: every event is dropped.
+_SILENT = structlog.wrap_logger(
+    structlog.ReturnLogger(), processors=[],
+    wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """The package's logger: structlog's when logging is configured, else a silent one."""
+    if structlog.is_configured():
+        return cast(structlog.typing.FilteringBoundLogger, structlog.get_logger(name))
+    return cast(structlog.typing.FilteringBoundLogger, _SILENT)
+
+
+def configure_logging(format: str = "json", level: str = "info",
+                      stream: Stream | None = None, secrets: Iterable[str] = ()) -> None:
+    """Turn batch-cancel's events on: `format` "json" (one object per line, for schedulers)
+    or "console" (for people), events at `level` and above, written to `stream` (stderr by
+    default), with each of `secrets` masked. This configures structlog for the process."""
+    if format not in LOG_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(LOG_FORMATS)}, not {format!r}")
+    configure(format, level, secrets, stream)
 
 
 def configure(log_format: str = "console", level: str = "info", secrets: Iterable[str] = (),

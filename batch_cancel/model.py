@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 
 class Status(StrEnum):
@@ -23,6 +23,88 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     #: set by `verify`: Zuora accepted the cancel, then the tax authority refused it
     CANCEL_FAILED = "cancel_failed"
+
+
+class ExitCode(IntEnum):
+    """The process exit codes, one table for the CLI, the library and the README."""
+
+    OK = 0
+    #: some rows in the run's scope failed, were invalid or were not attempted
+    ROWS_FAILED = 1
+    #: bad input or usage: nothing was sent
+    USAGE = 2
+    AUTH = 3
+    #: stopped early by an outage or an exhausted daily quota: resume later
+    STOPPED = 4
+    #: the report could not be written; the journal holds every outcome
+    REPORT_UNWRITTEN = 5
+    #: verify: no cancel refused, some still pending
+    PENDING = 6
+    INTERRUPTED = 130
+
+
+class EInvoiceStatus(StrEnum):
+    """An invoice's `eInvoiceStatus` as Zuora spells it (the SDK's enum, plus the documented
+    "RetrieveTimeout"). Zuora may add values: code reads them as plain strings and treats one
+    it does not know as unsettled, never as success or failure (see `cancel_state`)."""
+
+    PROCESSING = "Processing"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    CONDITIONAL_SUCCESS = "ConditionalSuccess"
+    APPROVED_BY_AUTHORITY = "ApprovedByAuthority"
+    REJECTED = "Rejected"
+    GENERATED = "Generated"
+    CANCEL_PROCESSING = "CancelProcessing"
+    CANCELLED = "Cancelled"
+    CANCEL_FAILED = "CancelFailed"
+    RETRIEVE_TIMEOUT = "RetrieveTimeout"
+
+
+class CancelState(StrEnum):
+    """What an `eInvoiceStatus` says of a cancel: the one reading every module shares."""
+
+    #: a cancel was accepted (on its way to, or done by, the tax authority)
+    ACCEPTED = "accepted"
+    #: the tax authority refused a cancel that Zuora had accepted
+    REFUSED = "refused"
+    #: no cancel is applied: the e-invoice is in a state of its own
+    NOT_APPLIED = "not_applied"
+    #: a status batch-cancel does not know, or the vendor is slow: nothing can be concluded
+    UNSETTLED = "unsettled"
+
+
+#: Statuses in which Zuora accepts a cancel (approved e-invoices).
+CANCELABLE_STATUSES: frozenset[str] = frozenset({EInvoiceStatus.SUCCESS})
+_ACCEPTED = frozenset({EInvoiceStatus.CANCEL_PROCESSING, EInvoiceStatus.CANCELLED})
+_NOT_APPLIED = frozenset({
+    EInvoiceStatus.PROCESSING, EInvoiceStatus.SUCCESS, EInvoiceStatus.FAILED,
+    EInvoiceStatus.SKIPPED, EInvoiceStatus.CONDITIONAL_SUCCESS,
+    EInvoiceStatus.APPROVED_BY_AUTHORITY, EInvoiceStatus.REJECTED, EInvoiceStatus.GENERATED,
+})
+#: Statuses after which the tax authority has had its say: `verify` stops polling.
+SETTLED_STATUSES: frozenset[str] = frozenset({EInvoiceStatus.CANCELLED,
+                                              EInvoiceStatus.CANCEL_FAILED})
+
+
+def cancel_state(status: str) -> CancelState:
+    """What an `eInvoiceStatus` value says of a cancel; an unknown value is unsettled."""
+    if status in _ACCEPTED:
+        return CancelState.ACCEPTED
+    if status == EInvoiceStatus.CANCEL_FAILED:
+        return CancelState.REFUSED
+    if status in _NOT_APPLIED:
+        return CancelState.NOT_APPLIED
+    return CancelState.UNSETTLED
+
+
+def unsettled_hint(status: str) -> str:
+    """What a user can do about an unsettled status (Zuora's own remedy where it has one)."""
+    if status == EInvoiceStatus.RETRIEVE_TIMEOUT:
+        return ("the tax vendor is slow to answer; run Zuora's \"Resync E-Invoice Status\" "
+                "action on the invoice, then verify again")
+    return "a status batch-cancel does not know; check the invoice in Zuora"
 
 
 #: Statuses that leave nothing to do for a row: a run of only these (and duplicates of them)
@@ -44,6 +126,7 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "zuora_request_id",
     "process_id",
     "finished_at",
+    "in_doubt",
 )
 
 #: The columns that must be present for a file to be read back as a report.
@@ -91,6 +174,10 @@ class SourceRow:
     carried: dict[str, str] | None = None
     duplicate_of: int | None = None
     columns: tuple[str, ...] = ()
+    #: an earlier run left this row in doubt (read back from its report): read before sending
+    in_doubt: bool = False
+    #: sent all the same, but the user should know (e.g. reason 01 without a reference)
+    warning: str = ""
 
     @property
     def extra(self) -> dict[str, str]:
@@ -115,7 +202,8 @@ class SourceRow:
     @property
     def job(self) -> CancelJob:
         """The cancel call this row asks for."""
-        return CancelJob(self.row, self.invoice_key, self.reason, self.document_reference_id)
+        return CancelJob(self.row, self.invoice_key, self.reason, self.document_reference_id,
+                         self.in_doubt)
 
 
 class Verdict(StrEnum):
@@ -216,6 +304,8 @@ class Summary:
     stop_reason: str = ""
     #: why the run stopped early ("interrupted", "auth", "outage", "quota"), "" if it did not
     stop_kind: str = ""
+    #: why the report could not be written ("" if it was); the journal holds every outcome
+    report_error: str = ""
 
     @property
     def interrupted(self) -> bool:

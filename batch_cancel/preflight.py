@@ -4,8 +4,9 @@
 sendable invoice (under the same concurrency cap and pacing) and says per row: cancelable
 (`eInvoiceStatus` Success), already cancelled or in progress, not found, or not in a cancelable
 state. It writes a report in the run's format: cancelable rows are `not_attempted` (so
-`run PREFLIGHT-REPORT --only not_attempted` sends exactly those), the others `failed` with the
-reason, and a `preflight` column holds the verdict.
+`run PREFLIGHT-REPORT --only not_attempted` sends exactly those), rows already cancelled or in
+progress `skipped` (nothing left to do), the others `failed` with the reason, and a
+`preflight` column holds the verdict.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiolimiter import AsyncLimiter
 from .config import Settings, Target
 from .flow import ASSUMED_TENANT_LIMIT
 from .loader import LoadedInput
-from .model import Outcome, SourceRow, Status
+from .model import CancelState, EInvoiceStatus, Outcome, SourceRow, Status, cancel_state
 from .report import write_report
 from .verify import read_invoices
 from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
@@ -50,10 +51,10 @@ class PreflightResult:
 def verdict_of(state: InvoiceState) -> tuple[str, str]:
     """The verdict for one read invoice, and a message for the report."""
     status = state.einvoice_status
-    if status == "Success":
+    if status == EInvoiceStatus.SUCCESS:
         return CANCELABLE, ""
-    if status in ("CancelProcessing", "Cancelled"):
-        return ALREADY, f"eInvoiceStatus is {status}: nothing to cancel"
+    if status is not None and cancel_state(status) is CancelState.ACCEPTED:
+        return ALREADY, f"already {status} before this run; nothing to send"
     if state.answer.http_status == 404 or (state.answer.category == 40):
         return NOT_FOUND, state.answer.error_message or "invoice not found"
     if status is None:
@@ -103,11 +104,11 @@ async def check_async(loaded: LoadedInput, target: Target, credentials: Credenti
         verdict, message = verdict_of(state) if state else (UNKNOWN, "not read (429s)")
         result.verdicts[row.row] = verdict
         result.counts[verdict] += 1
-        status = Status.NOT_ATTEMPTED if verdict == CANCELABLE else Status.FAILED
+        status = _PLAN_STATUS.get(verdict, Status.FAILED)
         answer = state.answer if state else None
         outcomes[row.row] = Outcome(
             row.row, status, answer.http_status if answer else None,
-            answer.error_code if answer and verdict == NOT_FOUND else "",
+            answer.error_code if answer and verdict in (NOT_FOUND, UNKNOWN) else "",
             message or "cancelable: eInvoiceStatus is Success",
             zuora_request_id=answer.zuora_request_id if answer else "")
     result.to_send = result.counts[CANCELABLE]
@@ -115,6 +116,10 @@ async def check_async(loaded: LoadedInput, target: Target, credentials: Credenti
     if report_path is not None:
         write_plan(report_path, loaded, outcomes, result.verdicts)
     return result
+
+
+#: A verdict's status in the plan report; the rest are `failed` with the reason.
+_PLAN_STATUS = {CANCELABLE: Status.NOT_ATTEMPTED, ALREADY: Status.SKIPPED}
 
 
 def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,

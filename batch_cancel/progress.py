@@ -126,6 +126,14 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
         lines.append(f"  row {row.row}: {row.message}")
     if by_status[Status.INVALID] > len(invalid):
         lines.append(f"  ... and {by_status[Status.INVALID] - len(invalid)} more invalid rows")
+    warned = [row for row in to_send if row.warning]
+    if warned:
+        lines.append(f"warning: {len(warned)} rows: {warned[0].warning} (--require-reference "
+                     "makes them invalid)")
+        lines.extend(f"  row {row.row}: {row.invoice_key}" for row in warned[:10])
+        if len(warned) > 10:
+            lines.append(f"  ... and {len(warned) - 10} more")
+    lines.extend(loaded.notes)
     return "\n".join(lines)
 
 
@@ -140,7 +148,9 @@ def summary_text(summary: Summary) -> str:
         lines.append("Top errors:")
         for code, count, message in summary.top_errors:
             lines.append(f"  {code:<12} x{count:<6} {message[:120]}")
-    if summary.report_path:
+    if summary.report_path and summary.report_error:
+        lines.append(f"Report: NOT WRITTEN to {summary.report_path}")
+    elif summary.report_path:
         lines.append(f"Report: {summary.report_path}")
     return "\n".join(lines)
 

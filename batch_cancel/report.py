@@ -23,9 +23,10 @@ from typing import IO, Protocol
 
 import orjson
 
+from .config import describe_tenant, tenant_mismatch
 from .model import DONE, REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
 
-REPORT_FORMATS = (".csv", ".xlsx", ".jsonl")
+REPORT_FORMATS = (".csv", ".xlsx", ".jsonl", ".parquet")
 #: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
 SERVER_TEXT = ("error_code", "error_message", "zuora_request_id", "process_id")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -60,13 +61,26 @@ def check_report_path(path: Path) -> None:
     """Refuse a report path we could only fail to write, before anything is sent."""
     if path.suffix.lower() not in REPORT_FORMATS:
         raise ReportError(f"--report {path}: unsupported format {path.suffix or '(none)'!r}; "
-                          "use a name ending in .csv, .xlsx or .jsonl")
+                          "use a name ending in .csv, .xlsx, .jsonl or .parquet")
     if not path.parent.exists():
         raise ReportError(f"--report {path}: the folder {path.parent} does not exist")
     if path.is_dir():
         raise ReportError(f"--report {path}: is a folder; name a file")
-    if not os.access(path.parent, os.W_OK):
-        raise ReportError(f"--report {path}: the folder {path.parent} is not writable")
+    try:  # try it rather than ask os.access: root, ACLs and network shares all lie to it
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ReportError(f"--report {path}: cannot write in the folder {path.parent} "
+                          f"({exc.strerror or exc}); choose another --report") from None
+    if path.exists():
+        try:  # a report open in Excel on Windows is locked: find out now, not after the run
+            with path.open("ab"):
+                pass
+        except OSError as exc:
+            raise ReportError(f"--report {path}: the file cannot be written "
+                              f"({exc.strerror or exc}); is it open in another program? "
+                              "Close it, or choose another --report") from None
 
 
 def _private_open(path: Path, mode: str) -> IO[str]:
@@ -219,6 +233,36 @@ def read_journal(path: Path) -> JournalState:
     return state
 
 
+def recorded_tenant(header: dict[str, object]) -> dict[str, str]:
+    """The tenant a journal header names (older journals: from their target and base URL)."""
+    tenant = header.get("tenant")
+    if isinstance(tenant, dict):
+        return {str(k): str(v) for k, v in tenant.items()}
+    name = str(header.get("target") or "")
+    if not name:
+        return {}
+    if name == "simulator":
+        return {"env": "simulator"}
+    return {"env": name, "base_url": str(header.get("base_url") or "").rstrip("/")}
+
+
+def check_same_tenant(journal: Path, header: dict[str, object], tenant: dict[str, str],
+                      what: str) -> None:
+    """Refuse to carry one tenant's outcomes over to another: a journal belongs to one tenant.
+
+    A resume pointed at another tenant would report the first tenant's cancels as done there
+    (a sandbox run, then production with --resume pasted along).
+    """
+    recorded = recorded_tenant(header)
+    differs = tenant_mismatch(recorded, tenant) if recorded else []
+    if differs:
+        raise ReportError(
+            f"{what}: {journal} belongs to another tenant ({describe_tenant(recorded)}) than "
+            f"this run's ({describe_tenant(tenant)}); they differ in {', '.join(differs)}. "
+            "Nothing was sent. For a run on this tenant, choose another --report (or pass "
+            "--overwrite to replace that report and journal)")
+
+
 def _outcome_from(record: dict[str, object]) -> Outcome:
     names = {f.name for f in fields(Outcome)}
     values = {k: v for k, v in record.items() if k in names}
@@ -227,6 +271,9 @@ def _outcome_from(record: dict[str, object]) -> Outcome:
 
 
 def _columns(row: SourceRow, outcome: Outcome) -> dict[str, str]:
+    message = outcome.error_message
+    if row.warning:
+        message = f"{message}; warning: {row.warning}" if message else f"warning: {row.warning}"
     return {
         "row": str(row.row),
         "invoice_key": row.invoice_key,
@@ -235,12 +282,13 @@ def _columns(row: SourceRow, outcome: Outcome) -> dict[str, str]:
         "status": outcome.status.value,
         "http_status": "" if outcome.http_status is None else str(outcome.http_status),
         "error_code": outcome.error_code,
-        "error_message": outcome.error_message,
+        "error_message": message,
         "attempts": str(outcome.attempts),
         "track_id": outcome.track_id,
         "zuora_request_id": outcome.zuora_request_id,
         "process_id": outcome.process_id,
         "finished_at": outcome.finished_at,
+        "in_doubt": "yes" if outcome.in_doubt else "",
     }
 
 
@@ -267,6 +315,8 @@ class ReportWriter:
         self._cursor = 0
         self._pending: dict[int, Outcome] = {}
         self._tally = _Tally(rows)
+        #: why the report could not be written ("" while all is well)
+        self.error: str | None = None
         header = [*input_columns, *REPORT_COLUMNS]
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -280,7 +330,19 @@ class ReportWriter:
         return len(self._pending)
 
     def add(self, outcome: Outcome) -> None:
-        """Take one row's outcome; write every row that is now ready, in order."""
+        """Take one row's outcome; write every row that is now ready, in order.
+
+        A write that fails (disk full, say) stops the writing, not the run: every outcome is
+        in the journal, and `finish` says the report must be rebuilt from it.
+        """
+        if self.error is not None:
+            return
+        try:
+            self._add(outcome)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _add(self, outcome: Outcome) -> None:
         self._pending[outcome.row] = outcome
         rows, cursor = self._rows, self._cursor
         while cursor < len(rows):
@@ -297,20 +359,33 @@ class ReportWriter:
 
     def finish(self, context: dict[str, str] | None = None,
                outcomes: Mapping[int, Outcome] | None = None) -> Summary:
-        """Write the remaining rows, close and rename the file; return the counts."""
+        """Write the remaining rows, close and rename the file; return the counts.
+
+        If the report cannot be written, the summary's `report_error` says why (the file is
+        not left half-written); the caller tells the user how to rebuild it from the journal.
+        """
         try:
-            for row in self._rows[self._cursor:]:
-                outcome = self._pending.pop(row.row, None)
-                if outcome is None and outcomes is not None:
-                    outcome = outcomes.get(row.row)
-                self._emit(row, outcome)
-            self._cursor = len(self._rows)
-            self._sink.close(self._tally.summary_lines(context or {}))
-            os.replace(self._temp, self.path)
+            if self.error is None:
+                for row in self._rows[self._cursor:]:
+                    outcome = self._pending.pop(row.row, None)
+                    if outcome is None and outcomes is not None:
+                        outcome = outcomes.get(row.row)
+                    self._emit(row, outcome)
+                self._cursor = len(self._rows)
+                self._sink.close(self._tally.summary_lines(context or {}))
+                os.replace(self._temp, self.path)
+        except OSError as exc:
+            self._fail(exc)
         except BaseException:
             self.abort()
             raise
-        return self._tally.summary(self.path)
+        summary = self._tally.summary(self.path)
+        summary.report_error = self.error or ""
+        return summary
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
+        self.abort()
 
     def abort(self) -> None:
         """Drop the unfinished file."""
@@ -341,8 +416,10 @@ def _report_columns(row: SourceRow, outcome: Outcome | None) -> dict[str, str]:
 class _Tally:
     """Counts per status, top error codes, and whether the run is complete, row by row.
 
-    Complete means every row succeeded or duplicates a row that did; only the statuses of
-    rows some duplicate points at are kept for that, not one per row.
+    Complete means every row in this run's scope succeeded or was skipped, or duplicates such
+    a row; only the statuses of rows some duplicate points at are kept for that, not one per
+    row. Rows carried over from an earlier report are outside the scope: they keep their
+    status in the report and the counts, but did not happen in this run.
     """
 
     def __init__(self, rows: list[SourceRow]) -> None:
@@ -359,12 +436,12 @@ class _Tally:
         self.counts[status] += 1
         if row.row in self._owners:
             self._owner_status[row.row] = status
-        if status is Status.DUPLICATE:
+        if status is Status.DUPLICATE and row.carried is None:
             self._duplicates.append(row.duplicate_of or _owner_from_message(columns))
-        elif status not in DONE:
+        elif status not in DONE and status is not Status.DUPLICATE and row.carried is None:
             self._incomplete = True
         if status is Status.FAILED:
-            code = columns["error_code"] or columns["http_status"] or "(no code)"
+            code = columns["error_code"] or _status_label(columns["http_status"])
             self.errors[code] += 1
             self.first_message.setdefault(code, columns["error_message"])
 
@@ -382,6 +459,12 @@ class _Tally:
             self._owner_status.get(owner) in DONE for owner in self._duplicates)
         return Summary(counts={status: self.counts.get(status, 0) for status in Status},
                        top_errors=self.top_errors(), report_path=str(path), complete=complete)
+
+
+def _status_label(http_status: str) -> str:
+    """What stands for an error code when Zuora gave none: an HTTP error status, never a 200."""
+    return f"HTTP {http_status}" if http_status and not http_status.startswith("2") else (
+        "(no code)")
 
 
 def _owner(row: SourceRow) -> int:
@@ -455,8 +538,14 @@ class _XlsxSink:
         pass
 
 
+def _parquet_sink(path: Path, header: list[str]) -> _Sink:
+    from .frames import ParquetSink  # pandas/pyarrow only when asked
+
+    return ParquetSink(path, header)
+
+
 _SINKS: dict[str, Callable[[Path, list[str]], _Sink]] = {
-    ".csv": _CsvSink, ".jsonl": _JsonlSink, ".xlsx": _XlsxSink,
+    ".csv": _CsvSink, ".jsonl": _JsonlSink, ".xlsx": _XlsxSink, ".parquet": _parquet_sink,
 }
 
 

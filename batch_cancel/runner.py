@@ -20,13 +20,23 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from .flow import Window
-from .model import Answer, CancelJob, Outcome, Status, Verdict
+from .logs import get_logger
+from .model import (
+    Answer,
+    CancelJob,
+    CancelState,
+    Outcome,
+    Status,
+    Verdict,
+    cancel_state,
+    unsettled_hint,
+)
 from .zuora import AuthenticationError, InvoiceState
 
-#: e-invoice states that mean a cancel was already accepted.
-CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 #: Zuora's category for a business-rule refusal, e.g. "already cancelling".
 CATEGORY_RULE = 30
+#: Zuora's category for "not found".
+CATEGORY_NOT_FOUND = 40
 #: A RateLimit window this long or longer is a daily quota: at 0 the run stops, no pause helps.
 DAY = 86400
 
@@ -233,12 +243,23 @@ class Breaker:
 
 @dataclass(slots=True)
 class _RowState:
-    """What a worker knows of the row it holds, for an outcome if it is stopped mid-row."""
+    """What a worker knows of the row it holds, for an outcome if it is stopped mid-row.
+
+    `doubt`: a request of ours may have been applied and no read has settled it yet (it
+    starts true for a row an earlier run left in doubt). `ever_doubt`: some request of ours
+    could have been applied, settled or not; a later "already cancelled" is then ours.
+    """
 
     attempts: int = 0
     in_flight: bool = False
     doubt: bool = False
+    ever_doubt: bool = False
     last: Answer | None = None
+
+    @classmethod
+    def of(cls, job: CancelJob) -> _RowState:
+        """The state a job starts in: in doubt if an earlier run left it so."""
+        return cls(doubt=job.in_doubt, ever_doubt=job.in_doubt)
 
 
 class Runner:
@@ -254,7 +275,7 @@ class Runner:
         self._clock = clock or Clock()
         self._rng = rng or random.Random()
         # bound once: a lazy proxy would rebuild the logger on every per-row event
-        self._log = log or structlog.get_logger("batch_cancel.runner").bind()
+        self._log = log or get_logger("batch_cancel.runner").bind()
         self._on_sent = on_sent
         spread = min(1.0, limits.concurrency / limits.rate) if limits.rate else 1.0
         self._gate = PauseGate(self._clock, self._nap, self._rng, spread, lambda: self.stopping)
@@ -307,8 +328,8 @@ class Runner:
                    for n in range(self._limits.concurrency)]
         try:
             for job in jobs:
-                if self.stopping:
-                    finish(self._not_attempted(job, _RowState()))
+                if self.stopping:  # a row in doubt stays in doubt: never plain not_attempted
+                    finish(self._stopped_outcome(job, _RowState.of(job)))
                     continue
                 await queue.put(job)
             for _ in workers:
@@ -323,9 +344,9 @@ class Runner:
     async def _worker(self, queue: asyncio.Queue[CancelJob | None],
                       on_outcome: OutcomeSink) -> None:
         while (job := await queue.get()) is not None:
-            state = _RowState()
+            state = _RowState.of(job)
             if self.stopping:
-                on_outcome(self._not_attempted(job, state))
+                on_outcome(self._stopped_outcome(job, state))
                 continue
             try:
                 outcome = await self._process(job, state)
@@ -348,17 +369,19 @@ class Runner:
     # --- one row ------------------------------------------------------------------------
 
     async def _process(self, job: CancelJob, state: _RowState) -> Outcome:
-        """Try one job until it succeeds, fails for good, runs out of attempts, or the run stops."""
+        """Try one job until it succeeds, fails for good, runs out of attempts, or the run stops.
+
+        A cancel that may have been applied is never sent again before a read of the invoice
+        says it was not: that read is the only guard, since the PUT has no idempotency key.
+        """
         track_id = self.track_id(job.row)
         label = "verified after resume" if job.in_doubt else "verified after retry"
-        state.doubt = job.in_doubt
-        ever_in_doubt = job.in_doubt
         counted = 0  # attempts that count against --max-attempts
         while True:
             if state.doubt:
-                verified = await self._verify(job, track_id, state, label)
-                if verified is not None:
-                    return verified
+                settled = await self._settle_doubt(job, track_id, state, label)
+                if settled is not None:
+                    return settled
             probe = await self._start()
             if self.stopping:
                 return self._stopped_outcome(job, state)
@@ -371,16 +394,12 @@ class Runner:
                                           state)
             if answer.verdict is Verdict.SUCCEEDED:
                 return self._answered(job, state, answer)
+            if answer.in_doubt or (answer.category == CATEGORY_RULE and state.ever_doubt):
+                state.doubt = state.ever_doubt = True
             if answer.verdict is Verdict.FINAL:
-                if ever_in_doubt and answer.category == CATEGORY_RULE:
-                    state.doubt = True  # refused: perhaps because our earlier request worked
-                    verified = await self._verify(job, track_id, state, label, patient=True)
-                    if verified is not None:
-                        return verified
-                    return replace(self._answered(job, state, answer), in_doubt=state.doubt)
+                if answer.category == CATEGORY_RULE or answer.in_doubt:
+                    return await self._final_check(job, track_id, state, answer, label)
                 return self._answered(job, state, answer)
-            state.doubt = answer.in_doubt
-            ever_in_doubt = ever_in_doubt or answer.in_doubt
             if not (answer.outage_like and self._breaker.is_open):
                 counted += 1
             if counted >= self._limits.max_attempts:
@@ -454,15 +473,10 @@ class Runner:
             return True
         return window_before <= 1
 
-    async def _verify(self, job: CancelJob, track_id: str, state: _RowState,
-                      label: str, patient: bool = False) -> Outcome | None:
-        """Read the invoice before resending after an answer that leaves the cancel in doubt.
-
-        Returns the outcome when the invoice settles it (cancel accepted, or refused by the tax
-        authority), else None: the invoice is still cancelable, or could not be read (a resend
-        is then still safe: Zuora refuses a second cancel, and that refusal is checked too).
-        A `patient` check, the last word on a row, retries a read that met a 429 or a 5xx.
-        """
+    async def _read_invoice(self, job: CancelJob, track_id: str,
+                            state: _RowState) -> InvoiceState | Outcome:
+        """Read the invoice, retrying a read that met a 429, a 5xx or no answer (up to
+        --max-attempts reads, with backoff); an outcome if the run stopped meanwhile."""
         reads = 0
         while True:
             probe = await self._start()
@@ -477,34 +491,77 @@ class Runner:
                 raise
             self._after_answer(read.answer, probe, cancel=False)
             reads += 1
-            if (not patient or read.answer.verdict is not Verdict.RETRY
+            if (read.einvoice_status is not None or read.answer.verdict is not Verdict.RETRY
                     or reads >= self._limits.max_attempts):
-                break
+                return read
             if self._gate.until <= self._clock.now():  # else a 429 paused the pool already
                 await self._nap(self._limits.backoff.delay(reads, self._rng))
+
+    async def _settle_doubt(self, job: CancelJob, track_id: str, state: _RowState,
+                            label: str) -> Outcome | None:
+        """Before a resend after an answer that leaves the cancel in doubt, read the invoice.
+
+        Returns the row's outcome when the read settles it (accepted: succeeded; refused by
+        the tax authority: failed), or when nothing can be concluded (unreadable, or a status
+        batch-cancel does not know): failed and still in doubt, never resent. None means the
+        invoice says no cancel was applied, so sending is safe.
+        """
+        read = await self._read_invoice(job, track_id, state)
+        if isinstance(read, Outcome):
+            return read
         status = read.einvoice_status
-        if status in CANCEL_ACCEPTED:
+        if status is None and read.answer.category == CATEGORY_NOT_FOUND:
+            state.doubt = False  # no such invoice: nothing was applied; the cancel says so
+            return None
+        verdict = cancel_state(status) if status is not None else None
+        if verdict is CancelState.NOT_APPLIED:
             state.doubt = False
-            answer = replace(read.answer, verdict=Verdict.SUCCEEDED,
-                             error_message=f"{label}: eInvoiceStatus is {status}")
-            return self._answered(job, state, answer)
-        if status == "CancelFailed":
-            state.doubt = False
-            answer = replace(read.answer, verdict=Verdict.FINAL,
-                             error_message="eInvoiceStatus is CancelFailed after an earlier "
-                                           "attempt: the tax authority refused the cancel")
-            return self._answered(job, state, answer)
-        if status is not None:
-            state.doubt = False  # the invoice says the cancel was not applied
-        return None
+            return None
+        if verdict is CancelState.ACCEPTED:
+            return self._read_outcome(job, state, read, Status.SUCCEEDED,
+                                      f"{label}: eInvoiceStatus is {status}")
+        if verdict is CancelState.REFUSED:
+            return self._read_outcome(job, state, read, Status.FAILED,
+                                      "eInvoiceStatus is CancelFailed after an earlier attempt: "
+                                      "the tax authority refused the cancel")
+        return self._unsettled(job, state, read)
+
+    async def _final_check(self, job: CancelJob, track_id: str, state: _RowState,
+                           answer: Answer, label: str) -> Outcome:
+        """A refusal for the invoice's state (category 30), or a final answer we cannot read:
+        one read says whether a cancel is in place, and whose it is.
+
+        Accepted and some request of ours could have done it: `succeeded`. Accepted and none
+        could: it was cancelled before this run, `skipped`. Otherwise Zuora's refusal stands.
+        """
+        read = await self._read_invoice(job, track_id, state)
+        if isinstance(read, Outcome):
+            return read
+        status = read.einvoice_status
+        verdict = cancel_state(status) if status is not None else None
+        if verdict is CancelState.ACCEPTED and state.ever_doubt:
+            return self._read_outcome(job, state, read, Status.SUCCEEDED,
+                                      f"{label}: eInvoiceStatus is {status}")
+        if verdict is CancelState.ACCEPTED:
+            return self._read_outcome(job, state, read, Status.SKIPPED,
+                                      f"already {status} before this run; not sent again")
+        if verdict is CancelState.REFUSED and state.ever_doubt:
+            return self._read_outcome(job, state, read, Status.FAILED,
+                                      "eInvoiceStatus is CancelFailed after an earlier attempt: "
+                                      "the tax authority refused the cancel")
+        if state.doubt and verdict in (None, CancelState.UNSETTLED):
+            return self._unsettled(job, state, read)
+        if verdict is not None:
+            state.doubt = False  # the invoice says where it stands: the refusal is the answer
+        return replace(self._answered(job, state, answer), in_doubt=state.doubt)
 
     async def _give_up(self, job: CancelJob, track_id: str, state: _RowState, answer: Answer,
                        label: str) -> Outcome:
         """Out of attempts: if the last answer left the cancel in doubt, read the invoice first."""
         if state.doubt and not self.stopping:
-            verified = await self._verify(job, track_id, state, label, patient=True)
-            if verified is not None:
-                return verified
+            settled = await self._settle_doubt(job, track_id, state, label)
+            if settled is not None:
+                return settled
         message = f"{answer.error_message} (gave up after {state.attempts} attempts)".strip()
         outcome = Outcome.from_answer(job, replace(answer, verdict=Verdict.FINAL,
                                                    error_message=message),
@@ -565,6 +622,28 @@ class Runner:
     def _answered(self, job: CancelJob, state: _RowState, answer: Answer) -> Outcome:
         return Outcome.from_answer(job, answer, state.attempts, self.track_id(job.row), _now())
 
+    def _read_outcome(self, job: CancelJob, state: _RowState, read: InvoiceState,
+                      status: Status, message: str) -> Outcome:
+        """An outcome a read of the invoice decided: the doubt is over."""
+        state.doubt = False
+        answer = read.answer
+        return Outcome(job.row, status, answer.http_status, read.einvoice_error_code, message,
+                       state.attempts, self.track_id(job.row), answer.zuora_request_id,
+                       answer.process_id, _now())
+
+    def _unsettled(self, job: CancelJob, state: _RowState, read: InvoiceState) -> Outcome:
+        """The read could not settle the doubt: failed, still in doubt, and not sent again."""
+        status = read.einvoice_status
+        if status is None:
+            why = f"the invoice could not be read ({read.answer.error_message or 'no answer'})"
+        else:
+            why = f"eInvoiceStatus is {status}: {unsettled_hint(status)}"
+        answer = read.answer
+        return Outcome(job.row, Status.FAILED, answer.http_status, answer.error_code,
+                       f"in doubt, not sent again: {why}; --resume reads it first",
+                       state.attempts, self.track_id(job.row), answer.zuora_request_id,
+                       answer.process_id, _now(), in_doubt=True)
+
     def _outcome(self, job: CancelJob, state: _RowState, status: Status, message: str,
                  in_doubt: bool = False) -> Outcome:
         last = state.last or Answer(Verdict.FINAL)
@@ -578,7 +657,7 @@ class Runner:
 
     def _stopped_outcome(self, job: CancelJob, state: _RowState) -> Outcome:
         """A row the run stopped in the middle of: unsent, or in doubt, or surely not applied."""
-        if state.doubt or (job.in_doubt and state.attempts == 0):
+        if state.doubt:
             return self._outcome(job, state, Status.FAILED,
                                  f"in doubt: stopped ({self.stop_reason}) before the earlier "
                                  "request could be checked; --resume checks it first",
@@ -591,7 +670,7 @@ class Runner:
                              f"last answer: {last}")
 
     def _interrupted(self, job: CancelJob, state: _RowState) -> Outcome:
-        if state.in_flight or state.doubt or job.in_doubt:
+        if state.in_flight or state.doubt:
             return self._outcome(job, state, Status.FAILED,
                                  "in doubt: interrupted while a request was in flight; the "
                                  "cancel may have been applied (--resume checks it first)",

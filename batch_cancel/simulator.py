@@ -32,6 +32,7 @@ import secrets
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote
@@ -73,6 +74,7 @@ _CONCURRENCY_MESSAGE: Final = (
     "Please resubmit your request later."
 )
 _HTML_502: Final = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+_HTML_504: Final = "<html><body><h1>504 Gateway Time-out</h1></body></html>"
 _VALID_REASONS: Final = frozenset({"01", "02", "03", "04"})
 _ALLOWED_FIELDS: Final = frozenset({"reason", "documentReferenceID"})
 _MAX_SHOWN: Final = 64
@@ -125,6 +127,13 @@ class SimulatorConfig:
     slow: float = 0.0
     slow_seconds: float = 30.0
     retryable_false: float = 0.0
+    #: the cancel is applied, then a 200 whose body was cut off by a proxy (not JSON)
+    truncated_after_apply: float = 0.0
+    #: the cancel is applied, then the gateway's HTML 504 page instead of Zuora's answer
+    html_504_after_apply: float = 0.0
+    #: the answer takes slow_seconds and only then is the cancel applied (a client that gave up
+    #: waiting sees nothing applied yet, and the cancel lands later)
+    slow_before_apply: float = 0.0
     #: share of /v1 requests (cancel and read) answered with a rate 429 before any work
     storm_429: float = 0.0
     #: Retry-After seconds on a storm 429; None sends no Retry-After (RateLimit-Reset only)
@@ -178,6 +187,9 @@ class SimulatorConfig:
             ("drop_after_apply", self.drop_after_apply),
             ("slow", self.slow),
             ("retryable_false", self.retryable_false),
+            ("truncated_after_apply", self.truncated_after_apply),
+            ("html_504_after_apply", self.html_504_after_apply),
+            ("slow_before_apply", self.slow_before_apply),
         )
 
 
@@ -262,6 +274,9 @@ class Simulator:
         """All state lives on the instance, so several simulators can run in one process."""
         self.config = config if config is not None else SimulatorConfig()
         self.stats = SimulatorStats()
+        #: called with the key after each accepted cancel: lets a test change the world at a
+        #: chosen point of a run (take the report's place, stop the process ...)
+        self.on_accept: Callable[[str], None] | None = None
         self._invoices: dict[str, _Invoice] = {}
         self._tokens: dict[str, float] = {}
         self._cancel_attempts: dict[str, int] = {}
@@ -311,6 +326,13 @@ class Simulator:
         """Current eInvoiceStatus of ``key`` (None if the key does not exist)."""
         invoice = self._lookup(key)
         return None if invoice is None else self._settle(invoice)
+
+    def set_status(self, key: str, status: str) -> None:
+        """Put an invoice's e-invoice in any status, one Zuora may add included (tests)."""
+        invoice = self._lookup(key)
+        if invoice is None:
+            raise KeyError(key)
+        invoice.status, invoice.settles_at = status, None
 
     def issued_tokens(self) -> list[str]:
         """Every access token issued so far (tests grep outputs for them)."""
@@ -595,7 +617,7 @@ class Simulator:
 
     def _decorate(self, request: web.Request, response: web.Response, limits: _Limits) -> None:
         """Add Zuora's per-response headers; a proxy 502 has none, a 500 lacks the limit ones."""
-        if response.status == 502:
+        if response.status in (502, 504):  # the gateway's page: Zuora never saw it
             return
         headers = response.headers
         headers["Zuora-Request-Id"] = str(uuid.uuid4())
@@ -669,9 +691,15 @@ class Simulator:
             raise _Dropped
         if fault in _EARLY_FAULTS:
             return _early_fault(fault)
+        if fault == "slow_before_apply":
+            await asyncio.sleep(self.config.slow_seconds)
         response = self._process_cancel(key, body)
         if fault == "drop_after_apply":
             raise _Dropped  # processed (applied if valid), answer lost: the in-doubt case
+        if fault == "truncated_after_apply":
+            return web.Response(status=200, body=b'{"success": tr', content_type="application/json")
+        if fault == "html_504_after_apply":
+            return web.Response(status=504, text=_HTML_504, content_type="text/html")
         if fault == "slow":
             await asyncio.sleep(self.config.slow_seconds)
         return response
@@ -716,6 +744,8 @@ class Simulator:
         invoice.will_fail = outcome_draw < self.config.cancel_failed_rate
         self.stats.accepted_cancels[key] = self.stats.accepted_cancels.get(key, 0) + 1
         self.stats.acceptances.append((key, time.monotonic()))
+        if self.on_accept is not None:
+            self.on_accept(key)
 
 
 # --------------------------------------------------------------------- helpers

@@ -20,15 +20,26 @@ from pathlib import Path
 import structlog
 from aiolimiter import AsyncLimiter
 
-from .config import Settings, Target
+from .config import Settings, Target, tenant_identity
 from .loader import LoadedInput, LoadOptions, load
-from .model import SourceRow, Status
-from .report import write_report
+from .logs import get_logger
+from .model import (
+    SETTLED_STATUSES,
+    CancelState,
+    EInvoiceStatus,
+    ExitCode,
+    SourceRow,
+    Status,
+    cancel_state,
+    unsettled_hint,
+)
+from .report import check_same_tenant, journal_path, read_journal, write_report
 from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
-                  "verified_at")
-SETTLED = frozenset({"Cancelled", "CancelFailed"})
+                  "verified_at", "verify_note")
+#: Kept for callers of 0.1: the statuses after which polling stops.
+SETTLED = SETTLED_STATUSES
 
 
 @dataclass(slots=True)
@@ -58,6 +69,23 @@ class VerifySummary:
         """Every accepted cancel reached `Cancelled`."""
         return self.checked > 0 and self.counts.get("Cancelled", 0) == self.checked
 
+    @property
+    def any_refused(self) -> bool:
+        """Some cancel ended `CancelFailed`: the tax authority refused it."""
+        return self.counts.get(EInvoiceStatus.CANCEL_FAILED, 0) > 0
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a cancel was refused, 6 while some are still pending, else 0."""
+        if self.any_refused:
+            return ExitCode.ROWS_FAILED
+        return ExitCode.PENDING if self.pending else ExitCode.OK
+
+    @property
+    def pending(self) -> int:
+        """Accepted cancels not settled yet (in progress, unknown status, or not read)."""
+        return self.checked - sum(self.counts.get(s, 0) for s in SETTLED_STATUSES)
+
 
 def load_report(path: Path) -> LoadedInput:
     """A report with every row carried over as it is (nothing here is ever sent)."""
@@ -68,15 +96,27 @@ def load_report(path: Path) -> LoadedInput:
 def to_check(loaded: LoadedInput) -> list[SourceRow]:
     """Rows whose cancel was accepted and whose e-invoice has not settled yet."""
     return [row for row in loaded.rows
-            if row.status is Status.SUCCEEDED and row.extra.get("einvoice_status") not in SETTLED]
+            if row.status is Status.SUCCEEDED
+            and row.extra.get("einvoice_status") not in SETTLED_STATUSES]
 
 
 async def verify_async(options: VerifyOptions, loaded: LoadedInput | None = None
                        ) -> VerifySummary:
-    """Poll until every accepted cancel settles or the deadline passes; rewrite the report."""
+    """Poll until every accepted cancel settles or the deadline passes; rewrite the report.
+
+    Refuses (before any request) a report whose journal names another tenant.
+    """
     loaded = loaded or load_report(options.report_path)
-    log = structlog.get_logger("batch_cancel.verify")
-    structlog.contextvars.bind_contextvars(run_id=secrets.token_hex(6))
+    journal = journal_path(options.report_path)
+    if journal.exists():
+        tenant = tenant_identity(options.target, options.settings, options.credentials.client_id)
+        check_same_tenant(journal, read_journal(journal).header, tenant, "verify")
+    with structlog.contextvars.bound_contextvars(run_id=secrets.token_hex(6)):
+        return await _verify(options, loaded)
+
+
+async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
+    log = get_logger("batch_cancel.verify")
     pending = {row.row: row for row in to_check(loaded)}
     states: dict[int, dict[str, str]] = {}
     deadline = time.monotonic() + options.until
@@ -145,10 +185,25 @@ async def _round(client: ZuoraClient, pending: dict[int, SourceRow],
             "einvoice_error_code": read.einvoice_error_code,
             "einvoice_error_message": read.einvoice_error_message,
             "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "verify_note": verify_note(read.einvoice_status),
         }
-        if read.einvoice_status in SETTLED:
+        if read.einvoice_status in SETTLED_STATUSES:
             pending.pop(number, None)
     return pause
+
+
+def verify_note(status: str) -> str:
+    """What the e-invoice status means for the cancel, in words for the report."""
+    verdict = cancel_state(status)
+    if status == EInvoiceStatus.CANCELLED:
+        return "settled: cancelled by the tax authority"
+    if verdict is CancelState.REFUSED:
+        return "settled: the tax authority refused the cancel"
+    if verdict is CancelState.ACCEPTED:
+        return "pending: the tax authority has not answered yet"
+    if verdict is CancelState.NOT_APPLIED:
+        return f"pending: eInvoiceStatus {status} shows no cancel; check the invoice in Zuora"
+    return f"pending: {unsettled_hint(status)}"
 
 
 def _with_state(row: SourceRow, state: dict[str, str] | None) -> SourceRow:

@@ -283,6 +283,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
     category = int(code) % 100 if code.isdigit() else None
     retry = status in RETRY_STATUSES or category in RETRY_CATEGORIES
     in_doubt = status in RETRY_STATUSES - {429} or category in DOUBT_CATEGORIES
+    if not _readable(status, data, category):
+        # a 2xx we cannot read (cut off, HTML, no boolean `success`) may well be a cancel that
+        # took effect; so may any answer that carries neither a Zuora code nor a known status
+        retry, in_doubt = retry or 200 <= status < 300, True
+        message = f"unreadable answer, the cancel may have been applied: {message}"
     return Answer(
         Verdict.RETRY if retry else Verdict.FINAL,
         http_status=status,
@@ -299,6 +304,21 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
         concurrency_limit=limit,
         concurrency_remaining=free,
     )
+
+
+#: HTTP statuses whose meaning is known without a body: the request was not applied.
+_KNOWN_REFUSALS = frozenset({400, 401, 403, 404, 405, 409, 413, 414, 415, 422, 429})
+
+
+def _readable(status: int, data: Any, category: int | None) -> bool:
+    """Whether an answer says for sure what became of the request.
+
+    A 2xx must be a JSON object with a boolean `success`; anything else must carry a Zuora
+    reason code or a status that means "refused" (a 5xx is already treated as in doubt).
+    """
+    if 200 <= status < 300:
+        return isinstance(data, dict) and isinstance(data.get("success"), bool)
+    return category is not None or status in _KNOWN_REFUSALS or status >= 500
 
 
 def _int(value: str | None) -> int | None:

@@ -193,8 +193,8 @@ def special_row(rng: random.Random, kind: str, row: Row, earlier: list[Row], num
                             "(404)")
     if kind == "cancelled":
         return replace(row, key=f"INV-CANCELLED-{number:04d}",
-                       note="ON PURPOSE fails in the simulator: a CANCELLED key is already "
-                            "cancelled")
+                       note="ON PURPOSE skipped in the simulator: a CANCELLED key was "
+                            "already cancelled before the run")
     # Duplicates: the same invoice as an earlier ordinary row, as people re-paste it.
     original = rng.choice([r for r in earlier if not r.note.startswith("ON PURPOSE")])
     note = f"ON PURPOSE duplicate: same invoice as an earlier row ({original.key})"

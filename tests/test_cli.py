@@ -123,8 +123,8 @@ def test_report_fed_back_with_only_failed_reruns_just_those_rows(sim, cli, make_
     cli(*run_args(sim, path, "--report", str(first)), env=sim.env)
     before = sim.stats.cancel_requests
     second = path.with_name("second.report.csv")
-    result = cli(*run_args(sim, first, "--only", "failed", "--report", str(second)),
-                 env=sim.env)
+    result = cli(*run_args(sim, first, "--only", "failed", "--include-final",
+                           "--report", str(second)), env=sim.env)
     assert result.exit_code == 1, result.output
     assert sim.stats.cancel_requests - before == 1
     assert sim.stats.cancels()[-1].key == "INV-NOTFOUND-3"
@@ -156,8 +156,8 @@ def test_xlsx_and_jsonl_reports_round_trip(sim, cli, make_csv, suffix: str) -> N
     assert cli(*run_args(sim, path, "--report", str(report)), env=sim.env).exit_code == 1
     before = sim.stats.cancel_requests
     again = path.with_name("again.report.csv")
-    result = cli(*run_args(sim, report, "--only", "failed", "--report", str(again)),
-                 env=sim.env)
+    result = cli(*run_args(sim, report, "--only", "failed", "--include-final",
+                           "--report", str(again)), env=sim.env)
     assert result.exit_code == 1, result.output
     assert sim.stats.cancel_requests - before == 1
     assert [r["status"] for r in read_report(again)] == [

@@ -26,7 +26,7 @@ def test_xlsx_report_opens_on_a_summary_then_formatted_rows(sim, cli, make_csv) 
     assert summary["59210040"][:1] == (1,) and "not found" in summary["59210040"][1]
     rows = book["Rows"]
     assert rows.freeze_panes == "A2"
-    assert rows.auto_filter.ref == "A1:Q6"
+    assert rows.auto_filter.ref == "A1:R6"
     header = [c.value for c in rows[1]]
     status = header.index("status") + 1
     colours = {rows.cell(r, status).value: rows.cell(r, status).fill.fgColor.rgb

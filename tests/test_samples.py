@@ -29,6 +29,7 @@ NOTE_STATUS = (
     ("ON PURPOSE invalid", Status.INVALID),
     ("ON PURPOSE duplicate", Status.DUPLICATE),
     ("ON PURPOSE fails", Status.FAILED),
+    ("ON PURPOSE skipped", Status.SKIPPED),
 )
 
 
@@ -142,7 +143,7 @@ def test_each_on_purpose_row_ends_as_its_note_says(sample_run: SampleRun) -> Non
         if "NOTFOUND" in line["invoice_key"]:
             assert (line["http_status"], line["error_code"]) == ("404", "59210040")
         if "CANCELLED" in line["invoice_key"]:
-            assert (line["http_status"], line["error_code"]) == ("200", "59210030")
+            assert line["error_message"] == "already Cancelled before this run; not sent again"
 
 
 def test_simulator_accepted_one_cancel_per_succeeded_row(sample_run: SampleRun) -> None:

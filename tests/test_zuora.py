@@ -153,11 +153,39 @@ async def test_a_key_with_a_slash_is_cancelled_as_that_one_invoice(live_sim) -> 
     assert live_sim.stats.accepted_cancels == {"2024/INV-7": 1}
 
 
-def test_2xx_without_success_field_is_not_counted_as_success() -> None:
-    """An unexpected 2xx shape is not taken for an accepted cancel."""
+def test_2xx_without_success_field_is_in_doubt_not_a_verdict() -> None:
+    """An unexpected 2xx shape is neither success nor failure: the invoice must be read."""
     answer = classify(200, {}, body({"id": "x"}))
-    assert answer.verdict is Verdict.FINAL
+    assert (answer.verdict, answer.in_doubt) == (Verdict.RETRY, True)
     assert "success" in answer.error_message
+
+
+@pytest.mark.parametrize("raw", [b"", b'{"success": tr', b"<html>OK</html>", b"[true]",
+                                 b'{"success": "true"}', b"null"])
+def test_2xx_we_cannot_read_leaves_the_cancel_in_doubt(raw: bytes) -> None:
+    """Empty, cut-off, HTML, or JSON without a boolean success: in doubt, retried after a read."""
+    answer = classify(200, {}, raw)
+    assert (answer.verdict, answer.in_doubt) == (Verdict.RETRY, True)
+    assert answer.error_message.startswith("unreadable answer, the cancel may have been applied")
+
+
+def test_2xx_success_false_without_reasons_is_zuoras_refusal() -> None:
+    """`success: false` is Zuora's word: final, and not in doubt."""
+    answer = classify(200, {}, body({"success": False}))
+    assert (answer.verdict, answer.in_doubt) == (Verdict.FINAL, False)
+
+
+@pytest.mark.parametrize("status", [301, 302, 418, 451])
+def test_a_status_without_a_zuora_code_that_means_nothing_known_is_in_doubt(status: int) -> None:
+    """An answer the client cannot classify (odd status, no reason code) is in doubt."""
+    answer = classify(status, {}, b"<html>moved</html>")
+    assert answer.in_doubt is True
+
+
+def test_a_known_refusal_status_without_a_code_is_not_in_doubt() -> None:
+    """A plain 404 or 400 says the request was refused, body or not."""
+    assert classify(404, {}, b"").in_doubt is False
+    assert classify(400, {}, b"<html>bad</html>").in_doubt is False
 
 
 def test_empty_or_odd_json_bodies_do_not_crash() -> None:

@@ -1,0 +1,207 @@
+"""The Python face: one keyword call per command, typed results, the report as a DataFrame.
+
+`cancel`, `verify` (and `preflight`, see `batch_cancel.preflight`) take the same words as the
+command line, as keyword arguments, and return a `CommandResult`: a `summary` (counts by
+status name, the exit code the CLI would give, why a run stopped, the report path) and `rows`,
+the report read back as a `pandas.DataFrame` whose every column is text, exactly as written.
+
+Credentials default to `ZUORA_CLIENT_ID`/`ZUORA_CLIENT_SECRET` and the target to
+`ZUORA_BASE_URL`, as for the CLI. Nothing is logged unless the caller configured logging
+(`batch_cancel.configure_logging`). pandas is imported only when `rows` is first read.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+from . import api
+from .config import ConfigError, Settings, Target, resolve_target
+from .loader import InputError, LoadOptions
+from .model import Status, Summary
+from .report import ReportError
+from .verify import VerifyOptions, VerifySummary, verify_async
+from .zuora import Credentials
+
+if TYPE_CHECKING:
+    import pandas
+
+#: Keyword arguments of `cancel` that set how it sends (the CLI's limit flags).
+LIMIT_NAMES = frozenset({"concurrency", "rate", "max_attempts", "timeout", "tenant_share",
+                         "outage_window", "concurrency_429", "track_id_prefix",
+                         "entity_ids", "org_ids", "zuora_version"})
+
+
+class UsageError(ValueError):
+    """The call cannot run as asked (bad input, options or target); nothing was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSummary:
+    """What a command did, in plain values a scheduler can log or branch on."""
+
+    counts: Mapping[str, int]
+    exit_code: int
+    report_path: str
+    stop_reason: str = ""
+    #: why the report could not be written ("" when it was): exit code 5
+    report_error: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass(slots=True)
+class CommandResult:
+    """A command's summary and its report, read back as text columns on first use."""
+
+    summary: CommandSummary
+    _rows: Any = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> pandas.DataFrame:
+        """The report as a DataFrame: every column text, exactly as written."""
+        if self._rows is None:
+            from .frames import read_report
+
+            self._rows = read_report(self.summary.report_path)
+        return self._rows
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code the CLI would give (see the README's table)."""
+        return self.summary.exit_code
+
+
+def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
+           base_url: str | None = None, simulate: bool = False,
+           report: str | Path | None = None, credentials: Credentials | None = None,
+           resume: bool = False, overwrite: bool = False, dry_run: bool = False,
+           only: str | list[str] | None = None, key_column: str | None = None,
+           reason_column: str | None = None, reference_column: str | None = None,
+           default_reason: str | None = None, sheet: str | None = None,
+           require_reference: bool = False, include_final: bool = False,
+           grace: float = 30.0, **limits: Any) -> CommandResult:
+    """Cancel the e-invoices of `source` (a file path or a DataFrame) and write the report.
+
+    `limits` are the CLI's sending options as keywords: `concurrency`, `rate`, `max_attempts`,
+    `timeout`, `tenant_share`, `outage_window`, `concurrency_429`, `track_id_prefix`,
+    `entity_ids`, `org_ids`, `zuora_version`. Bad input or options raise `UsageError` before
+    anything is sent; once sending starts the report is written whatever happens, and the
+    summary's `exit_code` says how it ended.
+    """
+    target = _target(env, base_url, simulate)
+    options = api.RunOptions(
+        input_path=_source(source, report), target=target,
+        credentials=None if simulate or dry_run else credentials or _env_credentials(),
+        report_path=None if report is None else Path(report),
+        load=LoadOptions(sheet=sheet, key_column=key_column, reason_column=reason_column,
+                         reference_column=reference_column, default_reason=default_reason,
+                         only=_statuses(only), require_reference=require_reference,
+                         include_final=include_final),
+        settings=_settings(limits), dry_run=dry_run, overwrite=overwrite, resume=resume,
+        grace=grace, handle_signals=False)
+    try:
+        plan = api.prepare(options)
+    except (InputError, ReportError, api.RunError) as exc:
+        raise UsageError(str(exc)) from None
+    summary = api.run(options, plan)
+    return CommandResult(_command_summary(summary, api.exit_code(summary)))
+
+
+@overload
+def verify(report: VerifyOptions) -> VerifySummary: ...
+
+
+@overload
+def verify(report: str | Path, *, env: str | None = None, base_url: str | None = None,
+           credentials: Credentials | None = None, output: str | Path | None = None,
+           until: float = 600.0, concurrency: int = 10, rate: float | None = None,
+           timeout: float = 60.0) -> CommandResult: ...
+
+
+def verify(report: str | Path | VerifyOptions, *, env: str | None = None,
+           base_url: str | None = None, credentials: Credentials | None = None,
+           output: str | Path | None = None, until: float = 600.0, concurrency: int = 10,
+           rate: float | None = None, timeout: float = 60.0
+           ) -> CommandResult | VerifySummary:
+    """Follow the accepted cancels of `report` until the tax authority answered (or `until`
+    seconds pass); the report is written again with the e-invoice columns.
+
+    Exit code 0: all Cancelled; 1: some CancelFailed; 6: some still pending. The 0.1 form,
+    `verify(VerifyOptions(...))` returning a `VerifySummary`, still works (deprecated).
+    """
+    import asyncio
+
+    if isinstance(report, VerifyOptions):
+        warnings.warn("verify(VerifyOptions) is deprecated: call verify(report_path, ...) "
+                      "with keyword arguments", DeprecationWarning, stacklevel=2)
+        return asyncio.run(verify_async(report))
+
+    target = _target(env, base_url, False)
+    settings = Settings(concurrency=concurrency, timeout=timeout,
+                        rate=rate if rate is not None else target.default_rate)
+    options = VerifyOptions(Path(report), target, credentials or _env_credentials(),
+                            None if output is None else Path(output), settings, until)
+    try:
+        result = asyncio.run(verify_async(options))
+    except (InputError, ReportError) as exc:
+        raise UsageError(str(exc)) from None
+    return CommandResult(CommandSummary(counts=dict(result.counts),
+                                        exit_code=result.exit_code,
+                                        report_path=result.report_path))
+
+
+def _command_summary(summary: Summary, exit_code: int) -> CommandSummary:
+    return CommandSummary(counts={s.value: n for s, n in summary.counts.items()},
+                          exit_code=exit_code, report_path=summary.report_path,
+                          stop_reason=summary.stop_reason, report_error=summary.report_error,
+                          elapsed=summary.elapsed)
+
+
+def _target(env: str | None, base_url: str | None, simulate: bool) -> Target:
+    try:
+        return resolve_target(env, base_url, os.environ.get("ZUORA_BASE_URL"), simulate)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _env_credentials() -> Credentials:
+    client_id = os.environ.get("ZUORA_CLIENT_ID", "")
+    secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
+    if not client_id or not secret:
+        raise UsageError("no credentials: pass credentials=Credentials(...) or set "
+                         "ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
+    return Credentials(client_id, secret)
+
+
+def _settings(limits: Mapping[str, Any]) -> Settings:
+    unknown = sorted(set(limits) - LIMIT_NAMES)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)} "
+                        f"(limits are {', '.join(sorted(LIMIT_NAMES))})")
+    try:
+        return Settings(**limits)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _statuses(only: str | list[str] | None) -> frozenset[Status] | None:
+    if only is None:
+        return None
+    names = only.split(",") if isinstance(only, str) else list(only)
+    try:
+        return frozenset(Status(name.strip()) for name in names if name.strip())
+    except ValueError:
+        raise UsageError(f"only={only!r}: use status names among "
+                         f"{', '.join(s.value for s in Status)}") from None
+
+
+def _source(source: str | Path | pandas.DataFrame, report: str | Path | None) -> Path:
+    """The input as the run reads it: a path as given."""
+    if isinstance(source, str | Path):
+        return Path(source)
+    raise UsageError("a DataFrame source needs batch-cancel's DataFrame reader, which this "
+                     "version does not have yet; write it with df.to_csv and pass the path")
