@@ -1,0 +1,216 @@
+"""Mutation testing of the modules that decide what is sent and what is reported.
+
+Uses cosmic-ray on a private copy of the tracked files (cosmic-ray edits the source it
+mutates, so the working tree stays untouched), one session per target, each target with the
+tests that cover it. Every mutant is applied alone; a mutant is killed when its tests fail
+or hang past the timeout. Prints each target's score and its survivors.
+
+    python mutation/run.py                    # every target (hours on a small machine)
+    python mutation/run.py zuora --sample 40  # one target, 40 mutants spread over the file
+    nice -n 19 python mutation/run.py ...     # be kind to a shared machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module to mutate, the tests that must kill its mutants, optionally some functions."""
+
+    module: str
+    tests: tuple[str, ...]
+    #: mutate only inside these functions (all of the module when empty)
+    functions: tuple[str, ...] = ()
+    #: seconds one mutant's test run may take before it counts as killed by a hang
+    timeout: float = 60.0
+
+
+TARGETS = {
+    "zuora": Target("batch_cancel/zuora.py", ("tests/test_zuora.py",)),
+    "report": Target("batch_cancel/report.py",
+                     ("tests/test_report.py", "tests/test_journal.py")),
+    # the validation part of the loader: cell text as Excel shows it, keys, reasons,
+    # references, duplicates
+    "loader": Target("batch_cancel/loader.py",
+                     ("tests/test_loader.py", "tests/test_loader_fastpath.py"),
+                     ("_checked_row", "_block_reasons", "_fast_block", "_default_reason",
+                      "excel_text", "format_number", "_digits", "_literal", "_general",
+                      "normalise_reason", "key_problem", "row_problem",
+                      "problem_in_reference", "make_row", "mark_duplicates")),
+    "runner": Target("batch_cancel/runner.py",
+                     ("tests/test_runner.py", "tests/test_reliability.py",
+                      "tests/test_flow.py"), timeout=180.0),
+}
+
+
+def function_lines(path: Path, names: tuple[str, ...]) -> list[str]:
+    """The line ranges ("start-end") of the named top-level functions in `path`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = {node.name: f"{node.lineno}-{node.end_lineno}" for node in tree.body
+             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    missing = sorted(set(names) - set(found))
+    if missing:
+        raise SystemExit(f"{path}: no function named {', '.join(missing)}; update TARGETS")
+    return [found[name] for name in names]
+
+
+def copy_tree(into: Path) -> None:
+    """The tracked files of the working tree (as they are now), into `into`."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+
+
+def config_text(target: Target, workdir: Path) -> str:
+    """A cosmic-ray configuration for one target."""
+    tests = " ".join(target.tests)
+    lines = [
+        "[cosmic-ray]",
+        f'module-path = "{target.module}"',
+        f"timeout = {target.timeout}",
+        "excluded-modules = []",
+        f'test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"',
+        "",
+        "[cosmic-ray.distributor]",
+        'name = "local"',
+    ]
+    if target.functions:
+        ranges = function_lines(workdir / target.module, target.functions)
+        specs = ", ".join(f'"{r}"' for r in ranges)
+        lines += ["", "[cosmic-ray.filters.line-filter.lines]", f'"{target.module}" = [{specs}]']
+    return "\n".join(lines) + "\n"
+
+
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of every type annotation in `path`. The modules use
+    `from __future__ import annotations`, so an annotation is never evaluated: a mutant
+    inside one (`str | None` -> `str / None`) is equivalent and is not worth a test run."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    spans = []
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.arg | ast.AnnAssign):
+            found.append(node.annotation)
+        for annotation in filter(None, found):
+            spans.append(((annotation.lineno, annotation.col_offset),
+                          (annotation.end_lineno or annotation.lineno,
+                           annotation.end_col_offset or 0)))
+    return spans
+
+
+def skip_annotations(session: Path, module: Path) -> int:
+    """Mark the session's mutants inside type annotations skipped; returns how many."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(module)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        inside = [item.job_id for item in db.pending_work_items
+                  if any(start <= tuple(item.mutations[0].start_pos) <= end
+                         for start, end in spans)]
+        if inside:
+            db.set_multiple_results(inside, WorkResult(
+                worker_outcome=WorkerOutcome.SKIPPED, output="inside a type annotation"))
+    return len(inside)
+
+
+def sample(session: Path, count: int) -> None:
+    """Keep `count` of the mutants still to run, spread evenly over the file; skip the rest."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        items = sorted(db.pending_work_items,
+                       key=lambda item: (tuple(item.mutations[0].start_pos),
+                                         item.mutations[0].operator_name,
+                                         item.mutations[0].occurrence))
+        if count >= len(items):
+            return
+        keep = {items[int(n * len(items) / count)].job_id for n in range(count)}
+        skipped = [item.job_id for item in items if item.job_id not in keep]
+        db.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED,
+                                                    output="sampled out"))
+
+
+def score(session: Path) -> tuple[int, int, list[str]]:
+    """Killed, run, and a line for each survivor (file:line operator)."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        specs = {item.job_id: item.mutations[0] for item in db.work_items}
+        done = [(job, result) for job, result in db.results
+                if result.worker_outcome == WorkerOutcome.NORMAL]
+    killed = sum(1 for _, result in done if result.test_outcome == TestOutcome.KILLED)
+    survivors = [f"{specs[job].module_path}:{specs[job].start_pos[0]} "
+                 f"{specs[job].operator_name} #{specs[job].occurrence}"
+                 for job, result in done if result.test_outcome == TestOutcome.SURVIVED]
+    return killed, len(done), sorted(survivors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
+                        help=f"any of {', '.join(TARGETS)} (default: all)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="run only this many mutants per target, spread over the file")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args()
+    names = args.targets or list(TARGETS)
+    unknown = sorted(set(names) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown target {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="mutation-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    copy_tree(workdir)
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    bin_dir = Path(sys.executable).parent
+
+    def cosmic(*command: str) -> None:
+        subprocess.run([str(bin_dir / command[0]), *command[1:]], cwd=workdir, env=env,
+                       check=True)
+
+    for name in names:
+        target = TARGETS[name]
+        config = workdir / f"mutation-{name}.toml"
+        session = workdir / f"mutation-{name}.sqlite"
+        config.write_text(config_text(target, workdir), encoding="utf-8")
+        session.unlink(missing_ok=True)
+
+        cosmic("cosmic-ray", "init", str(config), str(session))
+        if target.functions:
+            cosmic("cr-filter-lines", "--config", str(config), str(session))
+        skip_annotations(session, workdir / target.module)
+        if args.sample:
+            sample(session, args.sample)
+        cosmic("cosmic-ray", "baseline", str(config))
+        cosmic("cosmic-ray", "exec", str(config), str(session))
+        killed, run, survivors = score(session)
+        percent = 100.0 * killed / run if run else 0.0
+        print(f"{name}: {killed}/{run} mutants killed ({percent:.1f} %)")
+        for line in survivors:
+            print(f"  survived: {line}")
+    if args.keep is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
