@@ -112,7 +112,7 @@ def _profile_path(key: str) -> Path | None:
 
 @main.command("run")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="The outcome report: .csv, .xlsx or .jsonl "
                    "(default: <input stem>.report.csv beside the input).")
@@ -159,6 +159,10 @@ def _profile_path(key: str) -> Path | None:
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
 @click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
+              help="Row number of the header (default: the first row naming the key column).")
+@click.option("--include-hidden", is_flag=True,
+              help="Also send rows hidden or filtered out in the sheet (default: skipped).")
 @click.option("--track-id-prefix", default="bc", show_default=True,
               help="Prefix of each row's Zuora-Track-Id (then the run id and the row number).")
 @click.option("--entity-ids", default="", help="Zuora-Entity-Ids header (multi-entity).")
@@ -176,13 +180,15 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 dry_run: bool, yes: bool, resume: bool, overwrite: bool,
                 outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
-                default_reason: str | None, encoding: str | None, track_id_prefix: str,
+                default_reason: str | None, encoding: str | None, header_row: int | None,
+                include_hidden: bool, track_id_prefix: str,
                 entity_ids: str, org_ids: str, zuora_version: str, log_format: str | None,
                 log_level: str, no_progress: bool) -> None:
     """Cancel the e-invoices listed in INPUT and write a report of every row.
 
-    INPUT is a .csv, .tsv, .txt, .xlsx or .xlsm file, or an earlier report (.csv, .xlsx,
-    .jsonl). Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
+    INPUT is a .csv, .tsv, .txt, .xlsx, .xlsm or .ods file, or an earlier report (.csv, .xlsx,
+    .jsonl). Rows hidden or filtered out in the sheet are skipped unless --include-hidden.
+    Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
     """
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
     interactive = sys.stdout.isatty() and sys.stderr.isatty()
@@ -213,7 +219,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         input_path=input_path, target=target, credentials=credentials, report_path=report_path,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
                          reason_column=reason_column, reference_column=reference_column,
-                         default_reason=default_reason, only=_statuses(only)),
+                         default_reason=default_reason, only=_statuses(only),
+                         include_hidden=include_hidden, header_row=header_row),
         settings=settings, dry_run=dry_run, overwrite=overwrite, resume=resume, grace=grace,
         progress=progress,
     )
@@ -259,12 +266,16 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
 @click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
               help="A named Zuora environment (as for run).")
 @click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL).")
-@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--key-column", help="Column holding the invoice key.")
 @click.option("--reason-column", help="Column holding the reason code.")
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
 @click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
+              help="Row number of the header (default: the first row naming the key column).")
+@click.option("--include-hidden", is_flag=True,
+              help="Also count rows hidden or filtered out in the sheet (default: skipped).")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Most requests in flight.")
 @click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
@@ -276,7 +287,8 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                       env_name: str | None, base_url: str | None, sheet: str | None,
                       key_column: str | None, reason_column: str | None,
                       reference_column: str | None, default_reason: str | None,
-                      encoding: str | None, concurrency: int, tenant_share: float,
+                      encoding: str | None, header_row: int | None, include_hidden: bool,
+                      concurrency: int, tenant_share: float,
                       rate: float | None, log_format: str | None) -> None:
     """Say what `run` would do with INPUT, without cancelling anything.
 
@@ -297,7 +309,9 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                                               key_column=key_column,
                                               reason_column=reason_column,
                                               reference_column=reference_column,
-                                              default_reason=default_reason))
+                                              default_reason=default_reason,
+                                              include_hidden=include_hidden,
+                                              header_row=header_row))
     except (ConfigError, InputError) as exc:
         raise UsageFailure(str(exc)) from None
     report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")

@@ -112,6 +112,7 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
         + (" (reasons: " + ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())) + ")"
            if by_reason else ""),
     ]
+    lines.extend(f"Note: {note}" for note in loaded.notes)
     if resume is not None:
         doubt = sum(1 for row in to_send if row.row in resume.in_doubt)
         lines.append(f"Resuming: {len(resume.finished)} rows already finished are kept; "
