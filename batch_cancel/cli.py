@@ -228,11 +228,16 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         plan = api.prepare(options)
     except (InputError, ReportError, api.RunError) as exc:
         raise UsageFailure(str(exc)) from None
+    plan_report = options.report if not dry_run else report_path
     click.echo(plan_text(plan.loaded, target, target.base_url or "(built-in simulator)",
-                         plan.journal))
+                         plan.journal, report=plan_report,
+                         no_report=" (pass --report FILE to list every one)"))
     if dry_run:
         summary = api.run(options, plan)
         click.echo("Dry run: nothing sent.")
+        if report_path is not None:
+            click.echo(f"Plan report: {report_path} (every row and what a run would do; "
+                       f"`run {report_path} --only not_attempted` sends exactly those rows)")
         sys.exit(api.exit_code(summary))
     if target.is_production and not yes:
         _confirm_production(target.base_url, entity_ids)
@@ -297,8 +302,9 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
     and the estimated duration; writes a report whose cancelable rows are not_attempted, so
     `run REPORT --only not_attempted` sends exactly those.
     """
+    from .dialect import plan_note
     from .loader import load
-    from .preflight import check_async, unchecked
+    from .preflight import check_async, plan_exit_code, unchecked
 
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
                    secrets=[os.environ.get("ZUORA_CLIENT_SECRET", "")])
@@ -315,8 +321,10 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
     except (ConfigError, InputError) as exc:
         raise UsageFailure(str(exc)) from None
     report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")
+    note = plan_note(loaded.dialect, report)
+    loaded.notes.extend([note] if note else [])
     rate_used = rate if rate is not None else target.default_rate
-    click.echo(plan_text(loaded, target, target.base_url))
+    click.echo(plan_text(loaded, target, target.base_url, report=report))
     if check_invoices:
         try:
             result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
@@ -331,6 +339,7 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                f"at {settings.concurrency} in flight at most"
                + (f", {rate_used:g}/s" if rate_used else ""))
     click.echo(f"Report: {report}")
+    sys.exit(plan_exit_code(loaded))
 
 
 @main.command("verify")

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
 from operator import attrgetter
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -96,8 +97,13 @@ class ConsoleLines:
 
 
 def plan_text(loaded: LoadedInput, target: Target, base_url: str,
-              resume: JournalState | None = None) -> str:
-    """What a run is about to do: the tenant, and the rows per status and per reason."""
+              resume: JournalState | None = None, report: Path | None = None,
+              no_report: str = "") -> str:
+    """What a run is about to do: the tenant, and the rows per status and per reason.
+
+    The first 10 invalid rows are shown; the rest are in `report` (or, with none, the
+    `no_report` hint says how to get one).
+    """
     # map/attrgetter count in C: the plan of a million-row dry run is printed in a blink
     to_send = [row for row in loaded.to_send()
                if resume is None or not resume.is_finished(row.row)]
@@ -126,7 +132,9 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
     for row in invalid:
         lines.append(f"  row {row.row}: {row.message}")
     if by_status[Status.INVALID] > len(invalid):
-        lines.append(f"  ... and {by_status[Status.INVALID] - len(invalid)} more invalid rows")
+        where = f" (every invalid row is in {report})" if report else no_report
+        lines.append(f"  ... and {by_status[Status.INVALID] - len(invalid)} more invalid rows"
+                     + where)
     return "\n".join(lines)
 
 
