@@ -638,7 +638,12 @@ def _check_lines(path: Path, raw: bytes) -> None:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """A JSON-lines report: the first line's keys are the header, one object per line."""
+    """A JSON-lines report: the first line's keys are the header, one object per line.
+    A line longer than MAX_LINE_BYTES is refused before any is parsed."""
+    try:
+        _check_lines(path, guard.read_bounded(path))
+    except guard.HostileFile as exc:
+        raise InputError(str(exc)) from None
     columns: list[str] | None = None
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

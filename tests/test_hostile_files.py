@@ -185,6 +185,14 @@ def test_a_line_of_tens_of_megabytes_is_refused(cli: Any, sim: Any, tmp_path: Pa
     refused(cli, sim, path, "wide.csv", "line 3 is longer than 1024 KB")
 
 
+def test_a_jsonl_line_of_tens_of_megabytes_is_refused(cli: Any, sim: Any,
+                                                      tmp_path: Path) -> None:
+    """An earlier report as JSON lines gets the same line limit."""
+    path = tmp_path / "old.jsonl"
+    path.write_bytes(b'{"row": "2", "invoice_key": "' + b"K" * (30 * 2**20) + b'"}\n')
+    refused(cli, sim, path, "old.jsonl", "line 1 is longer than 1024 KB")
+
+
 def test_a_csv_cell_of_megabytes_is_refused(cli: Any, sim: Any, tmp_path: Path) -> None:
     """A quoted cell spanning many short lines is stopped by the cell limit."""
     path = tmp_path / "cell.csv"
