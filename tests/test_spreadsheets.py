@@ -367,3 +367,22 @@ def test_a_dry_run_writes_the_plan_report_and_exits_by_the_preflight_rule(
     result = cli("run", str(good), "--base-url", sim.url, "--dry-run", env=sim.env)
     assert result.exit_code == 0, result.output
     assert sim.stats.requests == []
+
+
+def test_header_row_on_a_blank_row_is_refused(cli: Any, sim: Any, tmp_path: Path) -> None:
+    """--header-row naming a blank row (the one under the title) says so; nothing is sent."""
+    result, _ = run(cli, sim, FIXTURES / "titled.ods", tmp_path, "--header-row", "2")
+    assert result.exit_code == 2
+    assert "--header-row 2: that row is blank" in result.output
+    assert sim.stats.requests == []
+
+
+def test_an_unknown_ods_sheet_lists_the_sheets(cli: Any, sim: Any, tmp_path: Path) -> None:
+    """--sheet on an .ods names the sheets it has, hidden ones included."""
+    result, _ = run(cli, sim, FIXTURES / "filtered.ods", tmp_path, "--sheet", "March")
+    assert result.exit_code == 2
+    assert "no sheet named 'March'; the sheets are: Corrections, Old" in result.output
+    assert sim.stats.requests == []
+    result, _ = run(cli, sim, FIXTURES / "filtered.ods", tmp_path, "--sheet", "Old")
+    assert result.exit_code == 0, result.output
+    assert sent(sim) == {"INV-OLD-1": "2"}
