@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from .config import Settings, Target, tenant_identity
+from .dialect import plan_note, report_dialect
 from .loader import LoadedInput, LoadOptions, load
 from .logs import get_logger
 from .model import CancelJob, ExitCode, Outcome, Status, Summary
@@ -142,6 +143,9 @@ def prepare(options: RunOptions) -> Plan:
     """
     loaded = load(options.input_path, options.load)
     report, journal = options.report, options.journal
+    if not options.dry_run or options.report_path is not None:
+        note = plan_note(loaded.dialect, report)
+        loaded.notes.extend([note] if note else [])
     if report.resolve() == options.input_path.resolve():
         raise RunError(f"--report {report} is the input file; name another report file")
     check_report_path(report)
@@ -218,14 +222,15 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
              rows=len(plan.loaded.rows), to_send=to_send, resume=options.resume,
              in_doubt=in_doubt, dry_run=options.dry_run)
     if options.dry_run:
-        return _dry_summary(plan)
+        return dry_run(options, plan.loaded)
     started = time.monotonic()
     started_at = _utc_now()
     if options.target.name != "simulator" and options.credentials is None:
         raise RunError("no credentials: set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
     if options.overwrite:
         options.journal.unlink(missing_ok=True)
-    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows)
+    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows,
+                          report_dialect(plan.loaded.dialect))
     settled = plan.settled()
     tally = _Progress(settled=len(settled), to_send=to_send)
     for outcome in settled.values():
@@ -386,13 +391,20 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, Credentials]]
         await simulator.stop()
 
 
-def _dry_summary(plan: Plan) -> Summary:
-    """A dry run is complete when every row could be sent (or is a duplicate of one that can)."""
-    statuses = [row.status for row in plan.loaded.rows]
-    counts = {status: statuses.count(status) for status in Status}
-    counts[Status.NOT_ATTEMPTED] += statuses.count(None)
-    complete = counts[Status.INVALID] == 0 and counts[Status.FAILED] == 0
-    return Summary(counts=counts, complete=complete)
+def dry_run(options: RunOptions, loaded: LoadedInput) -> Summary:
+    """A dry run is the plan, as `preflight` without `--check-invoices` makes it (one code
+    path): with `--report` the plan report is written, every row with what would happen.
+
+    Complete (exit 0) when no row is invalid, the rule `preflight` follows too.
+    """
+    from .preflight import plan_summary, unchecked  # preflight reads Zuora: not on every run
+
+    settings = options.settings
+    rate = settings.rate if settings.rate is not None else options.target.default_rate
+    unchecked(loaded, settings, rate, options.report_path)
+    summary = plan_summary(loaded)
+    summary.report_path = str(options.report_path or "")
+    return summary
 
 
 #: Exit codes for runs that stopped early, by `StopKind`.

@@ -131,7 +131,7 @@ def _profile_path(key: str) -> Path | None:
 
 @main.command("run")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="The outcome report: .csv, .xlsx or .jsonl "
                    "(default: <input stem>.report.csv beside the input).")
@@ -184,6 +184,10 @@ def _profile_path(key: str) -> Path | None:
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
 @click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
+              help="Row number of the header (default: the first row naming the key column).")
+@click.option("--include-hidden", is_flag=True,
+              help="Also send rows hidden or filtered out in the sheet (default: skipped).")
 @click.option("--track-id-prefix", default="bc", show_default=True,
               help="Prefix of each row's Zuora-Track-Id (then the run id and the row number).")
 @click.option("--entity-ids", default="", help="Zuora-Entity-Ids header (multi-entity).")
@@ -202,13 +206,15 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 resume: bool, overwrite: bool,
                 outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
-                default_reason: str | None, encoding: str | None, track_id_prefix: str,
+                default_reason: str | None, encoding: str | None, header_row: int | None,
+                include_hidden: bool, track_id_prefix: str,
                 entity_ids: str, org_ids: str, zuora_version: str, log_format: str | None,
                 log_level: str, no_progress: bool) -> None:
     """Cancel the e-invoices listed in INPUT and write a report of every row.
 
-    INPUT is a .csv, .tsv, .txt, .xlsx or .xlsm file, or an earlier report (.csv, .xlsx,
-    .jsonl). Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
+    INPUT is a .csv, .tsv, .txt, .xlsx, .xlsm or .ods file, or an earlier report (.csv, .xlsx,
+    .jsonl). Rows hidden or filtered out in the sheet are skipped unless --include-hidden.
+    Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
     """
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
     interactive = sys.stdout.isatty() and sys.stderr.isatty()
@@ -240,7 +246,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
                          reason_column=reason_column, reference_column=reference_column,
                          default_reason=default_reason, only=_statuses(only),
-                         require_reference=require_reference, include_final=include_final),
+                         require_reference=require_reference, include_final=include_final,
+                         include_hidden=include_hidden, header_row=header_row),
         settings=settings, dry_run=dry_run, overwrite=overwrite, resume=resume, grace=grace,
         progress=progress,
     )
@@ -248,11 +255,16 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         plan = api.prepare(options)
     except (InputError, ReportError, api.RunError) as exc:
         raise UsageFailure(str(exc)) from None
+    plan_report = options.report if not dry_run else report_path
     click.echo(plan_text(plan.loaded, target, target.base_url or "(built-in simulator)",
-                         plan.journal))
+                         plan.journal, report=plan_report,
+                         no_report=" (pass --report FILE to list every one)"))
     if dry_run:
         summary = api.run(options, plan)
         click.echo("Dry run: nothing sent.")
+        if report_path is not None:
+            click.echo(f"Plan report: {report_path} (every row and what a run would do; "
+                       f"`run {report_path} --only not_attempted` sends exactly those rows)")
         sys.exit(api.exit_code(summary))
     if target.is_production and not yes:
         _confirm_production(target.base_url, entity_ids)
@@ -290,7 +302,7 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
 @click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
               help="A named Zuora environment (as for run).")
 @click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL).")
-@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--key-column", help="Column holding the invoice key.")
 @click.option("--reason-column", help="Column holding the reason code.")
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
@@ -299,6 +311,10 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
               help="Reason 01 rows without a documentReferenceID are invalid (default: a "
               "warning).")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
+              help="Row number of the header (default: the first row naming the key column).")
+@click.option("--include-hidden", is_flag=True,
+              help="Also count rows hidden or filtered out in the sheet (default: skipped).")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Most requests in flight.")
 @click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
@@ -310,8 +326,9 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                       env_name: str | None, base_url: str | None, sheet: str | None,
                       key_column: str | None, reason_column: str | None,
                       reference_column: str | None, default_reason: str | None,
-                      require_reference: bool, encoding: str | None, concurrency: int,
-                      tenant_share: float,
+                      require_reference: bool, encoding: str | None,
+                      header_row: int | None, include_hidden: bool,
+                      concurrency: int, tenant_share: float,
                       rate: float | None, log_format: str | None) -> None:
     """Say what `run` would do with INPUT, without cancelling anything.
 
@@ -320,8 +337,9 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
     and the estimated duration; writes a report whose cancelable rows are not_attempted, so
     `run REPORT --only not_attempted` sends exactly those.
     """
+    from .dialect import plan_note
     from .loader import load
-    from .preflight import check_async, unchecked
+    from .preflight import check_async, plan_exit_code, unchecked
 
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
                    secrets=[os.environ.get("ZUORA_CLIENT_SECRET", "")])
@@ -333,12 +351,16 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                                               reason_column=reason_column,
                                               reference_column=reference_column,
                                               default_reason=default_reason,
-                                              require_reference=require_reference))
+                                              require_reference=require_reference,
+                                              include_hidden=include_hidden,
+                                              header_row=header_row))
     except (ConfigError, InputError) as exc:
         raise UsageFailure(str(exc)) from None
     report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")
+    note = plan_note(loaded.dialect, report)
+    loaded.notes.extend([note] if note else [])
     rate_used = rate if rate is not None else target.default_rate
-    click.echo(plan_text(loaded, target, target.base_url))
+    click.echo(plan_text(loaded, target, target.base_url, report=report))
     if check_invoices:
         try:
             result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
@@ -353,6 +375,7 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                f"at {settings.concurrency} in flight at most"
                + (f", {rate_used:g}/s" if rate_used else ""))
     click.echo(f"Report: {report}")
+    sys.exit(plan_exit_code(loaded))
 
 
 @main.command("verify")

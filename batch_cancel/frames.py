@@ -33,7 +33,7 @@ def read_report(path: str | Path) -> pandas.DataFrame:
     if path.suffix.lower() == ".parquet":
         frame = pandas.read_parquet(path)
         return frame.astype("string").fillna("").astype(object)
-    header, blocks = read_table(path, LoadOptions())
+    header, _, blocks = read_table(path, LoadOptions(header_row=1))
     records = [cells for _, cells in records_of(blocks)]
     return pandas.DataFrame(records, columns=pandas.Index(header, dtype=object), dtype=object)
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target
+from .dialect import report_dialect
 from .flow import ASSUMED_TENANT_LIMIT
 from .loader import LoadedInput
-from .model import CancelState, EInvoiceStatus, Outcome, SourceRow, Status, cancel_state
+from .model import CancelState, EInvoiceStatus, Outcome, SourceRow, Status, Summary, cancel_state
 from .report import write_report
 from .verify import read_invoices
 from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
@@ -124,14 +125,15 @@ _PLAN_STATUS = {CANCELABLE: Status.NOT_ATTEMPTED, ALREADY: Status.SKIPPED}
 
 def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,
               report_path: Path | None) -> PreflightResult:
-    """The plan without reading Zuora: every valid row counts as to send."""
+    """The plan without reading Zuora: every valid row counts as to send. `preflight`
+    without `--check-invoices` and `run --dry-run` both make it here."""
     rows = list(loaded.to_send())
     result = PreflightResult(to_send=len(rows))
     result.estimated_seconds = estimate(len(rows), settings, rate, result.latency)
-    outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
-                                 error_message="valid; not checked against Zuora")
-                for row in rows}
     if report_path is not None:
+        outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
+                                     error_message="valid; not checked against Zuora")
+                    for row in rows}
         write_plan(report_path, loaded, outcomes, {})
     return result
 
@@ -141,7 +143,22 @@ def write_plan(path: Path, loaded: LoadedInput, outcomes: dict[int, Outcome],
     """The preflight report: the run's format plus a `preflight` verdict column."""
     marked = [_with_verdict(row, verdicts.get(row.row)) for row in loaded.rows]
     columns = [*loaded.columns, *(["preflight"] if "preflight" not in loaded.columns else [])]
-    write_report(path, columns, marked, outcomes)
+    write_report(path, columns, marked, outcomes, dialect=report_dialect(loaded.dialect))
+
+
+def plan_summary(loaded: LoadedInput) -> Summary:
+    """The counts of a plan (rows to send are `not_attempted`); complete when no row is
+    invalid: every row can be sent, or is deliberately not (duplicate, hidden, carried)."""
+    counts = dict.fromkeys(Status, 0)
+    for row in loaded.rows:
+        counts[row.status or Status.NOT_ATTEMPTED] += 1
+    return Summary(counts=counts, complete=counts[Status.INVALID] == 0)
+
+
+def plan_exit_code(loaded: LoadedInput) -> int:
+    """0 when every row can be sent (or is deliberately not), 1 when some are invalid: the
+    exit code of `preflight` and of `run --dry-run` alike."""
+    return 0 if plan_summary(loaded).complete else 1
 
 
 def _with_verdict(row: SourceRow, verdict: str | None) -> SourceRow:
