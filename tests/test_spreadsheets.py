@@ -387,3 +387,18 @@ def test_an_unknown_ods_sheet_lists_the_sheets(cli: Any, sim: Any, tmp_path: Pat
     result, _ = run(cli, sim, FIXTURES / "filtered.ods", tmp_path, "--sheet", "Old")
     assert result.exit_code == 0, result.output
     assert sent(sim) == {"INV-OLD-1": "2"}
+
+
+def test_verify_rewrites_a_semicolon_cp1252_report_in_its_own_dialect(
+        sim: Any, cli: Any, tmp_path: Path) -> None:
+    """`verify` writes the report back as it found it: `;`, cp1252, CRLF, nothing mangled."""
+    source = tmp_path / "ansi.csv"
+    source.write_bytes((FIXTURES / "ansi.csv").read_bytes())
+    _, report = run(cli, sim, source, tmp_path)
+    result = cli("verify", str(report), "--base-url", sim.url, "--until", "5", env=sim.env)
+    assert result.exit_code == 0, result.output
+    raw = report.read_bytes()
+    assert raw.startswith(b"Invoice Number;Reason;") and b"\r\n" in raw
+    rows = report_rows(report, "cp1252", ";")
+    assert rows["INV-A001"]["einvoice_status"] == "Cancelled"
+    assert rows["INV-A002"]["Note"] == "100 €"
