@@ -337,44 +337,38 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
     and the estimated duration; writes a report whose cancelable rows are not_attempted, so
     `run REPORT --only not_attempted` sends exactly those.
     """
-    from .dialect import plan_note
-    from .loader import load
-    from .preflight import check_async, plan_exit_code, unchecked
+    from .plan import PreflightOptions, load_input, plan_exit_code, preflight_async
 
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
                    secrets=[os.environ.get("ZUORA_CLIENT_SECRET", "")])
     target = _target(env_name, base_url, False)
     try:
-        settings = Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate)
-        loaded = load(input_path, LoadOptions(sheet=sheet, encoding=encoding,
-                                              key_column=key_column,
-                                              reason_column=reason_column,
-                                              reference_column=reference_column,
-                                              default_reason=default_reason,
-                                              require_reference=require_reference,
-                                              include_hidden=include_hidden,
-                                              header_row=header_row))
+        options = PreflightOptions(
+            input_path, target, report_path=report_path, check_invoices=check_invoices,
+            settings=Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate),
+            load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
+                             reason_column=reason_column, reference_column=reference_column,
+                             default_reason=default_reason,
+                             require_reference=require_reference,
+                             include_hidden=include_hidden, header_row=header_row))
+        loaded = load_input(options)
     except (ConfigError, InputError) as exc:
         raise UsageFailure(str(exc)) from None
-    report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")
-    note = plan_note(loaded.dialect, report)
-    loaded.notes.extend([note] if note else [])
-    rate_used = rate if rate is not None else target.default_rate
-    click.echo(plan_text(loaded, target, target.base_url, report=report))
+    click.echo(plan_text(loaded, target, target.base_url, report=options.report))
     if check_invoices:
-        try:
-            result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
-        except AuthenticationError as exc:
-            click.echo(f"authentication failed: {exc}", err=True)
-            sys.exit(ExitCode.AUTH)
-        for verdict, count in sorted(result.counts.items()):
-            click.echo(f"  {verdict:<34}{count:>8}")
-    else:
-        result = unchecked(loaded, settings, rate_used, report)
+        options.credentials = _credentials()
+    try:
+        result = asyncio.run(preflight_async(options, loaded))
+    except AuthenticationError as exc:
+        click.echo(f"authentication failed: {exc}", err=True)
+        sys.exit(ExitCode.AUTH)
+    for verdict, count in sorted(result.counts.items()):
+        click.echo(f"  {verdict:<34}{count:>8}")
+    rate_used = options.rate
     click.echo(f"Would send {result.to_send} cancels; estimated {result.estimated_seconds:.0f} s "
-               f"at {settings.concurrency} in flight at most"
+               f"at {options.settings.concurrency} in flight at most"
                + (f", {rate_used:g}/s" if rate_used else ""))
-    click.echo(f"Report: {report}")
+    click.echo(f"Report: {options.report}")
     sys.exit(plan_exit_code(loaded))
 
 

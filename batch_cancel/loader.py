@@ -38,6 +38,7 @@ EXCEL_EXTENSIONS = {".xlsx", ".xlsm"}
 ODS_EXTENSIONS = {".ods"}
 SHEET_EXTENSIONS = EXCEL_EXTENSIONS | ODS_EXTENSIONS
 JSONL_EXTENSIONS = {".jsonl"}
+PARQUET_EXTENSION = ".parquet"
 #: The message of a row hidden in the sheet (or filtered out), reported `skipped`.
 HIDDEN_MESSAGE = "hidden in the sheet"
 
@@ -97,6 +98,8 @@ class LoadOptions:
     require_reference: bool = False
     #: a report fed back in re-sends rows whose earlier answer was final (not found, ...)
     include_final: bool = False
+    #: a DataFrame's or Parquet file's numeric key/reason columns are taken as they print
+    numbers_as_text: bool = False
     #: send rows hidden in the sheet (or filtered out) too; by default they are `skipped`
     include_hidden: bool = False
     #: the header's row number as the spreadsheet shows it; by default it is found
@@ -135,8 +138,25 @@ def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
     """
     options = options or LoadOptions()
     path = Path(path)
+    if path.suffix.lower() == PARQUET_EXTENSION:
+        try:
+            guard.check_path(path)
+        except guard.HostileFile as exc:
+            raise InputError(str(exc)) from None
+        from .frames import load_parquet  # pandas only when asked
+
+        return load_parquet(path, options, options.numbers_as_text)
     facts = SheetFacts()
     header, header_row, blocks = read_table(path, options, facts)
+    return load_table(path, header, blocks, options, header_row, facts)
+
+
+def load_table(path: Path, header: list[str], blocks: Iterable[Block], options: LoadOptions,
+               header_row: int = 1, facts: SheetFacts | None = None) -> LoadedInput:
+    """Columns, normalisation and validation of rows already read as text: a file's, or a
+    DataFrame's (`frames.load_frame`), so both go through exactly the same rules. `path`
+    names the source in messages."""
+    facts = facts or SheetFacts()
     columns = unique_names(header)
     notes = [f"header on row {header_row} (the rows above it are not read)"] \
         if header_row > 1 else []
@@ -407,7 +427,8 @@ def read_table(path: Path, options: LoadOptions, facts: SheetFacts | None = None
                          "(or LibreOffice) and save as .xlsx, then pass that file")
     else:
         raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
-                         "use .csv, .tsv, .txt, .xlsx, .xlsm, .ods or a .jsonl report")
+                         "use .csv, .tsv, .txt, .xlsx, .xlsm, .ods, .parquet or a .jsonl "
+                         "report")
     return split_header(path, blocks, options, facts)
 
 
