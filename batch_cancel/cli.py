@@ -133,7 +133,7 @@ def _profile_path(key: str) -> Path | None:
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
-              help="The outcome report: .csv, .xlsx or .jsonl "
+              help="The outcome report: .csv, .xlsx, .jsonl or .parquet "
                    "(default: <input stem>.report.csv beside the input).")
 @click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
               help="A named Zuora environment: " + " | ".join(ENVIRONMENTS) + ".")
@@ -212,8 +212,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 log_level: str, no_progress: bool) -> None:
     """Cancel the e-invoices listed in INPUT and write a report of every row.
 
-    INPUT is a .csv, .tsv, .txt, .xlsx, .xlsm or .ods file, or an earlier report (.csv, .xlsx,
-    .jsonl). Rows hidden or filtered out in the sheet are skipped unless --include-hidden.
+    INPUT is a .csv, .tsv, .txt, .xlsx, .xlsm, .ods or .parquet file, or an earlier report
+    (.csv, .xlsx, .jsonl, .parquet). Rows hidden or filtered out in the sheet are skipped unless --include-hidden.
     Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
     """
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
