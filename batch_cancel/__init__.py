@@ -1,10 +1,11 @@
 """batch-cancel: cancel Zuora e-invoices in bulk from a spreadsheet, safely and fast.
 
 The library mirrors the command line with one keyword call per command: `cancel` (a file or
-a DataFrame in, a `CommandResult` with the report as a DataFrame out) and `verify` (follow
-accepted cancels to the tax authority's answer); `read_report` reads any report as text
-columns; nothing is logged until `configure_logging` is called. The 0.1 API (`run` with
-`RunOptions`, `verify` with `VerifyOptions`) keeps working.
+a DataFrame in, a `CommandResult` with the report as a DataFrame out), `preflight` (the plan,
+nothing cancelled) and `verify` (follow accepted cancels to the tax authority's answer);
+`read_report` reads any report as text columns; nothing is logged until
+`configure_logging` is called. The 0.1 API (`run` with `RunOptions`, `verify` with
+`VerifyOptions`) keeps working.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -17,7 +18,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 from .api import RunOptions, exit_code, run
 from .config import Settings, Target, resolve_target
 from .frames import read_report
-from .library import CommandResult, CommandSummary, UsageError, cancel, verify
+from .library import CommandResult, CommandSummary, UsageError, cancel, preflight, verify
 from .loader import LoadOptions
 from .logs import configure_logging
 from .model import ExitCode, Status, Summary
@@ -42,6 +43,7 @@ __all__ = [
     "cancel",
     "configure_logging",
     "exit_code",
+    "preflight",
     "read_report",
     "resolve_target",
     "run",

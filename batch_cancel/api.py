@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from .config import Settings, Target, tenant_identity
+from .dialect import plan_note, report_dialect
 from .loader import LoadedInput, LoadOptions, load
 from .logs import get_logger
 from .model import CancelJob, ExitCode, Outcome, Status, Summary
@@ -42,6 +43,9 @@ from .zuora import (
     open_session,
 )
 
+if TYPE_CHECKING:
+    import pandas
+
 #: Seconds between `run.progress` events when no progress display is shown.
 PROGRESS_EVERY = 10.0
 
@@ -62,7 +66,8 @@ class ProgressSink(Protocol):
 class RunOptions:
     """Everything one run needs; the CLI fills it from flags and environment variables."""
 
-    input_path: Path
+    #: a file, or a pandas DataFrame (which then needs `report_path`)
+    input_path: Path | pandas.DataFrame
     target: Target
     credentials: Credentials | None = None
     report_path: Path | None = None
@@ -80,7 +85,17 @@ class RunOptions:
     @property
     def report(self) -> Path:
         """Where the report goes."""
-        return self.report_path or default_report_path(self.input_path)
+        if self.report_path is not None:
+            return self.report_path
+        if not isinstance(self.input_path, Path):
+            raise RunError("a DataFrame input needs a report path: the report and its journal "
+                           "are the record of what was filed")
+        return default_report_path(self.input_path)
+
+    @property
+    def input_label(self) -> str:
+        """The input as logs and the report name it (never a DataFrame's contents)."""
+        return str(self.input_path) if isinstance(self.input_path, Path) else "<DataFrame>"
 
     @property
     def journal(self) -> Path:
@@ -140,18 +155,34 @@ def prepare(options: RunOptions) -> Plan:
 
     Raises `InputError`, `ReportError` or `RunError`; nothing is sent in any case.
     """
-    loaded = load(options.input_path, options.load)
+    source = options.input_path
+    if isinstance(source, str):
+        source = options.input_path = Path(source)
+    if isinstance(source, Path):
+        loaded = load(source, options.load)
+    else:
+        from .frames import load_frame
+
+        loaded = load_frame(source, options.load, options.load.numbers_as_text)
     report, journal = options.report, options.journal
-    if report.resolve() == options.input_path.resolve():
+    if not options.dry_run or options.report_path is not None:
+        note = plan_note(loaded.dialect, report)
+        loaded.notes.extend([note] if note else [])
+    if isinstance(source, Path) and report.resolve() == source.resolve():
         raise RunError(f"--report {report} is the input file; name another report file")
     check_report_path(report)
-    digest = _sha256(options.input_path)
+    if isinstance(source, Path):
+        digest = _sha256(source)
+    else:
+        from .frames import frame_digest
+
+        digest = frame_digest(source)
     if options.dry_run:
         return Plan(loaded, digest)
     if options.resume and options.overwrite:
         raise RunError("--resume and --overwrite contradict each other; pass one")
     if options.resume:
-        return Plan(loaded, digest, _journal_to_resume(journal, options.input_path, digest,
+        return Plan(loaded, digest, _journal_to_resume(journal, options.input_label, digest,
                                                        options.tenant))
     existing = [str(p) for p in (report, journal) if p.exists()]
     if existing and not options.overwrite:
@@ -163,7 +194,7 @@ def prepare(options: RunOptions) -> Plan:
     return Plan(loaded, digest)
 
 
-def _journal_to_resume(journal: Path, input_path: Path, digest: str,
+def _journal_to_resume(journal: Path, input_path: str, digest: str,
                        tenant: dict[str, str]) -> JournalState:
     if not journal.exists():
         raise RunError(f"nothing to resume: no journal at {journal}. Was --report the same as "
@@ -213,19 +244,20 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
 async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
     log = get_logger("batch_cancel")
     to_send, in_doubt = plan.to_send()
-    log.info("run.started", input=str(options.input_path), report=str(options.report),
+    log.info("run.started", input=options.input_label, report=str(options.report),
              target=options.target.name, base_url=options.target.base_url or "(simulator)",
              rows=len(plan.loaded.rows), to_send=to_send, resume=options.resume,
              in_doubt=in_doubt, dry_run=options.dry_run)
     if options.dry_run:
-        return _dry_summary(plan)
+        return dry_run(options, plan.loaded)
     started = time.monotonic()
     started_at = _utc_now()
     if options.target.name != "simulator" and options.credentials is None:
         raise RunError("no credentials: set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
     if options.overwrite:
         options.journal.unlink(missing_ok=True)
-    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows)
+    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows,
+                          report_dialect(plan.loaded.dialect))
     settled = plan.settled()
     tally = _Progress(settled=len(settled), to_send=to_send)
     for outcome in settled.values():
@@ -233,7 +265,7 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
     runner: Runner | None = None
     try:
         journal = Journal(options.journal, {
-            "run_id": run_id, "input": str(options.input_path),
+            "run_id": run_id, "input": options.input_label,
             "input_sha256": plan.input_sha256, "report": str(options.report),
             "target": options.target.name, "base_url": options.target.base_url,
             "tenant": options.tenant, "resumed": options.resume, "started_at": started_at,
@@ -249,7 +281,7 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
             await _send_all(options, plan, runner, client, journal, report, tally, log)
     finally:
         journal.close()
-        context = {"input": str(options.input_path), "target": options.target.name,
+        context = {"input": options.input_label, "target": options.target.name,
                    "base_url": options.target.base_url or "(built-in simulator)",
                    "run_id": run_id, "started_at": started_at, "finished_at": _utc_now()}
         summary = report.finish(context, plan.in_doubt_fallbacks())
@@ -386,13 +418,20 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, Credentials]]
         await simulator.stop()
 
 
-def _dry_summary(plan: Plan) -> Summary:
-    """A dry run is complete when every row could be sent (or is a duplicate of one that can)."""
-    statuses = [row.status for row in plan.loaded.rows]
-    counts = {status: statuses.count(status) for status in Status}
-    counts[Status.NOT_ATTEMPTED] += statuses.count(None)
-    complete = counts[Status.INVALID] == 0 and counts[Status.FAILED] == 0
-    return Summary(counts=counts, complete=complete)
+def dry_run(options: RunOptions, loaded: LoadedInput) -> Summary:
+    """A dry run is the plan, as `preflight` without `--check-invoices` makes it (one code
+    path): with `--report` the plan report is written, every row with what would happen.
+
+    Complete (exit 0) when no row is invalid, the rule `preflight` follows too.
+    """
+    from .plan import plan_summary, unchecked  # preflight reads Zuora: not on every run
+
+    settings = options.settings
+    rate = settings.rate if settings.rate is not None else options.target.default_rate
+    unchecked(loaded, settings, rate, options.report_path)
+    summary = plan_summary(loaded)
+    summary.report_path = str(options.report_path or "")
+    return summary
 
 
 #: Exit codes for runs that stopped early, by `StopKind`.

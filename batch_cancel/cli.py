@@ -131,9 +131,9 @@ def _profile_path(key: str) -> Path | None:
 
 @main.command("run")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
-              help="The outcome report: .csv, .xlsx or .jsonl "
+              help="The outcome report: .csv, .xlsx, .jsonl or .parquet "
                    "(default: <input stem>.report.csv beside the input).")
 @click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
               help="A named Zuora environment: " + " | ".join(ENVIRONMENTS) + ".")
@@ -184,6 +184,10 @@ def _profile_path(key: str) -> Path | None:
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
 @click.option("--reason", "default_reason", help="Reason code (01-04) for rows without one.")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
+              help="Row number of the header (default: the first row naming the key column).")
+@click.option("--include-hidden", is_flag=True,
+              help="Also send rows hidden or filtered out in the sheet (default: skipped).")
 @click.option("--track-id-prefix", default="bc", show_default=True,
               help="Prefix of each row's Zuora-Track-Id (then the run id and the row number).")
 @click.option("--entity-ids", default="", help="Zuora-Entity-Ids header (multi-entity).")
@@ -202,13 +206,16 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
                 resume: bool, overwrite: bool,
                 outage_window: float, grace: float, key_column: str | None,
                 reason_column: str | None, reference_column: str | None,
-                default_reason: str | None, encoding: str | None, track_id_prefix: str,
+                default_reason: str | None, encoding: str | None, header_row: int | None,
+                include_hidden: bool, track_id_prefix: str,
                 entity_ids: str, org_ids: str, zuora_version: str, log_format: str | None,
                 log_level: str, no_progress: bool) -> None:
     """Cancel the e-invoices listed in INPUT and write a report of every row.
 
-    INPUT is a .csv, .tsv, .txt, .xlsx or .xlsm file, or an earlier report (.csv, .xlsx,
-    .jsonl). Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
+    INPUT is a .csv, .tsv, .txt, .xlsx, .xlsm, .ods or .parquet file, or an earlier report
+    (.csv, .xlsx, .jsonl, .parquet). Rows hidden or filtered out in the sheet are skipped
+    unless --include-hidden.
+    Credentials come from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET only.
     """
     client_secret = os.environ.get("ZUORA_CLIENT_SECRET", "")
     interactive = sys.stdout.isatty() and sys.stderr.isatty()
@@ -240,7 +247,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
                          reason_column=reason_column, reference_column=reference_column,
                          default_reason=default_reason, only=_statuses(only),
-                         require_reference=require_reference, include_final=include_final),
+                         require_reference=require_reference, include_final=include_final,
+                         include_hidden=include_hidden, header_row=header_row),
         settings=settings, dry_run=dry_run, overwrite=overwrite, resume=resume, grace=grace,
         progress=progress,
     )
@@ -248,11 +256,16 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         plan = api.prepare(options)
     except (InputError, ReportError, api.RunError) as exc:
         raise UsageFailure(str(exc)) from None
+    plan_report = options.report if not dry_run else report_path
     click.echo(plan_text(plan.loaded, target, target.base_url or "(built-in simulator)",
-                         plan.journal))
+                         plan.journal, report=plan_report,
+                         no_report=" (pass --report FILE to list every one)"))
     if dry_run:
         summary = api.run(options, plan)
         click.echo("Dry run: nothing sent.")
+        if report_path is not None:
+            click.echo(f"Plan report: {report_path} (every row and what a run would do; "
+                       f"`run {report_path} --only not_attempted` sends exactly those rows)")
         sys.exit(api.exit_code(summary))
     if target.is_production and not yes:
         _confirm_production(target.base_url, entity_ids)
@@ -290,7 +303,7 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
 @click.option("--env", "env_name", type=click.Choice(list(ENVIRONMENTS)), metavar="NAME",
               help="A named Zuora environment (as for run).")
 @click.option("--base-url", help="Any Zuora-compatible base URL (also env ZUORA_BASE_URL).")
-@click.option("--sheet", help="Excel sheet to read (default: the first).")
+@click.option("--sheet", help="Sheet of a workbook to read (default: the first one not hidden).")
 @click.option("--key-column", help="Column holding the invoice key.")
 @click.option("--reason-column", help="Column holding the reason code.")
 @click.option("--reference-column", help="Column holding the documentReferenceID.")
@@ -299,6 +312,10 @@ def _confirm_production(base_url: str, entity_ids: str) -> None:
               help="Reason 01 rows without a documentReferenceID are invalid (default: a "
               "warning).")
 @click.option("--encoding", help="Text encoding of a CSV (default: detected).")
+@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
+              help="Row number of the header (default: the first row naming the key column).")
+@click.option("--include-hidden", is_flag=True,
+              help="Also count rows hidden or filtered out in the sheet (default: skipped).")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Most requests in flight.")
 @click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
@@ -310,8 +327,9 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
                       env_name: str | None, base_url: str | None, sheet: str | None,
                       key_column: str | None, reason_column: str | None,
                       reference_column: str | None, default_reason: str | None,
-                      require_reference: bool, encoding: str | None, concurrency: int,
-                      tenant_share: float,
+                      require_reference: bool, encoding: str | None,
+                      header_row: int | None, include_hidden: bool,
+                      concurrency: int, tenant_share: float,
                       rate: float | None, log_format: str | None) -> None:
     """Say what `run` would do with INPUT, without cancelling anything.
 
@@ -320,39 +338,39 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
     and the estimated duration; writes a report whose cancelable rows are not_attempted, so
     `run REPORT --only not_attempted` sends exactly those.
     """
-    from .loader import load
-    from .preflight import check_async, unchecked
+    from .plan import PreflightOptions, load_input, plan_exit_code, preflight_async
 
     logs.configure(log_format or ("console" if sys.stderr.isatty() else "json"),
                    secrets=[os.environ.get("ZUORA_CLIENT_SECRET", "")])
     target = _target(env_name, base_url, False)
     try:
-        settings = Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate)
-        loaded = load(input_path, LoadOptions(sheet=sheet, encoding=encoding,
-                                              key_column=key_column,
-                                              reason_column=reason_column,
-                                              reference_column=reference_column,
-                                              default_reason=default_reason,
-                                              require_reference=require_reference))
+        options = PreflightOptions(
+            input_path, target, report_path=report_path, check_invoices=check_invoices,
+            settings=Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate),
+            load=LoadOptions(sheet=sheet, encoding=encoding, key_column=key_column,
+                             reason_column=reason_column, reference_column=reference_column,
+                             default_reason=default_reason,
+                             require_reference=require_reference,
+                             include_hidden=include_hidden, header_row=header_row))
+        loaded = load_input(options)
     except (ConfigError, InputError) as exc:
         raise UsageFailure(str(exc)) from None
-    report = report_path or input_path.with_name(f"{input_path.stem}.preflight.csv")
-    rate_used = rate if rate is not None else target.default_rate
-    click.echo(plan_text(loaded, target, target.base_url))
+    click.echo(plan_text(loaded, target, target.base_url, report=options.report))
     if check_invoices:
-        try:
-            result = asyncio.run(check_async(loaded, target, _credentials(), settings, report))
-        except AuthenticationError as exc:
-            click.echo(f"authentication failed: {exc}", err=True)
-            sys.exit(ExitCode.AUTH)
-        for verdict, count in sorted(result.counts.items()):
-            click.echo(f"  {verdict:<34}{count:>8}")
-    else:
-        result = unchecked(loaded, settings, rate_used, report)
+        options.credentials = _credentials()
+    try:
+        result = asyncio.run(preflight_async(options, loaded))
+    except AuthenticationError as exc:
+        click.echo(f"authentication failed: {exc}", err=True)
+        sys.exit(ExitCode.AUTH)
+    for verdict, count in sorted(result.counts.items()):
+        click.echo(f"  {verdict:<34}{count:>8}")
+    rate_used = options.rate
     click.echo(f"Would send {result.to_send} cancels; estimated {result.estimated_seconds:.0f} s "
-               f"at {settings.concurrency} in flight at most"
+               f"at {options.settings.concurrency} in flight at most"
                + (f", {rate_used:g}/s" if rate_used else ""))
-    click.echo(f"Report: {report}")
+    click.echo(f"Report: {options.report}")
+    sys.exit(plan_exit_code(loaded))
 
 
 @main.command("verify")

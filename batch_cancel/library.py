@@ -1,7 +1,7 @@
 """The Python face: one keyword call per command, typed results, the report as a DataFrame.
 
-`cancel`, `verify` (and `preflight`, see `batch_cancel.preflight`) take the same words as the
-command line, as keyword arguments, and return a `CommandResult`: a `summary` (counts by
+`cancel`, `preflight` and `verify` take the same words as the command line, as keyword
+arguments, and return a `CommandResult`: a `summary` (counts by
 status name, the exit code the CLI would give, why a run stopped, the report path) and `rows`,
 the report read back as a `pandas.DataFrame` whose every column is text, exactly as written.
 
@@ -83,8 +83,14 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
            reason_column: str | None = None, reference_column: str | None = None,
            default_reason: str | None = None, sheet: str | None = None,
            require_reference: bool = False, include_final: bool = False,
-           grace: float = 30.0, **limits: Any) -> CommandResult:
+           include_hidden: bool = False, header_row: int | None = None,
+           numbers_as_text: bool = False, grace: float = 30.0, **limits: Any
+           ) -> CommandResult:
     """Cancel the e-invoices of `source` (a file path or a DataFrame) and write the report.
+
+    A DataFrame goes through the same column names, normalisation and validation as a file;
+    its object/string columns are text, a numeric key or reason column is refused unless
+    `numbers_as_text`, and row numbers in the report are its index labels (see `frames`).
 
     `limits` are the CLI's sending options as keywords: `concurrency`, `rate`, `max_attempts`,
     `timeout`, `tenant_share`, `outage_window`, `concurrency_429`, `track_id_prefix`,
@@ -100,7 +106,8 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
         load=LoadOptions(sheet=sheet, key_column=key_column, reason_column=reason_column,
                          reference_column=reference_column, default_reason=default_reason,
                          only=_statuses(only), require_reference=require_reference,
-                         include_final=include_final),
+                         include_final=include_final, include_hidden=include_hidden,
+                         header_row=header_row, numbers_as_text=numbers_as_text),
         settings=_settings(limits), dry_run=dry_run, overwrite=overwrite, resume=resume,
         grace=grace, handle_signals=False)
     try:
@@ -109,6 +116,49 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
         raise UsageError(str(exc)) from None
     summary = api.run(options, plan)
     return CommandResult(_command_summary(summary, api.exit_code(summary)))
+
+
+def preflight(source: str | Path | pandas.DataFrame, *, env: str | None = None,
+              base_url: str | None = None, check_invoices: bool = False,
+              report: str | Path | None = None, credentials: Credentials | None = None,
+              key_column: str | None = None, reason_column: str | None = None,
+              reference_column: str | None = None, default_reason: str | None = None,
+              sheet: str | None = None, require_reference: bool = False,
+              include_hidden: bool = False, header_row: int | None = None,
+              numbers_as_text: bool = False, concurrency: int = 20,
+              tenant_share: float = 0.5, rate: float | None = None) -> CommandResult:
+    """What `cancel` would do with `source`, written as a plan report; nothing is cancelled.
+
+    With `check_invoices` every sendable invoice is read (needs credentials): cancelable
+    rows are `not_attempted`, already cancelled ones `skipped`, the rest `failed` with the
+    reason, so `cancel(plan, only="not_attempted")` sends exactly the cancelable ones.
+    Exit code 1 when some rows are invalid, else 0.
+    """
+    import asyncio
+
+    from .plan import PreflightOptions, load_input, plan_exit_code, preflight_async
+
+    target = _target(env, base_url, False)
+    try:
+        options = PreflightOptions(
+            _source(source, report) if not isinstance(source, str | Path) else Path(source),
+            target, credentials=(credentials or _env_credentials()) if check_invoices else None,
+            report_path=None if report is None else Path(report),
+            load=LoadOptions(sheet=sheet, key_column=key_column, reason_column=reason_column,
+                             reference_column=reference_column, default_reason=default_reason,
+                             require_reference=require_reference,
+                             include_hidden=include_hidden, header_row=header_row,
+                             numbers_as_text=numbers_as_text),
+            settings=Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate),
+            check_invoices=check_invoices)
+        loaded = load_input(options)
+        result = asyncio.run(preflight_async(options, loaded))
+    except (ConfigError, InputError, ReportError) as exc:
+        raise UsageError(str(exc)) from None
+    plan = result.plan
+    counts = {s.value: n for s, n in plan.counts.items()} if plan else {}
+    return CommandResult(CommandSummary(counts=counts, exit_code=plan_exit_code(loaded),
+                                        report_path=str(options.report)))
 
 
 @overload
@@ -199,9 +249,13 @@ def _statuses(only: str | list[str] | None) -> frozenset[Status] | None:
                          f"{', '.join(s.value for s in Status)}") from None
 
 
-def _source(source: str | Path | pandas.DataFrame, report: str | Path | None) -> Path:
-    """The input as the run reads it: a path as given."""
+def _source(source: str | Path | pandas.DataFrame, report: str | Path | None
+            ) -> Path | pandas.DataFrame:
+    """The input as the run reads it: a path, or the DataFrame itself (which needs a report:
+    the report and its journal are the record of what was filed)."""
     if isinstance(source, str | Path):
         return Path(source)
-    raise UsageError("a DataFrame source needs batch-cancel's DataFrame reader, which this "
-                     "version does not have yet; write it with df.to_csv and pass the path")
+    if report is None:
+        raise UsageError("a DataFrame source needs report=PATH: the report and its journal "
+                         "are the record of what was filed")
+    return source

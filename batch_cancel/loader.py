@@ -12,6 +12,7 @@ import codecs
 import csv
 import datetime as dt
 import gc
+import heapq
 import io
 import json
 import re
@@ -21,20 +22,25 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
-from itertools import chain, islice, repeat
-from operator import itemgetter, ne, setitem
+from itertools import islice, repeat
+from operator import attrgetter, itemgetter, ne, setitem
 from pathlib import Path
 from typing import TextIO, cast
 
+from . import guard
+from .columns import KEY_ALIASES, REASON_ALIASES, REFERENCE_ALIASES, ColumnError, resolve_column
+from .header import HeaderError, find_header
 from .model import REPORT_COLUMNS, REPORT_SIGNATURE, SourceRow, Status
+from .sheetfacts import Block, CsvDialect, SheetFacts, split_hidden
 
 CSV_EXTENSIONS = {".csv", ".txt", ".tsv"}
 EXCEL_EXTENSIONS = {".xlsx", ".xlsm"}
+ODS_EXTENSIONS = {".ods"}
+SHEET_EXTENSIONS = EXCEL_EXTENSIONS | ODS_EXTENSIONS
 JSONL_EXTENSIONS = {".jsonl"}
-
-KEY_ALIASES = ("invoicekey", "invoicenumber", "invoiceid", "invoice")
-REASON_ALIASES = ("reason", "reasoncode", "cancelreason")
-REFERENCE_ALIASES = ("documentreferenceid",)
+PARQUET_EXTENSION = ".parquet"
+#: The message of a row hidden in the sheet (or filtered out), reported `skipped`.
+HIDDEN_MESSAGE = "hidden in the sheet"
 
 MAX_KEY_LENGTH = 255
 REASONS = ("01", "02", "03", "04")
@@ -57,6 +63,8 @@ _SHARED = {spelling: spelling for spelling in (*_REASON_SPELLINGS, "")}
 #: Rows are read and checked this many at a time: enough for the per-block work to run in C
 #: (`map`, `islice`), few enough that redoing an odd block row by row costs little.
 BLOCK_ROWS = 2048
+#: Longest line of a CSV file read (see `_check_lines`).
+MAX_LINE_BYTES = 1 * 2**20
 #: From this many rows on, the loader hides what it built from the cyclic GC (`_plain_rows`).
 FREEZE_ROWS = 100_000
 #: What a damaged .xlsx raises inside openpyxl: XML errors (ParseError and lxml's are
@@ -65,17 +73,10 @@ _DAMAGED_XLSX = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError
                  ValueError)
 #: The largest magnitude Excel stores exactly (15 significant digits); beyond, digits are lost.
 _EXCEL_EXACT = 10**15
-_MERGE_CELL = re.compile(
-    rb'<(?:[\w.-]+:)?mergeCell\b[^>]*?\bref="([A-Z]+)([0-9]+):([A-Z]+)([0-9]+)"'
-)
 _NUMBER_FORMAT = re.compile(
     r'^(?P<pre>(?:"[^"]*"|\\.)*)(?P<int>[#0,]+)(?:\.(?P<dec>[0#]+))?'
     r'(?P<post>(?:"[^"]*"|\\.|%)*)$'
 )
-
-
-#: Rows of a file as read: their row numbers (as the user sees them) and their cells.
-Block = tuple[Sequence[int], list[list[str]]]
 
 
 class InputError(Exception):
@@ -97,6 +98,12 @@ class LoadOptions:
     require_reference: bool = False
     #: a report fed back in re-sends rows whose earlier answer was final (not found, ...)
     include_final: bool = False
+    #: a DataFrame's or Parquet file's numeric key/reason columns are taken as they print
+    numbers_as_text: bool = False
+    #: send rows hidden in the sheet (or filtered out) too; by default they are `skipped`
+    include_hidden: bool = False
+    #: the header's row number as the spreadsheet shows it; by default it is found
+    header_row: int | None = None
 
 
 @dataclass(slots=True)
@@ -111,6 +118,12 @@ class LoadedInput:
     reason_column: str = ""
     reference_column: str = ""
     notes: list[str] = field(default_factory=list)
+    #: the header's row number as the user sees it
+    header_row: int = 1
+    #: rows hidden in the sheet and so `skipped` (0 with --include-hidden)
+    hidden: int = 0
+    #: delimiter and codec of a CSV input (None for other formats)
+    dialect: CsvDialect | None = None
 
     def to_send(self) -> Iterator[SourceRow]:
         """The rows the runner must send, in input order."""
@@ -125,10 +138,33 @@ def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
     """
     options = options or LoadOptions()
     path = Path(path)
-    header, blocks = read_table(path, options)
+    if path.suffix.lower() == PARQUET_EXTENSION:
+        try:
+            guard.check_path(path)
+        except guard.HostileFile as exc:
+            raise InputError(str(exc)) from None
+        from .frames import load_parquet  # pandas only when asked
+
+        return load_parquet(path, options, options.numbers_as_text)
+    facts = SheetFacts()
+    header, header_row, blocks = read_table(path, options, facts)
+    return load_table(path, header, blocks, options, header_row, facts)
+
+
+def load_table(path: Path, header: list[str], blocks: Iterable[Block], options: LoadOptions,
+               header_row: int = 1, facts: SheetFacts | None = None) -> LoadedInput:
+    """Columns, normalisation and validation of rows already read as text: a file's, or a
+    DataFrame's (`frames.load_frame`), so both go through exactly the same rules. `path`
+    names the source in messages."""
+    facts = facts or SheetFacts()
     columns = unique_names(header)
+    notes = [f"header on row {header_row} (the rows above it are not read)"] \
+        if header_row > 1 else []
     if set(columns) >= REPORT_SIGNATURE:
-        return _load_report(path, columns, list(records_of(blocks)), options)
+        loaded = _load_report(path, columns, list(records_of(blocks)), options)
+        loaded.notes[:0] = notes
+        loaded.header_row, loaded.dialect = header_row, facts.dialect
+        return loaded
     try:
         layout = _layout(path, columns, options)
     except InputError:
@@ -136,13 +172,29 @@ def load(path: str | Path, options: LoadOptions | None = None) -> LoadedInput:
         # was read before the columns were looked at: read on, so that error wins.
         deque(blocks, maxlen=0)
         raise
+    hidden: list[tuple[int, list[str]]] = []
+    if facts.hidden_rows and not options.include_hidden:
+        blocks = split_hidden(blocks, facts.hidden_rows, hidden)
     rows = reference_rule(_plain_rows(blocks, layout), options.require_reference)
+    if hidden:
+        skipped = [_hidden_row(number, cells, layout) for number, cells in hidden]
+        rows = list(heapq.merge(rows, skipped, key=attrgetter("row")))
+        notes.append(f"{len(hidden)} rows hidden in the sheet (or filtered out) are skipped; "
+                     "pass --include-hidden to send them")
     _check_not_empty(path, rows)
     return LoadedInput(path, list(layout.passthrough), rows,
                        key_column=columns[layout.key],
                        reason_column="" if layout.reason is None else columns[layout.reason],
                        reference_column="" if layout.reference is None
-                       else columns[layout.reference])
+                       else columns[layout.reference],
+                       notes=notes + list(layout.notes), header_row=header_row,
+                       hidden=len(hidden), dialect=facts.dialect)
+
+
+def _hidden_row(number: int, cells: list[str], layout: _Layout) -> SourceRow:
+    """A row hidden in the sheet: read like any other, never sent, reported `skipped`."""
+    row = _checked_row(number, cells, layout, lambda _key, owner: owner)
+    return replace(row, status=Status.SKIPPED, message=HIDDEN_MESSAGE, duplicate_of=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +212,8 @@ class _Layout:
     #: two input columns got the same report name ("reason" renamed beside "input_reason"):
     #: a row keeps the last one's cell under it, as a dict by name would
     collapse: bool
+    #: sentences for the plan about how the columns were chosen
+    notes: tuple[str, ...] = ()
 
 
 def _layout(path: Path, columns: list[str], options: LoadOptions) -> _Layout:
@@ -169,30 +223,35 @@ def _layout(path: Path, columns: list[str], options: LoadOptions) -> _Layout:
             f"{path}: --only works on an earlier batch-cancel report, and this file is not one "
             f"(it lacks the columns {', '.join(sorted(REPORT_SIGNATURE))})"
         )
-    key_col = resolve_column(path, columns, "invoice key", KEY_ALIASES, options.key_column,
+    try:
+        key = resolve_column(path, columns, "invoice key", KEY_ALIASES, options.key_column,
                              "--key-column")
+        reason = resolve_column(path, columns, "reason", REASON_ALIASES, options.reason_column,
+                                "--reason-column")
+        reference = resolve_column(path, columns, "document reference", REFERENCE_ALIASES,
+                                   options.reference_column, "--reference-column")
+    except ColumnError as exc:
+        raise InputError(str(exc)) from None
+    key_col, reason_col, ref_col = key.column, reason.column, reference.column
     if key_col is None:
         raise InputError(
             f"{path}: no column for the invoice key; saw: {', '.join(columns) or '(none)'}. "
             "Name it 'invoiceKey' or 'Invoice Number', or pass --key-column NAME"
         )
-    reason_col = resolve_column(path, columns, "reason", REASON_ALIASES, options.reason_column,
-                                "--reason-column")
     if reason_col is None and options.default_reason is None:
         raise InputError(
             f"{path}: no column for the reason code; saw: {', '.join(columns)}. "
             "Add a 'reason' column (01-04), pass --reason-column NAME, "
             "or --reason CODE for all rows"
         )
-    ref_col = resolve_column(path, columns, "document reference", REFERENCE_ALIASES,
-                             options.reference_column, "--reference-column")
     passthrough = tuple(_report_safe_name(c) for c in columns)
     return _Layout(key=columns.index(key_col),
                    reason=None if reason_col is None else columns.index(reason_col),
                    reference=None if ref_col is None else columns.index(ref_col),
                    default_reason=_default_reason(options.default_reason),
                    passthrough=passthrough, columns=tuple(dict.fromkeys(passthrough)),
-                   collapse=len(set(passthrough)) != len(passthrough))
+                   collapse=len(set(passthrough)) != len(passthrough),
+                   notes=tuple(c.note for c in (key, reason, reference) if c.note))
 
 
 def _plain_rows(blocks: Iterable[Block], layout: _Layout) -> list[SourceRow]:
@@ -336,31 +395,62 @@ def _check_not_empty(path: Path, rows: list[SourceRow]) -> None:
 # --- reading files as text -------------------------------------------------------------------
 
 
-def read_table(path: Path, options: LoadOptions) -> tuple[list[str], Iterator[Block]]:
-    """The header and the non-blank data rows (with the row numbers the user sees) of a file.
+def read_table(path: Path, options: LoadOptions, facts: SheetFacts | None = None
+               ) -> tuple[list[str], int, Iterator[Block]]:
+    """The header, its row number, and the non-blank data rows below it (with the row
+    numbers the user sees) of a file; `facts` gets what the sheet says about its rows.
 
     The rows come as a stream of blocks: a damaged row raises `InputError` when reached.
+    A file that attacks the reader (a device, a zip bomb, XML entities) is refused first.
     """
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not a file")
+    facts = facts if facts is not None else SheetFacts()
     suffix = path.suffix.lower()
+    try:
+        guard.check_path(path)
+        if suffix in SHEET_EXTENSIONS:
+            guard.check_zip(path, "workbook" if suffix in EXCEL_EXTENSIONS else "spreadsheet")
+    except guard.HostileFile as exc:
+        raise InputError(str(exc)) from None
+    if options.sheet is not None and suffix not in SHEET_EXTENSIONS:
+        raise InputError(f"{path}: --sheet applies only to Excel files (.xlsx, .xlsm) and "
+                         "OpenDocument spreadsheets (.ods)")
     if suffix in EXCEL_EXTENSIONS:
-        blocks: Iterable[Block] = in_blocks(read_excel(path, options.sheet))
+        blocks: Iterable[Block] = in_blocks(read_excel(path, options.sheet, facts))
+    elif suffix in ODS_EXTENSIONS:
+        blocks = in_blocks(_read_ods(path, options.sheet, facts))
     elif suffix in CSV_EXTENSIONS:
-        blocks = read_csv(path, options.encoding, "\t" if suffix == ".tsv" else None)
+        blocks = read_csv(path, options.encoding, "\t" if suffix == ".tsv" else None, facts)
     elif suffix in JSONL_EXTENSIONS:
         blocks = in_blocks(read_jsonl(path))
     elif suffix == ".xls":
-        raise InputError(f"{path}: the old .xls format is not supported; "
-                         "open it in Excel and save as .xlsx")
+        raise InputError(f"{path}: the old .xls format is not supported; open it in Excel "
+                         "(or LibreOffice) and save as .xlsx, then pass that file")
     else:
         raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
-                         "use .csv, .tsv, .txt, .xlsx, .xlsm or a .jsonl report")
-    if options.sheet is not None and suffix not in EXCEL_EXTENSIONS:
-        raise InputError(f"{path}: --sheet applies only to Excel files (.xlsx, .xlsm)")
-    return split_header(path, blocks)
+                         "use .csv, .tsv, .txt, .xlsx, .xlsm, .ods, .parquet or a .jsonl "
+                         "report")
+    return split_header(path, blocks, options, facts)
+
+
+def _read_ods(path: Path, sheet: str | None, facts: SheetFacts
+              ) -> Iterator[tuple[int, list[str]]]:
+    """Rows of an .ods sheet (see `opendocument`), its errors as `InputError`."""
+    from .opendocument import OdsError, read_ods  # odfpy only for .ods files
+
+    try:
+        for number, texts in read_ods(path, sheet, facts):
+            _check_cells(path, number, texts)
+            yield number, texts
+    except OdsError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _check_cells(path: Path, number: int, texts: list[str]) -> None:
+    """Refuse a cell longer than any real one: tens of MB in a cell is an attack or a bug."""
+    if texts and max(map(len, texts)) > guard.MAX_CELL_CHARS:
+        raise InputError(f"{path}: row {number} has a cell of more than "
+                         f"{guard.MAX_CELL_CHARS} characters; no invoice row needs one. "
+                         "Check the file")
 
 
 def in_blocks(records: Iterable[tuple[int, list[str]]]) -> Iterator[Block]:
@@ -386,19 +476,17 @@ def records_of(blocks: Iterable[Block]) -> Iterator[tuple[int, list[str]]]:
         yield from zip(numbers, rows, strict=True)
 
 
-def split_header(path: Path, blocks: Iterable[Block]) -> tuple[list[str], Iterator[Block]]:
-    """First non-blank row is the header; the data rows after it follow as a stream."""
-    blocks = iter(blocks)
-    for numbers, rows in blocks:
-        for index, cells in enumerate(rows):
-            if not any(c.strip() for c in cells):
-                continue
-            header = [c.strip() for c in cells]
-            while header and not header[-1]:
-                header.pop()
-            rest = chain([(numbers[index + 1:], rows[index + 1:])], blocks)
-            return header, data_blocks(path, rest, header, numbers[index])
-    raise InputError(f"{path}: the file is empty (no header row, no data)")
+def split_header(path: Path, blocks: Iterable[Block], options: LoadOptions,
+                 facts: SheetFacts) -> tuple[list[str], int, Iterator[Block]]:
+    """The header (see `header.find_header`), its row number, and the data rows after it."""
+    try:
+        found = find_header(path, blocks, facts, options.key_column, options.header_row)
+    except HeaderError as exc:
+        raise InputError(str(exc)) from None
+    if found is None:
+        raise InputError(f"{path}: the file is empty (no header row, no data)")
+    header, rest = found
+    return header.cells, header.number, data_blocks(path, rest, header.cells, header.number)
 
 
 def data_blocks(path: Path, blocks: Iterable[Block], header: list[str], header_number: int
@@ -511,16 +599,24 @@ def _first_nonblank_line(text: str) -> str:
         size *= 4
 
 
-def read_csv(path: Path, encoding: str | None, delimiter: str | None) -> Iterator[Block]:
-    """CSV/TSV rows as text, in blocks; a row is a record, so a quoted field may span lines."""
-    raw = path.read_bytes()
+def read_csv(path: Path, encoding: str | None, delimiter: str | None,
+             facts: SheetFacts | None = None) -> Iterator[Block]:
+    """CSV/TSV rows as text, in blocks; a row is a record, so a quoted field may span lines.
+    `facts.dialect` gets the delimiter and codec, for a report that opens the same way."""
+    try:
+        raw = guard.read_bounded(path)
+    except guard.HostileFile as exc:
+        raise InputError(str(exc)) from None
     if not raw or raw.isspace():
         raise InputError(f"{path}: the file is empty (no header row, no data)")
     if raw.startswith(b"PK\x03\x04") or raw.startswith(_OLE2_MAGIC):
         raise InputError(f"{path}: this is an Excel workbook with a text extension; "
                          "rename it to .xlsx")
+    _check_lines(path, raw)
     text, codec = decode_text(path, raw, encoding)
     sep = delimiter or sniff_delimiter(text)
+    if facts is not None:
+        facts.dialect = CsvDialect(sep, codec)
     # newline="": the reader sees line endings untranslated, as csv requires.
     lines: TextIO
     if encoding:  # any codec Python knows, BOM dropped: read the text as decoded
@@ -549,8 +645,30 @@ def read_csv(path: Path, encoding: str | None, delimiter: str | None) -> Iterato
         number += len(rows)
 
 
+def _check_lines(path: Path, raw: bytes) -> None:
+    """Refuse a line of more than MAX_LINE_BYTES before the CSV reader splits it: millions
+    of cells in one line would cost gigabytes as Python strings.
+
+    Any line that long holds a whole aligned window of half that size without a line break,
+    so looking at each window once (a few hundred `find`s in C for the largest file) is
+    enough; a line between half and the whole limit may be refused too.
+    """
+    window = MAX_LINE_BYTES // 2
+    for start in range(0, len(raw) - window + 1, window):
+        end = start + window
+        if raw.find(b"\n", start, end) < 0 and raw.find(b"\r", start, end) < 0:
+            line = raw.count(b"\n", 0, start) + 1
+            raise InputError(f"{path}: line {line} is longer than {MAX_LINE_BYTES // 2**10} KB"
+                             "; no invoice row needs one. Check the file (is it CSV?)")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """A JSON-lines report: the first line's keys are the header, one object per line."""
+    """A JSON-lines report: the first line's keys are the header, one object per line.
+    A line longer than MAX_LINE_BYTES is refused before any is parsed."""
+    try:
+        _check_lines(path, guard.read_bounded(path))
+    except guard.HostileFile as exc:
+        raise InputError(str(exc)) from None
     columns: list[str] | None = None
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -571,11 +689,17 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise InputError(f"{path}: the file is empty (no header row, no data)")
 
 
-def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]:
-    """Rows of one worksheet as the text Excel shows (number formats applied, cached formulas)."""
+def read_excel(path: Path, sheet: str | None, facts: SheetFacts | None = None
+               ) -> Iterator[tuple[int, list[str]]]:
+    """Rows of one worksheet as the text Excel shows (number formats applied, cached formulas).
+    `facts` gets the sheet's merged ranges and hidden rows before the first row comes."""
     import openpyxl  # imported here: a CSV-only run does not pay for it
 
-    head = path.read_bytes()[:8]
+    from .xlsx_scan import default_sheet, scan_sheet
+
+    facts = facts if facts is not None else SheetFacts()
+    with path.open("rb") as handle:
+        head = handle.read(8)
     if head.startswith(_OLE2_MAGIC):
         raise InputError(
             f"{path}: the workbook is password-protected (encrypted) or in the old binary "
@@ -590,10 +714,11 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]
         raise InputError(f"{path}: not a valid .xlsx workbook (corrupt, or another format "
                          f"renamed to .xlsx): {exc}. Re-save it from Excel as .xlsx") from exc
     try:
-        if sheet is None and book.sheetnames[:2] == ["Summary", "Rows"]:
-            worksheet = book["Rows"]  # a batch-cancel .xlsx report: its rows, not its summary
-        elif sheet is None:
-            worksheet = book.worksheets[0]
+        if sheet is None:
+            worksheet = default_sheet(book)
+            if worksheet is None:
+                raise InputError(f"{path}: every sheet is hidden; pass --sheet NAME (the "
+                                 f"sheets are: {', '.join(book.sheetnames)})")
         elif sheet in book.sheetnames:
             worksheet = book[sheet]
         else:
@@ -602,9 +727,9 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]
         if not hasattr(worksheet, "iter_rows"):
             raise InputError(f"{path}: sheet {worksheet.title!r} is a chart, not a table")
         worksheet.reset_dimensions()  # trust the cells, not a possibly stale dimension tag
-        merges = merged_ranges(worksheet)
+        facts.sheet = worksheet.title
+        scan_sheet(worksheet, facts)
         rows = enumerate(worksheet.iter_rows(min_row=1), start=1)
-        header_seen = False
         while True:
             try:  # the sheet XML is parsed lazily: a damaged member fails here, not at open
                 number, cells = next(rows)
@@ -617,59 +742,10 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]
                     "and save it again as .xlsx"
                 ) from exc
             texts = [excel_text(c.value, getattr(c, "number_format", "General")) for c in cells]
-            if not header_seen and any(t.strip() for t in texts):
-                header_seen = True
-                texts = fill_merged_header(number, texts, merges)
+            _check_cells(path, number, texts)
             yield number, texts
     finally:
         book.close()
-
-
-def merged_ranges(worksheet: object) -> list[tuple[int, int, int, int]]:
-    """(first row, first column, last row, last column) of each merged range of a sheet.
-
-    A read-only worksheet does not expose them, so the sheet's XML is scanned for
-    `<mergeCell ref="A1:B1"/>` (it follows the cell data, hence a scan of the whole part).
-    """
-    from openpyxl.utils import column_index_from_string
-
-    get_source = getattr(worksheet, "_get_source", None)
-    if get_source is None:  # pragma: no cover - not a read-only worksheet
-        return []
-    found: list[tuple[int, int, int, int]] = []
-
-    def scan(data: bytes) -> None:
-        for m in _MERGE_CELL.finditer(data):
-            found.append((int(m[2]), column_index_from_string(m[1].decode()),
-                          int(m[4]), column_index_from_string(m[3].decode())))
-
-    tail = b""
-    try:
-        with get_source() as source:
-            while chunk := source.read(1 << 20):
-                data = tail + chunk
-                cut = data.rfind(b"<")  # a tag cut by the chunk boundary waits for the next
-                cut = cut if cut >= 0 else len(data)
-                scan(data[:cut])
-                tail = data[cut:]
-        scan(tail)
-    except _DAMAGED_XLSX:
-        return []  # reading the rows reports the damage
-    return found
-
-
-def fill_merged_header(number: int, texts: list[str],
-                       merges: list[tuple[int, int, int, int]]) -> list[str]:
-    """A header cell merged across columns names each of them (Excel keeps it in the first
-    cell only), so a merged key header shows up as the same header twice: ambiguous."""
-    texts = list(texts)
-    for first_row, first_col, last_row, last_col in merges:
-        if first_row == number <= last_row and last_col > first_col and len(texts) >= first_col:
-            if len(texts) < last_col:
-                texts.extend([""] * (last_col - len(texts)))
-            for index in range(first_col, last_col):
-                texts[index] = texts[first_col - 1]
-    return texts
 
 
 def excel_text(value: object, number_format: str | None) -> str:
@@ -734,39 +810,6 @@ def _general(value: float) -> str:
         return str(int(value))
     text = format(Decimal(value) if isinstance(value, int) else value, ".15g")
     return text.replace("e+", "E+").replace("e-", "E-")
-
-
-# --- columns -----------------------------------------------------------------------------------
-
-
-def normalise_name(name: str) -> str:
-    """Compare header names without case, spaces, underscores or hyphens."""
-    return re.sub(r"[\s_\-]+", "", name).lower()
-
-
-def resolve_column(path: Path, columns: list[str], what: str, aliases: tuple[str, ...],
-                   override: str | None, flag: str) -> str | None:
-    """The one column holding `what`, by `flag` override or by alias; ambiguity is an error."""
-    if override is not None:
-        if override in columns:  # an exact name wins over a look-alike earlier column
-            return override
-        for column in columns:
-            if normalise_name(column) == normalise_name(override):
-                return column
-        raise InputError(f"{path}: {flag} {override!r} names no column; saw: "
-                         f"{', '.join(columns)}")
-    for alias in aliases:
-        matches = [c for c in columns if normalise_name(c) == alias]
-        if len(matches) == 1 and f"{matches[0]} (2)" in columns:  # the same header twice
-            matches.append(f"{matches[0]} (2)")
-        if len(matches) > 1:
-            twice = (" (the same header twice, or one header cell merged across columns: "
-                     "unmerge or rename them)") if f"{matches[0]} (2)" in matches else ""
-            raise InputError(f"{path}: several columns could be the {what}: "
-                             f"{', '.join(matches)}{twice}; pass {flag} to choose one")
-        if matches:
-            return matches[0]
-    return None
 
 
 # --- rows --------------------------------------------------------------------------------------
@@ -913,14 +956,14 @@ def _own_columns(path: Path, passthrough: list[str], options: LoadOptions) -> _O
                  and c[len(_INPUT_PREFIX):] in REPORT_COLUMNS else c): c for c in passthrough}
     names = list(original)
 
-    def find(what: str, aliases: tuple[str, ...], override: str | None, flag: str) -> str | None:
-        if override is not None:
-            found = resolve_column(path, names, what, aliases, override, flag)
-        else:
-            try:
-                found = resolve_column(path, names, what, aliases, None, flag)
-            except InputError:  # two candidates: keep to the columns batch-cancel derived
-                return None
+    def find(what: str, aliases: frozenset[str], override: str | None, flag: str
+             ) -> str | None:
+        try:
+            found = resolve_column(path, names, what, aliases, override, flag).column
+        except ColumnError as exc:
+            if override is not None:
+                raise InputError(str(exc)) from None
+            return None  # two candidates: keep to the columns batch-cancel derived
         return None if found is None else original[found]
 
     return _OwnColumns(

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
 from operator import attrgetter
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -96,8 +97,13 @@ class ConsoleLines:
 
 
 def plan_text(loaded: LoadedInput, target: Target, base_url: str,
-              resume: JournalState | None = None) -> str:
-    """What a run is about to do: the tenant, and the rows per status and per reason."""
+              resume: JournalState | None = None, report: Path | None = None,
+              no_report: str = "") -> str:
+    """What a run is about to do: the tenant, and the rows per status and per reason.
+
+    The first 10 invalid rows are shown; the rest are in `report` (or, with none, the
+    `no_report` hint says how to get one).
+    """
     # map/attrgetter count in C: the plan of a million-row dry run is printed in a blink
     to_send = [row for row in loaded.to_send()
                if resume is None or not resume.is_finished(row.row)]
@@ -112,6 +118,7 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
         + (" (reasons: " + ", ".join(f"{r}={n}" for r, n in sorted(by_reason.items())) + ")"
            if by_reason else ""),
     ]
+    lines.extend(f"Note: {note}" for note in loaded.notes)
     if resume is not None:
         doubt = sum(1 for row in to_send if row.row in resume.in_doubt)
         lines.append(f"Resuming: {len(resume.finished)} rows already finished are kept; "
@@ -125,7 +132,9 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
     for row in invalid:
         lines.append(f"  row {row.row}: {row.message}")
     if by_status[Status.INVALID] > len(invalid):
-        lines.append(f"  ... and {by_status[Status.INVALID] - len(invalid)} more invalid rows")
+        where = f" (every invalid row is in {report})" if report else no_report
+        lines.append(f"  ... and {by_status[Status.INVALID] - len(invalid)} more invalid rows"
+                     + where)
     warned = [row for row in to_send if row.warning]
     if warned:
         lines.append(f"warning: {len(warned)} rows: {warned[0].warning} (--require-reference "
@@ -133,7 +142,6 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
         lines.extend(f"  row {row.row}: {row.invoice_key}" for row in warned[:10])
         if len(warned) > 10:
             lines.append(f"  ... and {len(warned) - 10} more")
-    lines.extend(loaded.notes)
     return "\n".join(lines)
 
 

@@ -24,7 +24,10 @@ from typing import IO, Protocol
 import orjson
 
 from .config import describe_tenant, tenant_mismatch
+from .dialect import DEFAULT as DEFAULT_DIALECT
+from .logs import get_logger
 from .model import DONE, REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
+from .sheetfacts import CsvDialect
 
 REPORT_FORMATS = (".csv", ".xlsx", ".jsonl", ".parquet")
 #: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
@@ -306,7 +309,8 @@ class ReportWriter:
     renames the temporary file into place; `abort` removes it.
     """
 
-    def __init__(self, path: Path, input_columns: list[str], rows: list[SourceRow]) -> None:
+    def __init__(self, path: Path, input_columns: list[str], rows: list[SourceRow],
+                 dialect: CsvDialect | None = None) -> None:
         if path.suffix.lower() not in REPORT_FORMATS:
             raise ReportError(f"--report {path}: unsupported format {path.suffix!r}")
         self.path = path
@@ -322,7 +326,8 @@ class ReportWriter:
         os.close(fd)
         self._temp = Path(temp)
         os.chmod(self._temp, 0o600)
-        self._sink = _SINKS[path.suffix.lower()](self._temp, header)
+        self._sink = _SINKS[path.suffix.lower()](self._temp, header,
+                                                 dialect or DEFAULT_DIALECT)
 
     @property
     def held(self) -> int:
@@ -497,21 +502,44 @@ class _FileSink:
 
 
 class _CsvSink(_FileSink):
-    """utf-8 with a BOM: Excel then opens non-ASCII text correctly; the loader strips it."""
+    """The input's delimiter and encoding (`dialect`); utf-8 with a BOM by default: Excel
+    then opens non-ASCII text correctly, and the loader strips it.
+
+    A value that does not fit a legacy encoding (a Zuora message in cp1252, say) switches
+    the whole file to UTF-8 with BOM: the rows written so far are re-encoded, nothing lost.
+    """
 
     spreadsheet = True
 
-    def __init__(self, path: Path, header: list[str]) -> None:
-        super().__init__(path, "utf-8-sig")
-        self._writer = csv.writer(self._handle)
-        self._writer.writerow(header)
+    def __init__(self, path: Path, header: list[str], dialect: CsvDialect) -> None:
+        super().__init__(path, dialect.encoding)
+        self._path = path
+        self._dialect = dialect
+        self._writer = csv.writer(self._handle, delimiter=dialect.delimiter)
+        self.write(header)
 
     def write(self, values: list[str]) -> None:
-        self._writer.writerow(values)
+        try:
+            self._writer.writerow(values)  # one write per row: a failed row writes nothing
+        except UnicodeEncodeError:
+            self._to_utf8()
+            self._writer.writerow(values)
+
+    def _to_utf8(self) -> None:
+        """Re-encode what was written as UTF-8 with BOM and go on in it."""
+        self._handle.close()
+        text = self._path.read_bytes().decode(self._dialect.encoding)
+        self._path.write_bytes(text.encode("utf-8-sig"))
+        get_logger("batch_cancel").warning(
+            "report.encoding_changed", old=self._dialect.encoding, new="utf-8-sig",
+            reason=f"a value does not fit {self._dialect.encoding}")
+        self._dialect = CsvDialect(self._dialect.delimiter, "utf-8-sig")
+        self._handle = self._path.open("a", encoding="utf-8-sig", newline="")
+        self._writer = csv.writer(self._handle, delimiter=self._dialect.delimiter)
 
 
 class _JsonlSink(_FileSink):
-    def __init__(self, path: Path, header: list[str]) -> None:
+    def __init__(self, path: Path, header: list[str], dialect: CsvDialect) -> None:
         super().__init__(path, "utf-8")
         self._header = header
 
@@ -523,7 +551,7 @@ class _JsonlSink(_FileSink):
 class _XlsxSink:
     spreadsheet = True
 
-    def __init__(self, path: Path, header: list[str]) -> None:
+    def __init__(self, path: Path, header: list[str], dialect: CsvDialect) -> None:
         from .workbook import WorkbookWriter  # openpyxl only when asked
 
         self._book = WorkbookWriter(path, header)
@@ -538,25 +566,26 @@ class _XlsxSink:
         pass
 
 
-def _parquet_sink(path: Path, header: list[str]) -> _Sink:
+def _parquet_sink(path: Path, header: list[str], dialect: CsvDialect) -> _Sink:
     from .frames import ParquetSink  # pandas/pyarrow only when asked
 
     return ParquetSink(path, header)
 
 
-_SINKS: dict[str, Callable[[Path, list[str]], _Sink]] = {
+_SINKS: dict[str, Callable[[Path, list[str], CsvDialect], _Sink]] = {
     ".csv": _CsvSink, ".jsonl": _JsonlSink, ".xlsx": _XlsxSink, ".parquet": _parquet_sink,
 }
 
 
 def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
-                 outcomes: Mapping[int, Outcome], context: dict[str, str] | None = None
-                 ) -> Summary:
+                 outcomes: Mapping[int, Outcome], context: dict[str, str] | None = None,
+                 dialect: CsvDialect | None = None) -> Summary:
     """Write a whole report at once, atomically, in the format its extension names.
 
-    `context` (input, target, run id, times) goes on the .xlsx report's Summary sheet.
+    `context` (input, target, run id, times) goes on the .xlsx report's Summary sheet;
+    `dialect` is a CSV report's delimiter and encoding (default: comma, UTF-8 with BOM).
     """
-    return ReportWriter(path, input_columns, rows).finish(context, outcomes)
+    return ReportWriter(path, input_columns, rows, dialect).finish(context, outcomes)
 
 
 def _owner_from_message(columns: dict[str, str]) -> int:

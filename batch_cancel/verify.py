@@ -21,6 +21,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target, tenant_identity
+from .dialect import report_dialect
 from .loader import LoadedInput, LoadOptions, load
 from .logs import get_logger
 from .model import (
@@ -138,7 +139,8 @@ async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
     rows = [_with_state(row, states.get(row.row)) for row in loaded.rows]
     columns = loaded.columns + [c for c in VERIFY_COLUMNS if c not in loaded.columns]
     output = options.output_path or options.report_path
-    write_report(output, columns, rows, {})
+    # the report keeps its own dialect: a ;/cp1252 report opens in the same Excel the same way
+    write_report(output, columns, rows, {}, dialect=report_dialect(loaded.dialect))
     summary = VerifySummary(report_path=str(output))
     for row in rows:
         if row.status in (Status.SUCCEEDED, Status.CANCEL_FAILED):

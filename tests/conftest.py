@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
+import io
 import itertools
 import json
 import math
@@ -143,9 +145,19 @@ def make_xlsx(tmp_path: Path) -> Callable[..., Path]:
 
 
 def read_report(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV report as dicts."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a CSV report as dicts, in whatever dialect it speaks (the input's: UTF-8
+    with BOM by default, UTF-16, cp1252; comma, semicolon or tab)."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = raw.decode("utf-16")
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("cp1252")
+    first = text.split("\n", 1)[0]
+    delimiter = max((",", ";", "\t"), key=first.count)
+    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
 
 
 class VirtualClock(Clock):

@@ -187,3 +187,105 @@ def test_the_airflow_dag_parses_where_airflow_is_installed() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.dag is not None
+
+
+# --- DataFrames and Parquet as input --------------------------------------------------------
+
+
+def test_a_dataframe_goes_through_the_same_rules_as_a_file(sim, tmp_path) -> None:
+    """Aliases, normalisation, validation and duplicates apply to a frame; its index labels
+    are the report's row numbers; exactly the valid keys are sent."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"Número de factura": [" INV1 ", "INV2", "inv1", "INV 4"],
+                          "Motivo": ["4", "04", "02", "01"]}, index=[10, 11, 12, 13])
+    creds = Credentials(sim.config.client_id, sim.config.client_secret)
+    result = batch_cancel.cancel(frame, base_url=sim.url, credentials=creds,
+                                 report=tmp_path / "r.csv", rate=1000)
+    rows = result.rows
+    assert list(rows["row"]) == ["10", "11", "12", "13"]
+    assert list(rows["status"]) == ["succeeded", "succeeded", "duplicate", "invalid"]
+    assert list(rows["reason"][:2]) == ["04", "04"]
+    assert sorted(r.key for r in sim.stats.cancels()) == ["INV1", "INV2"]
+    assert result.exit_code == 1
+
+
+def test_a_numeric_key_column_is_refused_unless_numbers_as_text(sim, tmp_path) -> None:
+    """An int key column has lost its leading zeros: refused with the fix named, or sent as
+    it prints with numbers_as_text=True."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"invoice": [42, 43], "reason": ["04", "04"]})
+    with pytest.raises(batch_cancel.UsageError, match=r"astype\(str\)"):
+        batch_cancel.cancel(frame, simulate=True, report=tmp_path / "r.csv")
+    assert sim.stats.requests == []
+    numeric_reason = pd.DataFrame({"invoice": ["A1"], "reason": [4]})
+    with pytest.raises(batch_cancel.UsageError, match="reason 04"):
+        batch_cancel.cancel(numeric_reason, simulate=True, report=tmp_path / "r2.csv")
+    creds = Credentials(sim.config.client_id, sim.config.client_secret)
+    result = batch_cancel.cancel(frame, base_url=sim.url, credentials=creds,
+                                 report=tmp_path / "r3.csv", numbers_as_text=True, rate=1000)
+    assert result.exit_code == 0
+    assert sorted(r.key for r in sim.stats.cancels()) == ["42", "43"]
+
+
+def test_a_dataframe_needs_a_report_path() -> None:
+    """The report and its journal are the record of what was filed: no report, no run."""
+    import pandas as pd
+
+    with pytest.raises(batch_cancel.UsageError, match="report"):
+        batch_cancel.cancel(pd.DataFrame({"invoice": ["A1"], "reason": ["04"]}), simulate=True)
+
+
+def test_run_options_take_a_dataframe_too(sim, tmp_path) -> None:
+    """The 0.1 API: `RunOptions(input_path=df)` runs instead of raising TypeError."""
+    import pandas as pd
+
+    summary = batch_cancel.run(RunOptions(
+        input_path=pd.DataFrame({"invoice": ["A1"], "reason": ["02"]}),
+        target=resolve_target(None, sim.url, None, False),
+        credentials=Credentials(sim.config.client_id, sim.config.client_secret),
+        report_path=tmp_path / "r.csv", settings=Settings(rate=1000), handle_signals=False))
+    assert summary.counts[Status.SUCCEEDED] == 1
+
+
+def test_a_parquet_file_is_an_input_with_positions_as_row_numbers(sim, tmp_path) -> None:
+    """A warehouse export in Parquet: read as text, rows numbered from 1, keys sent."""
+    import pandas as pd
+
+    source = tmp_path / "export.parquet"
+    pd.DataFrame({"Invoice.InvoiceNumber": ["INV-P1", "INV-P2"],
+                  "Invoice.Id": ["8a1", "8a2"], "reason": ["03", "03"]}).to_parquet(source)
+    creds = Credentials(sim.config.client_id, sim.config.client_secret)
+    result = batch_cancel.cancel(source, base_url=sim.url, credentials=creds,
+                                 report=tmp_path / "r.parquet", rate=1000)
+    assert result.exit_code == 0
+    assert list(result.rows["row"]) == ["1", "2"]
+    assert sorted(r.key for r in sim.stats.cancels()) == ["INV-P1", "INV-P2"]
+
+
+def test_preflight_call_writes_the_plan_and_sends_nothing(sim, tmp_path) -> None:
+    """`preflight(df, check_invoices=True)`: already-cancelled rows skipped, not found failed,
+    cancelable not_attempted; only reads reach Zuora."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"invoice": ["A1", "INV-CANCELLED-1", "INV-NOTFOUND-1"],
+                          "reason": ["02", "02", "02"]})
+    creds = Credentials(sim.config.client_id, sim.config.client_secret)
+    result = batch_cancel.preflight(frame, base_url=sim.url, credentials=creds,
+                                    check_invoices=True, report=tmp_path / "plan.csv")
+    assert list(result.rows["status"]) == ["not_attempted", "skipped", "failed"]
+    assert result.summary.counts["skipped"] == 1 and result.exit_code == 0
+    assert sim.stats.cancel_requests == 0 and sim.stats.invoice_reads == 3
+
+
+def test_the_readme_notebook_example_runs_as_printed(tmp_path, monkeypatch, capsys) -> None:
+    """The README's Python block runs against the simulator and prints what it shows."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- ci:python-example -->\n```python\n", 1)[1].split("\n```", 1)[0]
+    expected = [line[2:] for line in block.splitlines() if line.startswith("# ")
+                and not line.startswith("# the ") and not line.startswith("# correct ")]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == expected

@@ -14,7 +14,7 @@ def test_preflight_reads_each_invoice_and_cancels_nothing(sim, cli, make_csv) ->
     report = path.with_name("plan.csv")
     result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
                  "--report", str(report), env=sim.env)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # "INV 5" is invalid
     assert sim.stats.cancel_requests == 0 and sim.stats.invoice_reads == 4
     assert "Would send 2 cancels" in result.output
     rows = {r["invoice_key"]: r for r in read_report(report)}
@@ -45,6 +45,6 @@ def test_preflight_without_checks_needs_no_credentials_and_sends_nothing(sim, cl
                                                                          ) -> None:
     """Validation alone: no request at all."""
     result = cli("preflight", str(make_csv(ROWS)), "--base-url", sim.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # "INV 5" is invalid
     assert "Would send 4 cancels" in result.output
     assert sim.stats.requests == []

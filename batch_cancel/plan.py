@@ -1,4 +1,5 @@
-"""Before a run: what it would do, row by row, and how long it would take.
+"""The plan of a run (`preflight`, `run --dry-run`): what it would do, row by row, and how
+long it would take.
 
 `preflight` validates the file exactly as `run` does; with `check_invoices` it also reads every
 sendable invoice (under the same concurrency cap and pacing) and says per row: cancelable
@@ -17,16 +18,29 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target
+from .dialect import plan_note, report_dialect
 from .flow import ASSUMED_TENANT_LIMIT
-from .loader import LoadedInput
-from .model import CancelState, EInvoiceStatus, Outcome, SourceRow, Status, cancel_state
+from .loader import InputError, LoadedInput, LoadOptions, load
+from .model import (
+    CancelState,
+    EInvoiceStatus,
+    Outcome,
+    SourceRow,
+    Status,
+    Summary,
+    cancel_state,
+)
 from .report import write_report
 from .verify import read_invoices
 from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
+
+if TYPE_CHECKING:
+    import pandas
 
 CANCELABLE = "cancelable"
 ALREADY = "already_cancelled_or_in_progress"
@@ -46,6 +60,64 @@ class PreflightResult:
     to_send: int = 0
     estimated_seconds: float = 0.0
     latency: float = ASSUMED_LATENCY
+    #: the plan report's counts per status (None when no report was written)
+    plan: Summary | None = None
+
+
+@dataclass(slots=True)
+class PreflightOptions:
+    """What one preflight needs: the input (a path or a DataFrame), the tenant, how to read
+    the input and how fast to read Zuora; `check_invoices` reads every invoice."""
+
+    source: Path | pandas.DataFrame
+    target: Target
+    credentials: Credentials | None = None
+    report_path: Path | None = None
+    load: LoadOptions = field(default_factory=LoadOptions)
+    settings: Settings = field(default_factory=Settings)
+    check_invoices: bool = False
+
+    @property
+    def report(self) -> Path:
+        """`<input stem>.preflight.csv` beside the input, unless named."""
+        if self.report_path is not None:
+            return self.report_path
+        if not isinstance(self.source, Path):
+            raise InputError("a DataFrame input needs a report path for its plan")
+        return self.source.with_name(f"{self.source.stem}.preflight.csv")
+
+    @property
+    def rate(self) -> float | None:
+        """The pace of the reads: --rate, else the target's default."""
+        return self.settings.rate if self.settings.rate is not None else (
+            self.target.default_rate)
+
+
+def load_input(options: PreflightOptions) -> LoadedInput:
+    """Read and validate the input exactly as `run` would; the plan note names the report."""
+    if isinstance(options.source, Path):
+        loaded = load(options.source, options.load)
+    else:
+        from .frames import load_frame
+
+        loaded = load_frame(options.source, options.load, options.load.numbers_as_text)
+    note = plan_note(loaded.dialect, options.report)
+    loaded.notes.extend([note] if note else [])
+    return loaded
+
+
+async def preflight_async(options: PreflightOptions, loaded: LoadedInput | None = None
+                          ) -> PreflightResult:
+    """The plan of a run, written as a report: with `check_invoices`, every sendable invoice
+    is read once; without, nothing is sent at all."""
+    loaded = loaded or load_input(options)
+    if not options.check_invoices:
+        return unchecked(loaded, options.settings, options.rate, options.report)
+    if options.credentials is None:
+        raise InputError("check_invoices needs credentials (ZUORA_CLIENT_ID and "
+                         "ZUORA_CLIENT_SECRET)")
+    return await check_async(loaded, options.target, options.credentials, options.settings,
+                             options.report)
 
 
 def verdict_of(state: InvoiceState) -> tuple[str, str]:
@@ -114,7 +186,7 @@ async def check_async(loaded: LoadedInput, target: Target, credentials: Credenti
     result.to_send = result.counts[CANCELABLE]
     result.estimated_seconds = estimate(result.to_send, settings, rate, result.latency)
     if report_path is not None:
-        write_plan(report_path, loaded, outcomes, result.verdicts)
+        result.plan = write_plan(report_path, loaded, outcomes, result.verdicts)
     return result
 
 
@@ -124,24 +196,41 @@ _PLAN_STATUS = {CANCELABLE: Status.NOT_ATTEMPTED, ALREADY: Status.SKIPPED}
 
 def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,
               report_path: Path | None) -> PreflightResult:
-    """The plan without reading Zuora: every valid row counts as to send."""
+    """The plan without reading Zuora: every valid row counts as to send. `preflight`
+    without `--check-invoices` and `run --dry-run` both make it here."""
     rows = list(loaded.to_send())
     result = PreflightResult(to_send=len(rows))
     result.estimated_seconds = estimate(len(rows), settings, rate, result.latency)
-    outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
-                                 error_message="valid; not checked against Zuora")
-                for row in rows}
     if report_path is not None:
-        write_plan(report_path, loaded, outcomes, {})
+        outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
+                                     error_message="valid; not checked against Zuora")
+                    for row in rows}
+        result.plan = write_plan(report_path, loaded, outcomes, {})
     return result
 
 
 def write_plan(path: Path, loaded: LoadedInput, outcomes: dict[int, Outcome],
-               verdicts: dict[int, str]) -> None:
+               verdicts: dict[int, str]) -> Summary:
     """The preflight report: the run's format plus a `preflight` verdict column."""
     marked = [_with_verdict(row, verdicts.get(row.row)) for row in loaded.rows]
     columns = [*loaded.columns, *(["preflight"] if "preflight" not in loaded.columns else [])]
-    write_report(path, columns, marked, outcomes)
+    return write_report(path, columns, marked, outcomes,
+                        dialect=report_dialect(loaded.dialect))
+
+
+def plan_summary(loaded: LoadedInput) -> Summary:
+    """The counts of a plan (rows to send are `not_attempted`); complete when no row is
+    invalid: every row can be sent, or is deliberately not (duplicate, hidden, carried)."""
+    counts = dict.fromkeys(Status, 0)
+    for row in loaded.rows:
+        counts[row.status or Status.NOT_ATTEMPTED] += 1
+    return Summary(counts=counts, complete=counts[Status.INVALID] == 0)
+
+
+def plan_exit_code(loaded: LoadedInput) -> int:
+    """0 when every row can be sent (or is deliberately not), 1 when some are invalid: the
+    exit code of `preflight` and of `run --dry-run` alike."""
+    return 0 if plan_summary(loaded).complete else 1
 
 
 def _with_verdict(row: SourceRow, verdict: str | None) -> SourceRow:
