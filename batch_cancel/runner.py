@@ -433,8 +433,17 @@ class Runner:
         return answer
 
     async def _windowed(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Make one request inside the flow-control window."""
+        """Make one request inside the flow-control window.
+
+        A place in the window can free up after a 429 paused the pool while this worker
+        waited for it: the pause is checked again once the place is held, so no request
+        starts before the deadline Zuora named.
+        """
         await self.window.acquire()
+        while self._gate.until > self._clock.now() and not self.stopping:
+            self.window.release()
+            await self._gate.wait()
+            await self.window.acquire()
         try:
             return await call()
         finally:

@@ -324,10 +324,6 @@ async def test_a_row_met_by_a_429_waits_the_named_time_on_the_runner_clock(
         ("rate_limited", 1.0, "rate")}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runner bug: a worker that passed the pause gate and then waits for a place in the flow "
-    "window starts its request when a place frees, even if a 429 paused the pool meanwhile "
-    "(Runner._windowed does not look at the gate again)"))
 @pytest.mark.parametrize("headers", list(STORM_HEADERS))
 async def test_no_call_starts_before_any_429_deadline_on_the_runner_clock(
         live_sim, headers: str) -> None:
