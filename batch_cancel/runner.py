@@ -433,8 +433,14 @@ class Runner:
         return answer
 
     async def _windowed(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Make one request inside the flow-control window."""
+        """Make one request inside the flow-control window, never during a pool-wide pause:
+        a worker that waited for a place while a 429 paused the pool waits the pause out too
+        (else every worker queued at the window would send into the 429 in turn)."""
         await self.window.acquire()
+        while self._gate.until > self._clock.now() and not self.stopping:
+            self.window.release()
+            await self._gate.wait()
+            await self.window.acquire()
         try:
             return await call()
         finally:

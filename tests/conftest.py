@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,17 @@ from click.testing import CliRunner, Result
 
 from batch_cancel.cli import main
 from batch_cancel.simulator import Simulator, SimulatorConfig, SimulatorStats
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the seeded simulation (tests/test_simulation.py)."""
+    group = parser.getgroup("simulation", "seeded schedules against the in-memory world")
+    group.addoption("--sim-seeds", type=int, default=int(os.environ.get("SIM_SEEDS", "2000")),
+                    help="how many seeded schedules to check (default 2000, or $SIM_SEEDS)")
+    group.addoption("--sim-first", type=int, default=int(os.environ.get("SIM_FIRST", "0")),
+                    help="the first seed to check (default 0, or $SIM_FIRST)")
+    group.addoption("--sim-seed", type=int, default=None,
+                    help="check only this seed (replays a failure the search printed)")
 
 
 @dataclass
