@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,7 @@ async def _one_run(schedule: Schedule, world: World, input_path: Path, run: int,
 
     world.on_crash = die
     world.client_stopping = lambda: runner.stopping
+    world.arm()
     try:
         await sending
     except (Crash, asyncio.CancelledError):
@@ -416,6 +417,66 @@ def _fast_tmp() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+# --------------------------------------------------------------------- shrinking
+
+#: Schedules tried at most while shrinking one failure.
+SHRINK_TRIES = 300
+
+
+def shrink(schedule: Schedule, runner_patch: Callable[[Runner], None] | None = None
+           ) -> tuple[Schedule, Checked]:
+    """A smaller schedule that still breaks a promise: fewer rows, faults, outages, crashes
+    and limits, each cut kept only if the run still fails (greedy, so deterministic)."""
+    best = _check(schedule, runner_patch)
+    tries = 0
+    improved = True
+    while improved and tries < SHRINK_TRIES:
+        improved = False
+        for candidate in _smaller(schedule):
+            tries += 1
+            result = _check(candidate, runner_patch)
+            if not result.ok:
+                schedule, best, improved = candidate, result, True
+                break
+            if tries >= SHRINK_TRIES:
+                break
+    return schedule, best
+
+
+def _check(schedule: Schedule, runner_patch: Callable[[Runner], None] | None) -> Checked:
+    with tempfile.TemporaryDirectory(prefix="bc-sim-", dir=_fast_tmp()) as folder:
+        return run_schedule(schedule, Path(folder), runner_patch)
+
+
+def _smaller(s: Schedule) -> Iterator[Schedule]:
+    """Schedules one cut smaller than `s`, the biggest cuts first."""
+    n = s.rows
+    for keep in dict.fromkeys((n // 2, n - 1)):
+        if 0 < keep < n:
+            yield replace(s, keys=s.keys[:keep], reasons=s.reasons[:keep],
+                          references=s.references[:keep])
+    for i in range(len(s.faults)):
+        yield replace(s, faults=s.faults[:i] + s.faults[i + 1:])
+    for i in range(len(s.outages)):
+        yield replace(s, outages=s.outages[:i] + s.outages[i + 1:])
+    if s.crashes:
+        yield replace(s, crashes=s.crashes[:-1])
+    if s.storm:
+        yield replace(s, storm=0.0)
+    if s.read_faults:
+        yield replace(s, read_faults=0.0)
+    if s.rate_limit is not None:
+        yield replace(s, rate_limit=None)
+    if s.daily_quota is not None:
+        yield replace(s, daily_quota=None)
+    if s.others_peak:
+        yield replace(s, others_peak=0)
+    if s.cancel_failed_rate:
+        yield replace(s, cancel_failed_rate=0.0)
+    if s.jitter:
+        yield replace(s, jitter=0.0)
+
+
 # --------------------------------------------------------------------- many seeds
 
 
@@ -466,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_cancel.simoracle",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, help="replay this seed and explain it")
+    parser.add_argument("--shrink", action="store_true",
+                        help="with --seed: also print the smallest failing schedule found")
     parser.add_argument("--seeds", type=int, default=1000, help="how many seeds to search")
     parser.add_argument("--first", type=int, default=0, help="the first seed to search")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -478,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.virtual_seconds:.1f} virtual s, exit {result.exit_code}, "
               f"{result.statuses}")
         print("  PASS" if result.ok else "  FAIL")
+        if args.shrink and not result.ok:
+            small, checked = shrink(Schedule.draw(args.seed))
+            print(f"shrunk (replay: --seed {args.seed} --shrink):\n{checked.explain(small)}")
         return 0 if result.ok else 1
     started = time.monotonic()
     results: list[Checked] = []

@@ -153,9 +153,10 @@ class Schedule:
     cancel_delay: float
     cancel_failed_rate: float
     settings: Settings
-    #: per run of the chain, the request number at which the process dies (None: it does not)
-    crashes: tuple[int, ...]
-    #: whether the request the process dies on still reaches Zuora
+    #: per run of the chain, where the process dies: ("request", n) as its n-th request
+    #: arrives, or ("time", t) t seconds after it started, wherever it is then
+    crashes: tuple[tuple[str, float], ...]
+    #: whether the request the process dies on (a "request" crash) still reaches Zuora
     crash_delivers: bool
 
     @property
@@ -207,9 +208,12 @@ class Schedule:
             tenant_share=rng.choice((0.5, 0.5, 1.0)),
             concurrency_429=rng.choice(("shrink", "shrink", "pause")),
         )
-        crashes: list[int] = []
+        crashes: list[tuple[str, float]] = []
         while rng.random() < (0.3 if not crashes else 0.35) and len(crashes) < 3:
-            crashes.append(rng.randint(1, max(2, int(rows * 1.5))))
+            if rng.random() < 0.5:
+                crashes.append(("request", rng.randint(1, max(2, int(rows * 1.5)))))
+            else:
+                crashes.append(("time", rng.uniform(0.0, max(0.05, rows * latency))))
         return cls(
             seed=seed, keys=tuple(keys), reasons=tuple(reasons), references=tuple(refs),
             latency=latency, jitter=rng.choice((0.0, 0.5, 0.9)),
@@ -236,6 +240,8 @@ class Schedule:
         faults = ", ".join(f"{n} {s:.0%}" for n, s in self.faults) or "none"
         outages = ", ".join(f"{m} at {a:.1f} s for {d:g} s" for a, d, m in self.outages)
         s = self.settings
+        crashes = ", ".join(f"at request {int(v)}" if k == "request" else f"at +{v:.3f} s"
+                            for k, v in self.crashes)
         return "\n".join((
             f"seed {self.seed}: {self.rows} rows; latency {self.latency:g} s "
             f"(jitter {self.jitter:.0%}); tenant limit {self.concurrency_limit} "
@@ -247,8 +253,9 @@ class Schedule:
             f"  cancel faults: {faults}; read faults {self.read_faults:.0%}; "
             f"outages: {outages or 'none'}",
             f"  cancel settles after {self.cancel_delay:g} s, CancelFailed share "
-            f"{self.cancel_failed_rate:.0%}; crashes at requests {list(self.crashes)} "
-            f"(the last request {'reaches' if self.crash_delivers else 'never reaches'} Zuora)",
+            f"{self.cancel_failed_rate:.0%}; crashes: {crashes or 'none'} "
+            f"(the request it dies on {'reaches' if self.crash_delivers else 'never reaches'} "
+            "Zuora)",
             f"  client: --concurrency {s.concurrency} --rate {s.rate} --max-attempts "
             f"{s.max_attempts} --timeout {s.timeout:g} --outage-window {s.outage_window:g} "
             f"--tenant-share {s.tenant_share:g} --concurrency-429 {s.concurrency_429}",
@@ -375,9 +382,9 @@ class World:
             self._pending.append(pending)
         try:
             self._run_requests += 1
-            crashes = self.schedule.crashes
-            if self.run < len(crashes) and self._run_requests == crashes[self.run]:
+            if self._crash_point() == ("request", self._run_requests):
                 self._crash(pending)
+                raise Crash
             answer, data = await self._answer(kind, key, body, track_id, request, pending)
             await asyncio.sleep(RTT)
             request.answered = self._loop.time()
@@ -474,6 +481,20 @@ class World:
         self.accepted.append(Accepted(key, self._loop.time(), run, sent_at, self._late,
                                       invoice.will_fail))
 
+    def arm(self) -> None:
+        """A run starts: set its timed crash, if the schedule has one."""
+        point = self._crash_point()
+        if point is not None and point[0] == "time":
+            self._loop.call_later(point[1], self._crash_if, self.run)
+
+    def _crash_point(self) -> tuple[str, float] | None:
+        crashes = self.schedule.crashes
+        return crashes[self.run] if self.run < len(crashes) else None
+
+    def _crash_if(self, run: int) -> None:
+        if run == self.run and not self._dead:
+            self._crash(None)
+
     def _crash(self, current: _Pending | None) -> None:
         """The process dies: the request it dies on reaches Zuora or not (the schedule says),
         other cancels already sent are processed or not (a draw each), the rest is lost."""
@@ -487,7 +508,6 @@ class World:
         self._dead = True
         if self.on_crash is not None:
             self.on_crash()
-        raise Crash
 
     def _check_alive(self) -> None:
         if self._dead:

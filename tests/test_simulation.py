@@ -15,7 +15,7 @@ import pytest
 
 from batch_cancel.model import CancelJob, Outcome
 from batch_cancel.runner import Runner
-from batch_cancel.simoracle import check_seed, run_schedule
+from batch_cancel.simoracle import check_seed, run_schedule, shrink
 from batch_cancel.simworld import Schedule, Stuck, VirtualLoop, World
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
@@ -40,7 +40,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_seeded_schedules_keep_every_promise(seeds: range) -> None:
     """Under every seeded schedule of faults, limits, crashes and resumes, no promise breaks."""
     failures = [result for result in map(check_seed, seeds) if not result.ok]
-    assert not failures, "\n\n".join(result.explain() for result in failures)
+    report = [result.explain() for result in failures]
+    for result in failures[:2]:  # a small failing schedule reads faster than a big one
+        small, checked = shrink(Schedule.draw(result.seed))
+        report.append(f"seed {result.seed} shrunk (python -m batch_cancel.simoracle --seed "
+                      f"{result.seed} --shrink):\n{checked.explain(small)}")
+    assert not failures, "\n\n".join(report)
 
 
 def test_the_mix_crashes_and_resumes_often_enough() -> None:
@@ -128,15 +133,10 @@ def test_no_request_starts_after_the_run_stopped() -> None:
 def test_oracle_catches_a_resend_without_a_read(tmp_path: Path) -> None:
     """A runner that resends after an in-doubt answer without reading first is caught."""
 
-    def never_read(runner: Runner) -> None:
-        async def skip(*args: Any) -> None:
-            return None
-        runner._settle_doubt = skip  # type: ignore[method-assign]
-
     schedule = _quiet(7, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
                       references=("",) * 20, faults=(("drop_after_apply", 0.5),),
                       settings=dataclasses.replace(Schedule.draw(7).settings, max_attempts=3))
-    result = run_schedule(schedule, tmp_path, never_read)
+    result = run_schedule(schedule, tmp_path, _never_read)
     assert any("with no read between" in v for v in result.violations), result.explain(schedule)
 
 
@@ -157,3 +157,41 @@ def test_oracle_catches_a_doubt_reported_as_a_plain_failure(tmp_path: Path) -> N
     result = run_schedule(schedule, tmp_path, forget_doubts)
     assert any("not in doubt, but our cancel was accepted" in v for v in result.violations), (
         result.explain(schedule))
+
+
+def _never_read(runner: Runner) -> None:
+    async def skip(*args: Any) -> None:
+        return None
+    runner._settle_doubt = skip  # type: ignore[method-assign]
+
+
+def test_oracle_catches_a_request_sent_before_its_journal_record(tmp_path: Path) -> None:
+    """Without the write-ahead `sent` record, a crash loses what was sent, the resume sends it
+    again without a read, and the oracle names the second cancel."""
+
+    def unjournaled(runner: Runner) -> None:
+        runner._on_sent = None
+
+    schedule = _quiet(9, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
+                      references=("",) * 20, latency=0.5, crashes=(("request", 12),),
+                      crash_delivers=True,
+                      settings=dataclasses.replace(Schedule.draw(9).settings, concurrency=4))
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control, None).ok  # with its journal the runner is safe
+    result = run_schedule(schedule, mutant, unjournaled)
+    assert result.crashes == 1
+    assert any("with no read between" in v for v in result.violations), result.explain(schedule)
+
+
+def test_a_failure_shrinks_to_a_smaller_schedule() -> None:
+    """Shrinking keeps cutting rows and faults while the failure stays."""
+    schedule = _quiet(7, keys=tuple(f"INV{n}" for n in range(40)), reasons=("02",) * 40,
+                      references=("",) * 40,
+                      faults=(("drop_after_apply", 0.4), ("fail_500", 0.1)),
+                      storm=0.2, settings=dataclasses.replace(Schedule.draw(7).settings,
+                                                              max_attempts=3))
+    small, checked = shrink(schedule, _never_read)
+    assert not checked.ok
+    assert small.rows < schedule.rows and len(small.faults) == 1 and small.storm == 0
