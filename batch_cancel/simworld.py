@@ -158,6 +158,8 @@ class Schedule:
     crashes: tuple[tuple[str, float], ...]
     #: whether the request the process dies on (a "request" crash) still reaches Zuora
     crash_delivers: bool
+    #: Ctrl-C in the first run: (seconds after it started, --grace); None: no interrupt
+    interrupt: tuple[float, float] | None = None
 
     @property
     def rows(self) -> int:
@@ -233,7 +235,15 @@ class Schedule:
             settings=settings,
             crashes=tuple(crashes),
             crash_delivers=rng.random() < 0.5,
+            interrupt=(rng.uniform(0.0, max(0.05, rows * latency)), rng.choice((0.0, 1.0, 30.0)))
+            if rng.random() < 0.15 else None,
         )
+
+    def _interrupt_text(self) -> str:
+        if self.interrupt is None:
+            return "none"
+        at, grace = self.interrupt
+        return f"at +{at:.3f} s of the first run, --grace {grace:g}"
 
     def describe(self) -> str:
         """A few lines a person can read: what this schedule throws at the run."""
@@ -256,6 +266,7 @@ class Schedule:
             f"{self.cancel_failed_rate:.0%}; crashes: {crashes or 'none'} "
             f"(the request it dies on {'reaches' if self.crash_delivers else 'never reaches'} "
             "Zuora)",
+            f"  Ctrl-C: {self._interrupt_text()}",
             f"  client: --concurrency {s.concurrency} --rate {s.rate} --max-attempts "
             f"{s.max_attempts} --timeout {s.timeout:g} --outage-window {s.outage_window:g} "
             f"--tenant-share {s.tenant_share:g} --concurrency-429 {s.concurrency_429}",

@@ -15,7 +15,7 @@ import pytest
 
 from batch_cancel.model import CancelJob, Outcome
 from batch_cancel.runner import Runner
-from batch_cancel.simoracle import check_seed, run_schedule, shrink
+from batch_cancel.simoracle import NEVER_LEFT, check_seed, run_schedule, shrink
 from batch_cancel.simworld import Schedule, Stuck, VirtualLoop, World
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
@@ -127,7 +127,15 @@ def test_workers_queued_at_the_window_wait_out_a_429_pause() -> None:
                    "run stops still sends its request (found by seed 535)")
 def test_no_request_starts_after_the_run_stopped() -> None:
     """Seed 535: after the daily quota stops the run, reads queued at the window still go out."""
-    assert check_seed(535).known == []
+    assert not [v for v in check_seed(535).known if "started after the run stopped" in v]
+
+
+@pytest.mark.xfail(strict=True, reason="runner: a row waiting for a window place at Ctrl-C's "
+                   "hard stop is marked in doubt as if its request were in flight (seed 88)")
+def test_a_row_whose_request_never_left_is_not_in_doubt() -> None:
+    """Seed 88: an invoice cancelled before the run, its row waiting for a window place when
+    the grace ran out, came back in doubt; the resume read it and reported it `succeeded`."""
+    assert not [v for v in check_seed(88).known if NEVER_LEFT in v]
 
 
 def test_oracle_catches_a_resend_without_a_read(tmp_path: Path) -> None:
