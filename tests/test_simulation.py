@@ -203,3 +203,30 @@ def test_a_failure_shrinks_to_a_smaller_schedule() -> None:
     small, checked = shrink(schedule, _never_read)
     assert not checked.ok
     assert small.rows < schedule.rows and len(small.faults) == 1 and small.storm == 0
+
+
+def test_oracle_catches_a_pool_that_ignores_a_429_pause(tmp_path: Path) -> None:
+    """A pause gate that never pauses lets requests start inside Retry-After: caught."""
+
+    def no_pause(runner: Runner) -> None:
+        runner._pause = lambda answer: None  # type: ignore[method-assign]
+
+    schedule = _quiet(10, keys=tuple(f"INV{n}" for n in range(30)), reasons=("02",) * 30,
+                      references=("",) * 30, storm=0.3, storm_retry_after=3)
+    result = run_schedule(schedule, tmp_path, no_pause)
+    assert any("during the pause" in v for v in result.violations), result.explain(schedule)
+
+
+def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path) -> None:
+    """A window that takes the whole tenant when --tenant-share says half: caught."""
+
+    def greedy(runner: Runner) -> None:
+        runner.window.share = 1.0
+
+    settings = dataclasses.replace(Schedule.draw(11).settings, concurrency=20, tenant_share=0.5,
+                                   rate=None)
+    schedule = _quiet(11, keys=tuple(f"INV{n}" for n in range(200)), reasons=("02",) * 200,
+                      references=("",) * 200, concurrency_limit=20, settings=settings,
+                      latency=0.5)
+    result = run_schedule(schedule, tmp_path, greedy)
+    assert any("past --tenant-share" in v for v in result.violations), result.explain(schedule)
