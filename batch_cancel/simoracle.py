@@ -288,6 +288,7 @@ def judge(schedule: Schedule, world: World, ledgers: list[Ledger]) -> list[str]:
         problems += _exit_code_matches(ledger)
     problems += _truthful(world, finished[-1], {x.run for x in ledgers if x.crashed})
     problems += _no_cancel_after_accept_without_read(world)
+    problems += _no_resend_in_doubt_without_read(world)
     for run in range(len(ledgers)):
         problems += _limits_kept(schedule, world, run)
     problems += _nothing_sent_after_stop(world)
@@ -374,7 +375,9 @@ def _truthful(world: World, ledger: Ledger, crashed: set[int]) -> Iterator[str]:
             yield (f"{where}, but it was {'cancelled by this run' if ours else 'not cancelled'}"
                    " before")
         elif status in (Status.FAILED, Status.NOT_ATTEMPTED) and not doubt:
-            landed = [a for a in ours if not a.will_fail and not a.late]
+            # a refusal by the tax authority makes a failure true only when the row says so
+            refused = "CancelFailed" in row["error_message"]
+            landed = [a for a in ours if not (a.will_fail and refused) and not a.late]
             if landed:
                 yield (f"{where} and not in doubt, but our cancel was accepted at "
                        f"{landed[0].at:.3f} s (run {landed[0].run})")
@@ -399,6 +402,28 @@ def _no_cancel_after_accept_without_read(world: World) -> Iterator[str]:
                        f"{request.run}) after ours sent at {acceptance.sent_at:.3f} s was "
                        f"accepted at {acceptance.at:.3f} s, with no read between")
                 break
+
+
+def _no_resend_in_doubt_without_read(world: World) -> Iterator[str]:
+    """A cancel whose answer left it in doubt (or that got none: timeout, dropped, lost with
+    the process) is never followed by another cancel of that invoice before a read."""
+    doubt: dict[str, float] = {}
+    events: list[tuple[float, int, Any]] = []
+    for n, request in enumerate(world.requests):
+        events.append((request.arrived, n, request))
+        if request.kind == "cancel" and (request.answer is None or request.answer.in_doubt):
+            events.append((request.answered or request.arrived, n, None))
+    for at, n, request in sorted(events, key=lambda e: (e[0], e[1], e[2] is None)):
+        original = world.requests[n]
+        if request is None:  # the in-doubt answer (or its absence) reaches the client
+            doubt[original.key] = at
+        elif request.kind == "read":
+            doubt.pop(request.key, None)
+        elif request.key in doubt:
+            yield (f"cancel of {request.key} resent at {request.arrived:.3f} s (run "
+                   f"{request.run}) after an in-doubt answer at {doubt[request.key]:.3f} s, "
+                   "with no read between")
+            doubt.pop(request.key)
 
 
 def _limits_kept(schedule: Schedule, world: World, run: int) -> Iterator[str]:

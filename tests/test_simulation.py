@@ -145,7 +145,9 @@ def test_oracle_catches_a_resend_without_a_read(tmp_path: Path) -> None:
                       references=("",) * 20, faults=(("drop_after_apply", 0.5),),
                       settings=dataclasses.replace(Schedule.draw(7).settings, max_attempts=3))
     result = run_schedule(schedule, tmp_path, _never_read)
-    assert any("with no read between" in v for v in result.violations), result.explain(schedule)
+    assert any("was accepted at" in v and "with no read between" in v
+               for v in result.violations), result.explain(schedule)
+    assert any("after an in-doubt answer" in v for v in result.violations)
 
 
 def test_oracle_catches_a_doubt_reported_as_a_plain_failure(tmp_path: Path) -> None:
@@ -202,7 +204,7 @@ def test_a_failure_shrinks_to_a_smaller_schedule() -> None:
                                                               max_attempts=3))
     small, checked = shrink(schedule, _never_read)
     assert not checked.ok
-    assert small.rows < schedule.rows and len(small.faults) == 1 and small.storm == 0
+    assert small.rows < schedule.rows and small.storm == 0
 
 
 def test_oracle_catches_a_pool_that_ignores_a_429_pause(tmp_path: Path) -> None:
