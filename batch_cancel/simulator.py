@@ -251,6 +251,18 @@ class Simulator:
 
     # ----------------------------------------------------------------- public surface
 
+    @property
+    def config(self) -> SimulatorConfig:
+        """The tenant's knobs; the tenant model reads the same object, so changes reach it."""
+        return self._config
+
+    @config.setter
+    def config(self, config: SimulatorConfig) -> None:
+        self._config = config
+        model: TenantModel | None = getattr(self, "model", None)
+        if model is not None:
+            model.rules = config
+
     def app(self) -> web.Application:
         """A fresh aiohttp app bound to this simulator's state (an app can only be run once)."""
         application = web.Application()

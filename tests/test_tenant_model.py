@@ -49,3 +49,12 @@ def test_markers_make_unknown_and_already_cancelled_invoices() -> None:
     assert model.read("A-NOTFOUND").status == 404
     assert model.status_of("A-CANCELLED") == "Cancelled"
     assert model.cancel("A-NOTFOUND", '{"reason": "02"}').status == 404
+
+
+def test_a_simulators_new_config_reaches_its_tenant_model() -> None:
+    """Replacing a Simulator's config changes the rules its tenant model applies."""
+    from batch_cancel.simulator import Simulator, SimulatorConfig
+
+    simulator = Simulator()
+    simulator.config = SimulatorConfig(cancelled_marker="DONE")
+    assert simulator.invoice_status("A-DONE") == "Cancelled"
