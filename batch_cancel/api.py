@@ -35,7 +35,7 @@ from .report import (
     journal_path,
     read_journal,
 )
-from .runner import Limits, Runner, StopKind
+from .runner import Limits, Runner, Sender, StopKind
 from .zuora import (
     AuthenticationError,
     Credentials,
@@ -297,13 +297,24 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
 
 
 def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Journal) -> Runner:
+    return Runner(client, runner_limits(options), run_id, options.settings.track_id_prefix,
+                  on_sent=journal.sent)
+
+
+def runner_limits(options: RunOptions) -> Limits:
+    """The runner's share of a run's settings (the target's default rate if none is set)."""
     settings = options.settings
     rate = settings.rate if settings.rate is not None else options.target.default_rate
-    limits = Limits(concurrency=settings.concurrency, rate=rate,
-                    max_attempts=settings.max_attempts, outage_window=settings.outage_window,
-                    tenant_share=settings.tenant_share,
-                    pause_on_concurrency_429=settings.concurrency_429 == "pause")
-    return Runner(client, limits, run_id, settings.track_id_prefix, on_sent=journal.sent)
+    return Limits(concurrency=settings.concurrency, rate=rate,
+                  max_attempts=settings.max_attempts, outage_window=settings.outage_window,
+                  tenant_share=settings.tenant_share,
+                  pause_on_concurrency_429=settings.concurrency_429 == "pause")
+
+
+class Client(Sender, Protocol):
+    """What a run needs of the Zuora client: the runner's `Sender`, and a token up front."""
+
+    async def authenticate(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -316,7 +327,7 @@ class _Progress:
     sent: int = 0
 
 
-async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: ZuoraClient,
+async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Client,
                     journal: Journal, report: ReportWriter, tally: _Progress,
                     log: structlog.typing.FilteringBoundLogger) -> None:
     """Authenticate, then let the runner send every row, journalling each outcome.

@@ -99,15 +99,18 @@ class Journal:
     JSON lines, append-only, each record flushed to the OS as written (a killed process loses
     nothing); fsync is batched (FSYNC_EVERY) so durability does not cost a syscall storm.
     Chosen over SQLite because appending a line is the whole protocol: a torn last line is the
-    only damage a crash can do, and the file stays readable with `grep` and `jq`.
+    only damage a crash can do, and the file stays readable with `grep` and `jq`. `clock`
+    times the outcome flush (OUTCOME_FLUSH_DELAY); a simulation passes its virtual time.
     """
 
-    def __init__(self, path: Path, header: dict[str, object]) -> None:
+    def __init__(self, path: Path, header: dict[str, object],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self._clock = clock
         self._handle = _private_open(path, "a")
         self._unsynced = 0
         self._unflushed = 0
-        self._flushed_at = time.monotonic()
+        self._flushed_at = clock()
         self._turn: asyncio.Future[None] | None = None
         self._write({"event": "run", **header})
         self._flush()
@@ -154,7 +157,7 @@ class Journal:
                      "track_id": outcome.track_id, "zuora_request_id": outcome.zuora_request_id,
                      "process_id": outcome.process_id, "finished_at": outcome.finished_at,
                      "in_doubt": outcome.in_doubt})
-        if time.monotonic() - self._flushed_at > OUTCOME_FLUSH_DELAY:
+        if self._clock() - self._flushed_at > OUTCOME_FLUSH_DELAY:
             self._flush()
 
     def _write(self, record: dict[str, object]) -> None:
@@ -166,7 +169,7 @@ class Journal:
         if not self._unflushed:
             return
         self._handle.flush()
-        self._flushed_at = time.monotonic()
+        self._flushed_at = self._clock()
         self._unsynced += self._unflushed
         self._unflushed = 0
         if self._unsynced >= FSYNC_EVERY:

@@ -433,12 +433,9 @@ class Runner:
         return answer
 
     async def _windowed(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Make one request inside the flow-control window.
-
-        A place in the window can free up after a 429 paused the pool while this worker
-        waited for it: the pause is checked again once the place is held, so no request
-        starts before the deadline Zuora named.
-        """
+        """Make one request inside the flow-control window, never during a pool-wide pause:
+        a worker that waited for a place while a 429 paused the pool waits the pause out too
+        (else every worker queued at the window would send into the 429 in turn)."""
         await self.window.acquire()
         while self._gate.until > self._clock.now() and not self.stopping:
             self.window.release()

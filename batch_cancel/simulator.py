@@ -15,17 +15,17 @@ reproduces the parts of Zuora's behaviour a bulk client has to survive (see
 * whole-service outages (every /v1 call 503, dropped or a proxy 502 for a while; OAuth stays up)
   and 429 storms (rate 429s on a share of /v1 calls, with or without ``Retry-After``).
 
-It imports only the standard library and aiohttp so that it can run with nothing else of the
-package present, and it keeps all state on the ``Simulator`` instance so tests can run several
-independent servers side by side.
+The rules themselves (e-invoice states, codes, answer shapes) live in `tenant_model`, shared with
+the in-memory world of `simworld`; this module is their HTTP front end: routing, OAuth, limits,
+faults and outages. It imports only the standard library, aiohttp and `tenant_model`, and it
+keeps all state on the ``Simulator`` instance so tests can run several independent servers side
+by side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import math
 import random
 import secrets
@@ -39,6 +39,10 @@ from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
 
+from . import tenant_model as model
+from .tenant_model import Invoice, Reply, TenantModel
+from .tenant_model import seconds as _seconds
+
 __all__ = [
     "OUTAGE_MODES",
     "RequestRecord",
@@ -48,39 +52,7 @@ __all__ = [
     "serve",
 ]
 
-STATUS_SUCCESS: Final = "Success"
-STATUS_CANCEL_PROCESSING: Final = "CancelProcessing"
-STATUS_CANCELLED: Final = "Cancelled"
-STATUS_CANCEL_FAILED: Final = "CancelFailed"
-
-_CANCEL_FAILED_CODE: Final = "TAX-301"
-_CANCEL_FAILED_MESSAGE: Final = "The tax authority rejected the cancellation"
-
-_CODE_CONCURRENCY: Final = 50000070
-_CODE_RATE: Final = 70
-_CODE_INVALID_VALUE: Final = 59210020
-_CODE_UNKNOWN_FIELD: Final = 59210021
-_CODE_STATE: Final = 59210030
-_CODE_CANCEL_NOT_FOUND: Final = 59210040
-_CODE_LOCK: Final = 59210050
-_CODE_INTERNAL: Final = 59210060
-_CODE_TEMPORARY: Final = 59210061
-_CODE_MALFORMED: Final = 59210090
-_CODE_READ_NOT_FOUND: Final = 50000040
-_CODE_NO_ROUTE: Final = 50000040
-
-_CONCURRENCY_MESSAGE: Final = (
-    "The total number of concurrent requests has exceeded the limit allowed by the system. "
-    "Please resubmit your request later."
-)
-_HTML_502: Final = "<html><body><h1>502 Bad Gateway</h1></body></html>"
-_HTML_504: Final = "<html><body><h1>504 Gateway Time-out</h1></body></html>"
-_VALID_REASONS: Final = frozenset({"01", "02", "03", "04"})
-_ALLOWED_FIELDS: Final = frozenset({"reason", "documentReferenceID"})
-_MAX_SHOWN: Final = 64
 _SHUTDOWN_TIMEOUT: Final = 0.25
-_WINDOW_NAMES: Final = {60.0: "minute", 3600.0: "hour", 86400.0: "day"}
-_OUTAGE_MESSAGE: Final = "Service temporarily unavailable. Please retry later."
 
 #: How every /v1 request fails during an outage: a Zuora JSON 503, a closed connection with no
 #: answer, or the HTML 502 page of the proxy in front of Zuora. None of them applies anything.
@@ -93,10 +65,6 @@ _READ: Final = "read"
 _V1_OTHER: Final = "v1"
 _CONTROL: Final = "control"
 _OTHER: Final = "other"
-
-# Faults that end the cancel PUT before the cancel is looked at (so it is never applied).
-_EARLY_FAULTS: Final = frozenset({"fail_500", "fail_503", "html_502", "drop", "retryable_false"})
-
 
 @dataclass
 class SimulatorConfig:
@@ -238,17 +206,6 @@ class SimulatorStats:
         }
 
 
-@dataclass
-class _Invoice:
-    """Server-side e-invoice state; the CancelProcessing outcome is settled lazily on read."""
-
-    status: str
-    settles_at: float | None = None
-    will_fail: bool = False
-    error_code: str | None = None
-    error_message: str | None = None
-
-
 @dataclass(frozen=True)
 class _Limits:
     """The limit verdict and header values for one /v1 request, fixed at its arrival."""
@@ -277,7 +234,7 @@ class Simulator:
         #: called with the key after each accepted cancel: lets a test change the world at a
         #: chosen point of a run (take the report's place, stop the process ...)
         self.on_accept: Callable[[str], None] | None = None
-        self._invoices: dict[str, _Invoice] = {}
+        self.model = TenantModel(self.config, time.monotonic, self._accepted)
         self._tokens: dict[str, float] = {}
         self._cancel_attempts: dict[str, int] = {}
         self._v1_counts: dict[str, int] = {}
@@ -297,6 +254,18 @@ class Simulator:
         self._runner: web.AppRunner | None = None
 
     # ----------------------------------------------------------------- public surface
+
+    @property
+    def config(self) -> SimulatorConfig:
+        """The tenant's knobs; the tenant model reads the same object, so changes reach it."""
+        return self._config
+
+    @config.setter
+    def config(self, config: SimulatorConfig) -> None:
+        self._config = config
+        model: TenantModel | None = getattr(self, "model", None)
+        if model is not None:
+            model.rules = config
 
     def app(self) -> web.Application:
         """A fresh aiohttp app bound to this simulator's state (an app can only be run once)."""
@@ -324,15 +293,11 @@ class Simulator:
 
     def invoice_status(self, key: str) -> str | None:
         """Current eInvoiceStatus of ``key`` (None if the key does not exist)."""
-        invoice = self._lookup(key)
-        return None if invoice is None else self._settle(invoice)
+        return self.model.status_of(key)
 
     def set_status(self, key: str, status: str) -> None:
         """Put an invoice's e-invoice in any status, one Zuora may add included (tests)."""
-        invoice = self._lookup(key)
-        if invoice is None:
-            raise KeyError(key)
-        invoice.status, invoice.settles_at = status, None
+        self.model.set_status(key, status)
 
     def issued_tokens(self) -> list[str]:
         """Every access token issued so far (tests grep outputs for them)."""
@@ -563,20 +528,12 @@ class Simulator:
 
     def _concurrency_429(self) -> web.Response:
         """The tenant concurrency 429: code 50000070 and a fixed Retry-After, as Zuora sends."""
-        response = _failure(429, _CODE_CONCURRENCY, _CONCURRENCY_MESSAGE)
-        response.headers["Retry-After"] = str(self.config.concurrency_retry_after)
-        return response
+        return _response(model.concurrency_429(self.config.concurrency_retry_after))
 
     def _rate_429(self, limits: _Limits) -> web.Response:
         """The rate 429: category 70 body; Retry-After only if configured (UNCONFIRMED upstream)."""
-        unit = _window_name(limits.rate_window)
-        message = f"API Rate limit exceeded for the {unit}, retry after {limits.rate_reset} seconds"
-        response = web.json_response(
-            {"reasons": [{"code": _CODE_RATE, "message": message}]}, status=429
-        )
-        if self.config.rate_retry_after:
-            response.headers["Retry-After"] = str(limits.rate_reset)
-        return response
+        return _response(model.rate_429(limits.rate_reset, limits.rate_window,
+                                        self.config.rate_retry_after))
 
     def _draw_storm(self, path: str) -> bool:
         """Whether this /v1 request is caught in the 429 storm.
@@ -594,17 +551,8 @@ class Simulator:
 
     def _storm_429(self, limits: _Limits) -> web.Response:
         """A storm 429: Zuora's rate 429 body, RateLimit-Remaining 0, Retry-After if configured."""
-        reset = self.config.storm_reset
-        unit = _window_name(limits.rate_window)
-        message = f"API Rate limit exceeded for the {unit}, retry after {reset} seconds"
-        response = web.json_response(
-            {"reasons": [{"code": _CODE_RATE, "message": message}]}, status=429
-        )
-        response.headers["RateLimit-Remaining"] = "0"
-        response.headers["RateLimit-Reset"] = str(reset)
-        if self.config.storm_retry_after is not None:
-            response.headers["Retry-After"] = str(self.config.storm_retry_after)
-        return response
+        return _response(model.storm_429(self.config.storm_reset, limits.rate_window,
+                                         self.config.storm_retry_after))
 
     async def _latency(self) -> None:
         """Simulated service time, which is what makes the concurrency limit bite."""
@@ -640,66 +588,34 @@ class Simulator:
 
     # ----------------------------------------------------------------- invoices
 
-    def _lookup(self, key: str) -> _Invoice | None:
-        """Find or lazily create the invoice, so any number of keys costs only what is touched."""
-        unknown = self.config.unknown_marker
-        if unknown and unknown in key:
-            return None
-        invoice = self._invoices.get(key)
-        if invoice is None:
-            marker = self.config.cancelled_marker
-            status = STATUS_CANCELLED if marker and marker in key else STATUS_SUCCESS
-            invoice = self._invoices[key] = _Invoice(status)
-        return invoice
+    def _lookup(self, key: str) -> Invoice | None:
+        """Find or lazily create the invoice (the tenant model's rules)."""
+        return self.model.lookup(key)
 
-    def _settle(self, invoice: _Invoice) -> str:
-        """Move a due CancelProcessing to its outcome; timestamps instead of timers scale freely."""
-        due = invoice.settles_at
-        if invoice.status != STATUS_CANCEL_PROCESSING or due is None:
-            return invoice.status
-        if time.monotonic() >= due:
-            if invoice.will_fail:
-                invoice.status = STATUS_CANCEL_FAILED
-                invoice.error_code = _CANCEL_FAILED_CODE
-                invoice.error_message = _CANCEL_FAILED_MESSAGE
-            else:
-                invoice.status = STATUS_CANCELLED
-        return invoice.status
+    def _settle(self, invoice: Invoice) -> str:
+        """Move a due CancelProcessing to its outcome (the tenant model's rules)."""
+        return self.model.settle(invoice)
 
     def _read_invoice(self, key: str) -> web.Response:
         """GET /v1/invoices/{key}: the fields a client polls to learn a cancel's outcome."""
-        invoice = self._lookup(key)
-        if invoice is None:
-            return _failure(404, _CODE_READ_NOT_FOUND, f"Invoice {_shown(key)} not found")
-        status = self._settle(invoice)
-        return web.json_response(
-            {
-                "success": True,
-                "id": hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32],
-                "invoiceNumber": key,
-                "status": "Posted",
-                "eInvoiceStatus": status,
-                "eInvoiceErrorCode": invoice.error_code,
-                "eInvoiceErrorMessage": invoice.error_message,
-            }
-        )
+        return _response(self.model.read(key))
 
     async def _cancel(self, key: str, body: str) -> web.Response:
         """PUT .../e-invoice/cancel with the drawn fault wrapped around the real processing."""
         fault = self._draw_fault(key)
         if fault == "drop":
             raise _Dropped
-        if fault in _EARLY_FAULTS:
-            return _early_fault(fault)
+        if fault in model.EARLY_FAULTS:
+            return _response(model.early_fault(fault))
         if fault == "slow_before_apply":
             await asyncio.sleep(self.config.slow_seconds)
         response = self._process_cancel(key, body)
         if fault == "drop_after_apply":
             raise _Dropped  # processed (applied if valid), answer lost: the in-doubt case
         if fault == "truncated_after_apply":
-            return web.Response(status=200, body=b'{"success": tr', content_type="application/json")
+            return _response(model.truncated_200())
         if fault == "html_504_after_apply":
-            return web.Response(status=504, text=_HTML_504, content_type="text/html")
+            return _response(model.html(504, model.HTML_504))
         if fault == "slow":
             await asyncio.sleep(self.config.slow_seconds)
         return response
@@ -723,25 +639,14 @@ class Simulator:
 
     def _process_cancel(self, key: str, body: str) -> web.Response:
         """Validate, look up, check state, apply: Zuora's own refusal of a second cancel."""
-        invalid = _validate_cancel_body(body)
-        if invalid is not None:
-            return invalid
-        invoice = self._lookup(key)
-        if invoice is None:
-            return _failure(404, _CODE_CANCEL_NOT_FOUND, f"Invoice {_shown(key)} not found")
-        status = self._settle(invoice)
-        if status != STATUS_SUCCESS:
-            message = f"Cannot cancel the e-invoice: its status is {status}."
-            return _failure(200, _CODE_STATE, message)
-        self._apply_cancel(key, invoice)
-        return web.json_response({"success": True})
+        return _response(self.model.cancel(key, body))
 
-    def _apply_cancel(self, key: str, invoice: _Invoice) -> None:
+    def _apply_cancel(self, key: str, invoice: Invoice) -> None:
         """Accept the cancel; its outcome is fixed now (seeded per key) and revealed later."""
-        invoice.status = STATUS_CANCEL_PROCESSING
-        invoice.settles_at = time.monotonic() + self.config.cancel_delay
-        outcome_draw = random.Random(f"{self.config.seed}|outcome|{key}").random()
-        invoice.will_fail = outcome_draw < self.config.cancel_failed_rate
+        self.model.apply_cancel(key, invoice)
+
+    def _accepted(self, key: str) -> None:
+        """Count an accepted cancel and tell the test that asked (the model calls this)."""
         self.stats.accepted_cancels[key] = self.stats.accepted_cancels.get(key, 0) + 1
         self.stats.acceptances.append((key, time.monotonic()))
         if self.on_accept is not None:
@@ -784,41 +689,25 @@ def _invoice_key(path: str) -> str | None:
     return None
 
 
+def _response(reply: Reply) -> web.Response:
+    """The tenant model's answer as an aiohttp response (JSON as json_response writes it)."""
+    if reply.payload is not None:
+        response = web.json_response(reply.payload, status=reply.status)
+    elif reply.text is not None:
+        response = web.Response(status=reply.status, text=reply.text,
+                                content_type=reply.content_type)
+    else:
+        response = web.Response(status=reply.status, body=reply.raw or b"",
+                                content_type=reply.content_type)
+    for name, value in reply.headers:
+        response.headers[name] = value
+    return response
+
+
 def _validate_cancel_body(body: str) -> web.Response | None:
     """The 400 a malformed or invalid cancel body gets, or None when it is acceptable."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        payload = None
-    if not isinstance(payload, dict):
-        message = "Malformed JSON: the request body must be a JSON object."
-        return _failure(400, _CODE_MALFORMED, message)
-    reason = payload.get("reason")
-    if reason is not None and (not isinstance(reason, str) or reason not in _VALID_REASONS):
-        return _failure(400, _CODE_INVALID_VALUE, "Invalid value for reason")
-    reference = payload.get("documentReferenceID")
-    if reference is not None and not isinstance(reference, str):
-        return _failure(400, _CODE_INVALID_VALUE, "Invalid value for documentReferenceID")
-    if reference is not None and reason != "01":
-        message = "documentReferenceID is only allowed with reason 01"
-        return _failure(400, _CODE_INVALID_VALUE, message)
-    unknown = sorted(set(payload) - _ALLOWED_FIELDS)
-    if unknown:
-        return _failure(400, _CODE_UNKNOWN_FIELD, f"Unknown field: {_shown(unknown[0])}")
-    return None
-
-
-def _early_fault(fault: str | None) -> web.Response:
-    """Answers for the faults that leave the cancel unapplied."""
-    if fault == "fail_500":
-        return _failure(500, _CODE_INTERNAL, "Internal error")
-    if fault == "fail_503":
-        message = "Service temporarily unavailable. Please retry later."
-        return _failure(503, _CODE_TEMPORARY, message)
-    if fault == "html_502":
-        return web.Response(status=502, text=_HTML_502, content_type="text/html")
-    message = "Operation failed due to lock contention. Please retry."
-    return _failure(200, _CODE_LOCK, message)
+    invalid = model.validate_cancel_body(body)
+    return None if invalid is None else _response(invalid)
 
 
 def _record_json(record: RequestRecord) -> dict[str, Any]:
@@ -839,8 +728,8 @@ def _outage_answer(mode: str) -> web.Response:
     if mode == "drop":
         raise _Dropped
     if mode == "html_502":
-        return web.Response(status=502, text=_HTML_502, content_type="text/html")
-    return _failure(503, _CODE_TEMPORARY, _OUTAGE_MESSAGE)
+        return _response(model.html(502, model.HTML_502))
+    return _response(model.outage_503())
 
 
 def _check_outage_mode(mode: str) -> None:
@@ -849,34 +738,9 @@ def _check_outage_mode(mode: str) -> None:
         raise ValueError(f"outage mode must be one of {', '.join(OUTAGE_MODES)}, got {mode!r}")
 
 
-def _window_name(window: float) -> str:
-    """The window as a rate 429 message names it: minute, hour, day, else its length."""
-    return _WINDOW_NAMES.get(window, f"{_seconds(window)}-second window")
-
-
-def _seconds(window: float) -> str:
-    """A window length as Zuora writes it: whole seconds without a decimal point or exponent."""
-    return str(int(window)) if float(window).is_integer() else f"{window:g}"
-
-
-def _failure(status: int, code: int, message: str) -> web.Response:
-    """Zuora's CommonResponse failure shape; processId is what support asks for."""
-    body = {
-        "success": False,
-        "processId": secrets.token_hex(8).upper(),
-        "reasons": [{"code": code, "message": message}],
-    }
-    return web.json_response(body, status=status)
-
-
 def _route_not_found(path: str) -> web.Response:
     """A JSON 404 for anything that is not a simulated endpoint."""
-    return _failure(404, _CODE_NO_ROUTE, f"No route for {_shown(path)}")
-
-
-def _shown(text: str) -> str:
-    """Keys as they appear in messages: capped so hostile input cannot bloat the answers."""
-    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+    return _response(model.route_not_found(path))
 
 
 def _same(given: str, expected: str) -> bool:

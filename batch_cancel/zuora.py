@@ -199,23 +199,15 @@ class ZuoraClient:
 
     async def cancel(self, job: CancelJob, track_id: str) -> Answer:
         """Send one cancel and classify the answer (on a 401: new token, one more try)."""
-        body: dict[str, str] = {"reason": job.reason}
-        if job.reason == "01" and job.document_reference_id:
-            body["documentReferenceID"] = job.document_reference_id
         url = f"{self._base}/v1/invoices/{invoice_path(job.invoice_key)}/e-invoice/cancel"
-        answer, _ = await self._call("PUT", url, track_id, orjson.dumps(body).decode())
+        answer, _ = await self._call("PUT", url, track_id, cancel_body(job))
         return answer
 
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         """Read an invoice's `eInvoiceStatus`, to learn whether an in-doubt cancel was applied."""
         url = f"{self._base}/v1/invoices/{invoice_path(key)}"
         answer, data = await self._call("GET", url, track_id, None)
-        if not isinstance(data, dict):
-            return InvoiceState(None, answer)
-        status = data.get("eInvoiceStatus")
-        return InvoiceState(status if isinstance(status, str) else None, answer,
-                            str(data.get("eInvoiceErrorCode") or ""),
-                            str(data.get("eInvoiceErrorMessage") or ""))
+        return invoice_state_from(answer, data)
 
     async def _call(self, method: str, url: str, track_id: str,
                     body: str | None) -> tuple[Answer, Any]:
@@ -244,14 +236,38 @@ class ZuoraClient:
                 raw = await response.read()
                 data = _json(raw)
                 return classify(response.status, response.headers, raw, data), data
-        except TimeoutError:
-            return Answer(Verdict.RETRY, in_doubt=True,
-                          error_message=f"no answer within {self._settings.timeout:g} s"), None
-        except aiohttp.ClientConnectorError as exc:
-            return Answer(Verdict.RETRY, error_message=f"cannot connect: {exc.os_error}"), None
-        except aiohttp.ClientError as exc:
-            return Answer(Verdict.RETRY, in_doubt=True,
-                          error_message=f"connection dropped: {type(exc).__name__}"), None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return no_answer(exc, self._settings.timeout), None
+
+
+def cancel_body(job: CancelJob) -> str:
+    """The cancel PUT's JSON body: the reason, and the replacing document only for reason 01."""
+    body: dict[str, str] = {"reason": job.reason}
+    if job.reason == "01" and job.document_reference_id:
+        body["documentReferenceID"] = job.document_reference_id
+    return orjson.dumps(body).decode()
+
+
+def no_answer(exc: TimeoutError | aiohttp.ClientError, timeout: float) -> Answer:
+    """What a request that got no HTTP answer means: worth a retry, and in doubt unless the
+    connection was never made (then the request cannot have reached Zuora)."""
+    if isinstance(exc, TimeoutError):
+        return Answer(Verdict.RETRY, in_doubt=True, error_message=f"no answer within {timeout:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Answer(Verdict.RETRY, error_message=f"cannot connect: {exc.os_error}")
+    return Answer(Verdict.RETRY, in_doubt=True,
+                  error_message=f"connection dropped: {type(exc).__name__}")
+
+
+def invoice_state_from(answer: Answer, data: Any) -> InvoiceState:
+    """An invoice read's `eInvoiceStatus` and error fields from its parsed body (None: no
+    status could be read, whatever the reason)."""
+    if not isinstance(data, dict):
+        return InvoiceState(None, answer)
+    status = data.get("eInvoiceStatus")
+    return InvoiceState(status if isinstance(status, str) else None, answer,
+                        str(data.get("eInvoiceErrorCode") or ""),
+                        str(data.get("eInvoiceErrorMessage") or ""))
 
 
 # --- classifying answers ---------------------------------------------------------------------

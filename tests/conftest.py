@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import math
+import os
 import threading
 import time
 import urllib.request
@@ -25,6 +26,17 @@ from batch_cancel.model import Answer, CancelJob
 from batch_cancel.runner import Clock, Sender
 from batch_cancel.simulator import RequestRecord, Simulator, SimulatorConfig, SimulatorStats
 from batch_cancel.zuora import InvoiceState
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the seeded simulation (tests/test_simulation.py)."""
+    group = parser.getgroup("simulation", "seeded schedules against the in-memory world")
+    group.addoption("--sim-seeds", type=int, default=int(os.environ.get("SIM_SEEDS", "2000")),
+                    help="how many seeded schedules to check (default 2000, or $SIM_SEEDS)")
+    group.addoption("--sim-first", type=int, default=int(os.environ.get("SIM_FIRST", "0")),
+                    help="the first seed to check (default 0, or $SIM_FIRST)")
+    group.addoption("--sim-seed", type=int, default=None,
+                    help="check only this seed (replays a failure the search printed)")
 
 
 @dataclass

@@ -1,0 +1,234 @@
+"""Seeded schedules: the real runner, journal and report writer against the in-memory world on
+virtual time, every schedule judged by the oracle (see batch_cancel/simoracle.py).
+
+`pytest tests/test_simulation.py --sim-seeds 20000` searches more; `--sim-seed N` replays one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_cancel.model import CancelJob, Outcome
+from batch_cancel.runner import Runner
+from batch_cancel.simoracle import NEVER_LEFT, check_seed, run_schedule, shrink
+from batch_cancel.simworld import Schedule, Stuck, VirtualLoop, World
+
+#: Seeds per test item: failures are reported together, a chunk at a time.
+CHUNK = 100
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Cut the seeds to check (--sim-seeds, --sim-first, or one --sim-seed) into chunks."""
+    if "seeds" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    one = config.getoption("--sim-seed")
+    if one is not None:
+        chunks = [range(one, one + 1)]
+    else:
+        first, count = config.getoption("--sim-first"), config.getoption("--sim-seeds")
+        end = first + count
+        chunks = [range(a, min(a + CHUNK, end)) for a in range(first, end, CHUNK)]
+    metafunc.parametrize("seeds", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
+
+
+def test_seeded_schedules_keep_every_promise(seeds: range) -> None:
+    """Under every seeded schedule of faults, limits, crashes and resumes, no promise breaks."""
+    failures = [result for result in map(check_seed, seeds) if not result.ok]
+    report = [result.explain() for result in failures]
+    for result in failures[:2]:  # a small failing schedule reads faster than a big one
+        small, checked = shrink(Schedule.draw(result.seed))
+        report.append(f"seed {result.seed} shrunk (python -m batch_cancel.simoracle --seed "
+                      f"{result.seed} --shrink):\n{checked.explain(small)}")
+    assert not failures, "\n\n".join(report)
+
+
+def test_the_mix_crashes_and_resumes_often_enough() -> None:
+    """At least 300 of the first 2,000 schedules kill the process and resume it."""
+    assert sum(bool(Schedule.draw(seed).crashes) for seed in range(2000)) >= 300
+
+
+def test_a_seed_replays_the_same_run() -> None:
+    """The same seed gives the same requests, statuses and exit code."""
+    first, second = check_seed(52), check_seed(52)
+    assert (first.requests, first.statuses, first.exit_code, first.virtual_seconds) == (
+        second.requests, second.statuses, second.exit_code, second.virtual_seconds)
+
+
+def test_virtual_loop_fast_forwards_to_the_next_timer() -> None:
+    """An hour of asyncio.sleep passes at once, and the loop's clock says an hour passed."""
+    loop = VirtualLoop()
+    try:
+        loop.run_until_complete(asyncio.sleep(3600))
+        assert 3600 <= loop.time() < 3600.01
+    finally:
+        loop.close()
+
+
+def test_virtual_loop_names_a_hang() -> None:
+    """Waiting for something nothing will ever do raises Stuck instead of hanging the test."""
+    loop = VirtualLoop()
+    try:
+        with pytest.raises(Stuck):
+            loop.run_until_complete(loop.create_future())
+    finally:
+        loop.close()
+
+
+def _world_answer(schedule: Schedule, call: str) -> Any:
+    loop = VirtualLoop()
+    try:
+        world = World(schedule, loop)
+        job = CancelJob(2, "INV1", "02")
+        if call == "cancel":
+            return loop.run_until_complete(world.cancel(job, "t-2")), world
+        return loop.run_until_complete(world.invoice_state("INV1", "t-2")), world
+    finally:
+        loop.close()
+
+
+def _quiet(seed: int, **changes: Any) -> Schedule:
+    """Seed's schedule with no limits, faults, outages or crashes, then `changes`."""
+    base = dataclasses.replace(
+        Schedule.draw(seed), concurrency_limit=40, others_peak=0, rate_limit=None,
+        daily_quota=None, faults=(), read_faults=0.0, storm=0.0, outages=(), crashes=(),
+        latency=0.05, jitter=0.0)
+    return dataclasses.replace(base, **changes)
+
+
+def test_world_answers_pass_through_the_clients_classification() -> None:
+    """A cut-off 200 after the cancel took effect reaches the runner as zuora.classify reads
+    it (in doubt, 'unreadable answer'), and the tenant model really applied the cancel."""
+    answer, world = _world_answer(_quiet(1, faults=(("truncated_after_apply", 1.0),)), "cancel")
+    assert answer.in_doubt and "unreadable answer" in answer.error_message
+    assert answer.concurrency_limit == 40  # Zuora's headers were there to read
+    assert world.model.status_of("INV1") == "CancelProcessing"
+
+
+def test_world_reads_carry_the_tenant_models_status() -> None:
+    """An invoice read answers the model's eInvoiceStatus, classified as a success."""
+    state, _ = _world_answer(_quiet(1), "read")
+    assert state.einvoice_status == "Success" and state.answer.http_status == 200
+
+
+def test_workers_queued_at_the_window_wait_out_a_429_pause() -> None:
+    """Seed 3 (a rate 429 while workers wait for a place in a window of 2) once sent a cancel
+    1 ms into the 60 s pause: each place given back let the next queued worker send."""
+    result = check_seed(3)
+    assert not [v for v in result.violations if "during the pause" in v], result.explain()
+
+
+@pytest.mark.xfail(strict=True, reason="runner: a worker waiting for a window place when the "
+                   "run stops still sends its request (found by seed 535)")
+def test_no_request_starts_after_the_run_stopped() -> None:
+    """Seed 535: after the daily quota stops the run, reads queued at the window still go out."""
+    assert not [v for v in check_seed(535).known if "started after the run stopped" in v]
+
+
+@pytest.mark.xfail(strict=True, reason="runner: a row waiting for a window place at Ctrl-C's "
+                   "hard stop is marked in doubt as if its request were in flight (seed 88)")
+def test_a_row_whose_request_never_left_is_not_in_doubt() -> None:
+    """Seed 88: an invoice cancelled before the run, its row waiting for a window place when
+    the grace ran out, came back in doubt; the resume read it and reported it `succeeded`."""
+    assert not [v for v in check_seed(88).known if NEVER_LEFT in v]
+
+
+def test_oracle_catches_a_resend_without_a_read(tmp_path: Path) -> None:
+    """A runner that resends after an in-doubt answer without reading first is caught."""
+
+    schedule = _quiet(7, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
+                      references=("",) * 20, faults=(("drop_after_apply", 0.5),),
+                      settings=dataclasses.replace(Schedule.draw(7).settings, max_attempts=3))
+    result = run_schedule(schedule, tmp_path, _never_read)
+    assert any("was accepted at" in v and "with no read between" in v
+               for v in result.violations), result.explain(schedule)
+    assert any("after an in-doubt answer" in v for v in result.violations)
+
+
+def test_oracle_catches_a_doubt_reported_as_a_plain_failure(tmp_path: Path) -> None:
+    """A runner that drops the in-doubt mark of an unsettled row is caught: the cancel was
+    accepted, and the report says failed with nothing to check."""
+
+    def forget_doubts(runner: Runner) -> None:
+        unsettled = runner._unsettled
+
+        def plain(*args: Any) -> Outcome:
+            return dataclasses.replace(unsettled(*args), in_doubt=False)
+        runner._unsettled = plain  # type: ignore[method-assign]
+
+    schedule = _quiet(8, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
+                      references=("",) * 20, faults=(("drop_after_apply", 0.5),),
+                      read_faults=1.0)
+    result = run_schedule(schedule, tmp_path, forget_doubts)
+    assert any("not in doubt, but our cancel was accepted" in v for v in result.violations), (
+        result.explain(schedule))
+
+
+def _never_read(runner: Runner) -> None:
+    async def skip(*args: Any) -> None:
+        return None
+    runner._settle_doubt = skip  # type: ignore[method-assign]
+
+
+def test_oracle_catches_a_request_sent_before_its_journal_record(tmp_path: Path) -> None:
+    """Without the write-ahead `sent` record, a crash loses what was sent, the resume sends it
+    again without a read, and the oracle names the second cancel."""
+
+    def unjournaled(runner: Runner) -> None:
+        runner._on_sent = None
+
+    schedule = _quiet(9, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
+                      references=("",) * 20, latency=0.5, crashes=(("request", 12),),
+                      crash_delivers=True,
+                      settings=dataclasses.replace(Schedule.draw(9).settings, concurrency=4))
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control, None).ok  # with its journal the runner is safe
+    result = run_schedule(schedule, mutant, unjournaled)
+    assert result.crashes == 1
+    assert any("with no read between" in v for v in result.violations), result.explain(schedule)
+
+
+def test_a_failure_shrinks_to_a_smaller_schedule() -> None:
+    """Shrinking keeps cutting rows and faults while the failure stays."""
+    schedule = _quiet(7, keys=tuple(f"INV{n}" for n in range(40)), reasons=("02",) * 40,
+                      references=("",) * 40,
+                      faults=(("drop_after_apply", 0.4), ("fail_500", 0.1)),
+                      storm=0.2, settings=dataclasses.replace(Schedule.draw(7).settings,
+                                                              max_attempts=3))
+    small, checked = shrink(schedule, _never_read)
+    assert not checked.ok
+    assert small.rows < schedule.rows and small.storm == 0
+
+
+def test_oracle_catches_a_pool_that_ignores_a_429_pause(tmp_path: Path) -> None:
+    """A pause gate that never pauses lets requests start inside Retry-After: caught."""
+
+    def no_pause(runner: Runner) -> None:
+        runner._pause = lambda answer: None  # type: ignore[method-assign]
+
+    schedule = _quiet(10, keys=tuple(f"INV{n}" for n in range(30)), reasons=("02",) * 30,
+                      references=("",) * 30, storm=0.3, storm_retry_after=3)
+    result = run_schedule(schedule, tmp_path, no_pause)
+    assert any("during the pause" in v for v in result.violations), result.explain(schedule)
+
+
+def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path) -> None:
+    """A window that takes the whole tenant when --tenant-share says half: caught."""
+
+    def greedy(runner: Runner) -> None:
+        runner.window.share = 1.0
+
+    settings = dataclasses.replace(Schedule.draw(11).settings, concurrency=20, tenant_share=0.5,
+                                   rate=None)
+    schedule = _quiet(11, keys=tuple(f"INV{n}" for n in range(200)), reasons=("02",) * 200,
+                      references=("",) * 200, concurrency_limit=20, settings=settings,
+                      latency=0.5)
+    result = run_schedule(schedule, tmp_path, greedy)
+    assert any("past --tenant-share" in v for v in result.violations), result.explain(schedule)
