@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import structlog
 from aiolimiter import AsyncLimiter
@@ -40,7 +40,6 @@ CATEGORY_NOT_FOUND = 40
 #: A RateLimit window this long or longer is a daily quota: at 0 the run stops, no pause helps.
 DAY = 86400
 
-T = TypeVar("T")
 OutcomeSink = Callable[[Outcome], None]
 #: Called before each cancel request; when it returns an awaitable, the request waits for it
 #: (the journal's record reaching the OS).
@@ -383,13 +382,21 @@ class Runner:
                 if settled is not None:
                     return settled
             probe = await self._start()
-            if self.stopping:
+            if self.stopping or not await self._take_place(probe):
                 return self._stopped_outcome(job, state)
             state.attempts += 1
-            if self._on_sent is not None:
-                recorded = self._on_sent(job, state.attempts, track_id)
-                if recorded is not None:
-                    await recorded
+            try:
+                if self._on_sent is not None:
+                    recorded = self._on_sent(job, state.attempts, track_id)
+                    if recorded is not None:
+                        await recorded
+            except BaseException:  # the request never left: nothing is in doubt
+                self._give_back(probe)
+                raise
+            if self.stopping:  # stopped while the journal took the record: do not send
+                state.attempts -= 1
+                self._give_back(probe)
+                return self._stopped_outcome(job, state)
             answer = await self._observed(lambda: self._sender.cancel(job, track_id), probe,
                                           state)
             if answer.verdict is Verdict.SUCCEEDED:
@@ -419,32 +426,49 @@ class Runner:
 
     async def _observed(self, call: Callable[[], Awaitable[Answer]], probe: bool,
                         state: _RowState) -> Answer:
-        """Run one cancel and feed its answer to the breaker, the window, pauses and quota."""
+        """Run one cancel in the place `_take_place` got it, give the place back, and feed
+        the answer to the breaker, the window, pauses and quota."""
         state.in_flight = True
         try:
-            answer = await self._windowed(call)
+            answer = await call()
         except BaseException:  # no answer came: the row stays in flight, hence in doubt
-            if probe:
-                self._breaker.abandon_probe()
+            self._give_back(probe)
             raise
+        self.window.release()
         state.in_flight = False
         state.last = answer
         self._after_answer(answer, probe)
         return answer
 
-    async def _windowed(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Make one request inside the flow-control window, never during a pool-wide pause:
-        a worker that waited for a place while a 429 paused the pool waits the pause out too
-        (else every worker queued at the window would send into the 429 in turn)."""
-        await self.window.acquire()
-        while self._gate.until > self._clock.now() and not self.stopping:
-            self.window.release()
-            await self._gate.wait()
-            await self.window.acquire()
+    async def _take_place(self, probe: bool) -> bool:
+        """Wait for a place in the flow-control window, outside any pool-wide pause; False
+        (holding nothing) if the run stopped meanwhile.
+
+        The wait comes before a request counts as sent: a row still waiting here when the run
+        stops was never sent (not in doubt), and no request starts after the stop. A worker
+        that waited while a 429 paused the pool waits the pause out too, else every worker
+        queued at the window would send into the 429 in turn.
+        """
         try:
-            return await call()
-        finally:
-            self.window.release()
+            await self.window.acquire()
+            while self._gate.until > self._clock.now() and not self.stopping:
+                self.window.release()
+                await self._gate.wait()
+                await self.window.acquire()
+        except BaseException:
+            if probe:
+                self._breaker.abandon_probe()
+            raise
+        if self.stopping:
+            self._give_back(probe)
+            return False
+        return True
+
+    def _give_back(self, probe: bool) -> None:
+        """Return a place taken for a request that ended without an answer."""
+        self.window.release()
+        if probe:
+            self._breaker.abandon_probe()
 
     def _after_answer(self, answer: Answer, probe: bool, cancel: bool = True) -> None:
         window_before = self.window.size
@@ -486,15 +510,14 @@ class Runner:
         reads = 0
         while True:
             probe = await self._start()
-            if self.stopping:
+            if self.stopping or not await self._take_place(probe):
                 return self._stopped_outcome(job, state)
             try:
-                read = await self._windowed(
-                    lambda: self._sender.invoice_state(job.invoice_key, track_id))
+                read = await self._sender.invoice_state(job.invoice_key, track_id)
             except BaseException:
-                if probe:
-                    self._breaker.abandon_probe()
+                self._give_back(probe)
                 raise
+            self.window.release()
             self._after_answer(read.answer, probe, cancel=False)
             reads += 1
             if (read.einvoice_status is not None or read.answer.verdict is not Verdict.RETRY

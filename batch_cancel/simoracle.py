@@ -297,8 +297,10 @@ def judge(schedule: Schedule, world: World, ledgers: list[Ledger]) -> list[str]:
 
 #: Broken promises the search found that are not fixed yet: counted and printed, but a seed
 #: that breaks only these passes `check_seed` (a strict xfail test keeps each one in view).
+#: Empty now: both found so far (a request started after the stop, seed 535; a row marked in
+#: doubt though its request never left, seed 88) are fixed and count as violations again.
 NEVER_LEFT = "marked in doubt though no request of ours for it can have been applied"
-KNOWN = ("started after the run stopped", NEVER_LEFT)
+KNOWN: tuple[str, ...] = ()
 
 
 def is_known(violation: str) -> bool:

@@ -123,19 +123,19 @@ def test_workers_queued_at_the_window_wait_out_a_429_pause() -> None:
     assert not [v for v in result.violations if "during the pause" in v], result.explain()
 
 
-@pytest.mark.xfail(strict=True, reason="runner: a worker waiting for a window place when the "
-                   "run stops still sends its request (found by seed 535)")
 def test_no_request_starts_after_the_run_stopped() -> None:
     """Seed 535: after the daily quota stops the run, reads queued at the window still go out."""
-    assert not [v for v in check_seed(535).known if "started after the run stopped" in v]
+    result = check_seed(535)
+    assert not [v for v in result.violations + result.known
+                if "started after the run stopped" in v], result.explain()
 
 
-@pytest.mark.xfail(strict=True, reason="runner: a row waiting for a window place at Ctrl-C's "
-                   "hard stop is marked in doubt as if its request were in flight (seed 88)")
 def test_a_row_whose_request_never_left_is_not_in_doubt() -> None:
     """Seed 88: an invoice cancelled before the run, its row waiting for a window place when
     the grace ran out, came back in doubt; the resume read it and reported it `succeeded`."""
-    assert not [v for v in check_seed(88).known if NEVER_LEFT in v]
+    result = check_seed(88)
+    assert not [v for v in result.violations + result.known if NEVER_LEFT in v], (
+        result.explain())
 
 
 def test_oracle_catches_a_resend_without_a_read(tmp_path: Path) -> None:
