@@ -393,10 +393,14 @@ class Runner:
             except BaseException:  # the request never left: nothing is in doubt
                 self._give_back(probe)
                 raise
-            if self.stopping:  # stopped while the journal took the record: do not send
+            if self.stopping or self._gate.until > self._clock.now():
+                # stopped, or a 429 paused the pool, while the journal took the record: this
+                # request does not go out (the journal's next record for the row supersedes it)
                 state.attempts -= 1
                 self._give_back(probe)
-                return self._stopped_outcome(job, state)
+                if self.stopping:
+                    return self._stopped_outcome(job, state)
+                continue
             answer = await self._observed(lambda: self._sender.cancel(job, track_id), probe,
                                           state)
             if answer.verdict is Verdict.SUCCEEDED:

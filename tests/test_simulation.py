@@ -232,3 +232,12 @@ def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path) -> None:
                       latency=0.5)
     result = run_schedule(schedule, tmp_path, greedy)
     assert any("past --tenant-share" in v for v in result.violations), result.explain(schedule)
+
+
+@pytest.mark.parametrize("seed", [3231, 5630])
+def test_a_429_that_lands_while_the_journal_takes_a_record_holds_that_request(seed: int) -> None:
+    """Seeds 3231 and 5630 (10,000-seed search): a worker holding a window place wrote its
+    `sent` record while another row's 429 paused the pool, then sent into the pause; it now
+    gives its place back and waits the pause out."""
+    result = check_seed(seed)
+    assert not [v for v in result.violations if "during the pause" in v], result.explain()
