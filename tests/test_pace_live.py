@@ -73,6 +73,20 @@ async def test_after_a_rate_pause_the_pool_does_not_burst_back(live_sim) -> None
     assert later and max(per_second.values()) <= 30, per_second
 
 
+async def test_the_window_finds_an_unadvertised_concurrency_limit(live_sim) -> None:
+    """12 in flight allowed and no Concurrency-Limit headers, --concurrency 64: few 429s."""
+    live_sim.config.concurrency_limit = 12
+    live_sim.config.concurrency_headers = False
+    live_sim.config.latency = 0.02
+    outcomes, runner = await run_jobs(live_sim, jobs(1000), Limits(
+        concurrency=64, rate=None, max_attempts=8, tenant_share=1.0))
+    assert all(o.status.value == "succeeded" for o in outcomes.values())
+    statuses = cancel_statuses(live_sim)
+    assert statuses[429] < 0.02 * sum(statuses.values()), statuses
+    assert live_sim.stats.max_in_flight >= 10
+    assert 9 <= runner.window.size <= 12
+
+
 def test_the_plan_and_the_events_name_the_pace(sim, cli, make_csv) -> None:
     """The plan says where the pace starts; pool.pace_changed says what the tenant set."""
     sim.config.rate_limit = 600
