@@ -42,6 +42,9 @@ HURT_MEMORY = 30.0
 #: ... and at least this many places below it: others' use of the tenant moves by more than
 #: one place from second to second, so one below still met 429s in the benchmark.
 HURT_MARGIN = 2
+#: ... but one below it when the tenant advertises no Remaining: then nobody's use of the
+#: tenant can be seen, and the refused request itself says the limit is one less.
+HURT_MARGIN_UNADVERTISED = 1
 #: Of this many requests other clients keep in flight, about one is between two calls (its
 #: answer on the way, the next not yet sent) when Zuora samples Remaining: measured against
 #: a client keeping 24 in flight, Remaining showed 2-3 places more than were really free.
@@ -161,12 +164,17 @@ class Window:
         self.size = grown
         return self._changed(old, "slow start" if self._slow_start else "clean answers")
 
+    @property
+    def _hurt_margin(self) -> int:
+        """Places kept below a concurrency 429: fewer when the tenant advertises nothing."""
+        return HURT_MARGIN if self._sample is not None else HURT_MARGIN_UNADVERTISED
+
     def _limit_now(self) -> int:
         """The most the window may hold now: the room Zuora advertised, below a recent 429."""
         room = self.room
         limit = self.ceiling if room is None else room
         if self._clock() - self._hurt_at < HURT_MEMORY:
-            limit = min(limit, self._hurt_size - HURT_MARGIN)
+            limit = min(limit, self._hurt_size - self._hurt_margin)
         return limit
 
     def _note_remaining(self, free: int | None) -> None:
@@ -203,14 +211,14 @@ class Window:
         recent = now - self._hurt_at < HURT_MEMORY
         self._hurt_size = min(self._hurt_size, ours) if recent else ours
         self._hurt_at = now
+        wall = max(1, self._hurt_size - self._hurt_margin)
         if now - self._last_decrease < SAMPLE_INTERVAL:
             # the same burst: no second halving, but never stay at the wall just met
-            wall = max(1, self._hurt_size - HURT_MARGIN)
             if self.size <= wall:
                 return None
             self.size = wall
             return self._changed(old, "429")
-        return self._decrease(old, "429", self.size // 2)
+        return self._decrease(old, "429", min(self.size // 2, wall))
 
     def _decrease(self, old: int, reason: str, to: int) -> WindowChange | None:
         self._slow_start = False

@@ -60,8 +60,11 @@ MIN_RATE = 0.5
 #: Above this pace a start may go up to TOLERANCE early: timers wake no finer.
 FINE_RATE = 1000.0
 TOLERANCE = 0.001
-#: A pace change is an event when its source changes or it moves by at least this share.
+#: A pace change is an event when it moves by at least this share, or when its source
+#: changes and it moves by at least EVENT_NUDGE (two bounds a hair apart, such as the policy
+#: and the quota spread at share 1, would otherwise flap).
 EVENT_STEP = 0.1
+EVENT_NUDGE = 0.01
 
 
 class Clock(Protocol):
@@ -259,14 +262,14 @@ class Pace:
             source = Source.RESET
         self.rate, self.source = rate, source
         old = self._event_rate
-        if source == self._event_source and _close(old, rate):
+        if _close(old, rate, EVENT_STEP if source == self._event_source else EVENT_NUDGE):
             return None
         self._event_rate, self._event_source = rate, source
         return PaceChange(old, rate, source)
 
 
-def _close(old: float | None, new: float | None) -> bool:
-    """Whether two paces are within EVENT_STEP of each other (None is unpaced)."""
+def _close(old: float | None, new: float | None, step: float) -> bool:
+    """Whether two paces are within `step` (a share) of each other (None is unpaced)."""
     if old is None or new is None:
         return old is new
-    return abs(new - old) < EVENT_STEP * max(old, 1e-9)
+    return abs(new - old) < step * max(old, 1e-9)

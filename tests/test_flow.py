@@ -76,9 +76,25 @@ def test_a_429_within_the_burst_clamps_below_what_we_held() -> None:
     assert window.size == 40
     throttle(window)
     assert window.size == 20
-    window._peak = 13  # the tenant refused our 13th: it allows 12, and others may want one
+    window._peak = 13  # the tenant refused our 13th: it allows 12 (no Remaining advertised)
     change = window.observe(THROTTLED)
-    assert change is not None and (change.old, change.new) == (20, 11)
+    assert change is not None and (change.old, change.new) == (20, 12)
+
+
+def test_without_remaining_the_window_stays_one_below_the_refused_count() -> None:
+    """No Concurrency-Limit headers: the 13th refused says 12 fit, and nobody else is seen."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=1.0, clock=ticks)
+    bare = Answer(Verdict.SUCCEEDED, http_status=200)
+    grow(window, 100, bare)
+    window._peak = 13
+    window.observe(Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                          concurrency_limited=True))
+    assert window.size == 12
+    for _ in range(100):  # 10 s of clean answers: it stays one below the refused count
+        ticks.t += 0.1
+        window.observe(bare)
+    assert window.size == 12
 
 
 def test_a_rate_429_leaves_the_window_alone() -> None:

@@ -108,6 +108,15 @@ async def test_the_default_holds_until_an_answer_names_the_policy() -> None:
     assert pace.finished(policy(18000, 60)) is None  # nothing new: no event
 
 
+async def test_two_bounds_a_hair_apart_do_not_flap_the_event() -> None:
+    """At share 1 the policy and the quota spread take turns by 0.01/s: one event, not many."""
+    pace = Pace(FakeClock(), ceiling=None, default=100.0, share=1.0)
+    first = pace.finished(policy(18000, 60, remaining=17990, reset=60))  # 299.8/s, spread
+    assert first is not None and first.source == Source.QUOTA
+    assert pace.finished(policy(18000, 60, remaining=17000, reset=50)) is None  # 300, policy
+    assert pace.source == Source.POLICY
+
+
 async def test_the_rate_flag_is_a_ceiling_not_a_target() -> None:
     """--rate below the tenant's share wins; above it, the tenant's share does."""
     clock = FakeClock()
