@@ -13,8 +13,8 @@ Zuora sends `RateLimit-Limit` as a policy list (`2250000, 50000;w=60, 2250000;w=
 * the remaining quota spread over the seconds left in the closest window (windows of at
   least SPREAD_MIN_WINDOW seconds), so a minute window is never emptied early and no 429 is
   needed to find the limit; when nothing is left, nobody starts before the reset;
-* what rate 429s taught, when the tenant sends no policy (a proxy strips it, an older API
-  version): each rate 429 lowers the pace multiplicatively (to DECREASE of the pace; the
+* what rate 429s taught, only when the tenant sends no policy (a proxy strips it, an older
+  API version): each rate 429 lowers the pace multiplicatively (to DECREASE of the pace; the
   first one also to what the tenant accepted in the last second), at most once per
   COOLDOWN after the pause it asks for, so a burst of 429s counts once (a 429 asking for
   no wait, `Retry-After: 0`, says no window is used up and lowers nothing); then each
@@ -179,8 +179,11 @@ class Pace:
             self._policy = None if rate is None else self._share * rate
         self._note_quota(answer, now)
         wait = answer.retry_after
-        if answer.rate_limited and not answer.concurrency_limited and (wait is None or wait > 0):
-            # a 429 that asks for no wait at all (Retry-After: 0) says no window is used up
+        if (answer.rate_limited and not answer.concurrency_limited and self._policy is None
+                and (wait is None or wait > 0)):
+            # learned only when the tenant names no policy (with one, the pause is enough: a
+            # 429 then comes from a start that fell a hair early in a fixed window); a 429
+            # that asks for no wait at all (Retry-After: 0) says no window is used up
             self._decrease(now, wait)
         elif answer.http_status is not None and answer.http_status != 429:
             self._ok.append(now)

@@ -223,6 +223,15 @@ async def test_probing_ends_at_the_other_bounds() -> None:
     assert (pace.rate, pace.source, pace.learned) == (2.0, Source.FLAG, None)
 
 
+async def test_with_a_policy_a_rate_429_only_pauses() -> None:
+    """The tenant named its windows: a 429 (a start a hair early in a fixed window) is the
+    pause's business; the pace stays at the tenant's share instead of dropping by a fifth."""
+    pace = Pace(FakeClock(), ceiling=200.0, default=None, share=1.0)
+    pace.finished(policy(200, 1))
+    pace.finished(RATE_429)
+    assert (pace.rate, pace.source, pace.learned) == (200.0, Source.FLAG, None)
+
+
 async def test_a_429_that_asks_for_no_wait_leaves_the_pace_alone() -> None:
     """Retry-After: 0 says no window is used up (a transient refusal): the pace holds."""
     pace = Pace(FakeClock(), ceiling=50.0, default=None)
