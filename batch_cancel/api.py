@@ -304,8 +304,8 @@ def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Jour
 def runner_limits(options: RunOptions) -> Limits:
     """The runner's share of a run's settings (the target's default rate if none is set)."""
     settings = options.settings
-    rate = settings.rate if settings.rate is not None else options.target.default_rate
-    return Limits(concurrency=settings.concurrency, rate=rate,
+    return Limits(concurrency=settings.concurrency, rate=settings.rate,
+                  default_rate=options.target.default_rate if settings.rate is None else None,
                   max_attempts=settings.max_attempts, outage_window=settings.outage_window,
                   tenant_share=settings.tenant_share,
                   pause_on_concurrency_429=settings.concurrency_429 == "pause")
@@ -373,7 +373,9 @@ async def _progress_events(runner: Runner, tally: _Progress,
     while True:
         await asyncio.sleep(PROGRESS_EVERY)
         log.info("run.progress", done=tally.settled + tally.done, to_send=tally.to_send,
-                 in_flight=runner.window.in_flight, window=runner.window.size)
+                 in_flight=runner.window.in_flight, window=runner.window.size,
+                 pace=None if runner.pace.rate is None else round(runner.pace.rate, 2),
+                 pace_source=runner.pace.source)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,14 @@ from .config import (
 )
 from .loader import InputError, LoadOptions
 from .model import ExitCode, Status
-from .progress import ConsoleLines, RichProgress, make_console, plan_text, summary_text
+from .progress import (
+    ConsoleLines,
+    RichProgress,
+    make_console,
+    plan_pace,
+    plan_text,
+    summary_text,
+)
 from .report import ReportError
 from .zuora import AuthenticationError, Credentials
 
@@ -145,16 +152,19 @@ def _profile_path(key: str) -> Path | None:
               help="Most requests in flight (Zuora's default tenant limit is 40, shared with "
                    "every other integration).")
 @click.option("--tenant-share", type=float, default=DEFAULT_TENANT_SHARE, show_default=True,
-              help="Most of the tenant's advertised concurrency limit (Concurrency-Limit-Limit) "
-                   "this run may use; the rest stays for other integrations.")
+              help="Most of the tenant's advertised limits this run may use: of its "
+                   "concurrency limit (Concurrency-Limit-Limit) and of the rate of its tightest "
+                   "RateLimit window; the rest stays for other integrations.")
 @click.option("--concurrency-429", "concurrency_429", type=click.Choice(CONCURRENCY_429_MODES),
               default="shrink", show_default=True,
               help="On a concurrency 429 (code 50000070): shrink the window and retry the row "
                    "soon (the pool pauses for Retry-After only at a window of 1), or pause the "
                    "whole pool for Retry-After (Zuora's 120 s) every time.")
-@click.option("--rate", type=float, help="Most requests started per second, no start-up "
-              "burst (default per target: sandbox 20, central-sandbox 100, production 400, "
-              "base URL 100, simulator unpaced).")
+@click.option("--rate", type=float, help="Most requests started per second, a ceiling: the "
+              "pace follows the tenant's RateLimit headers below it, no start-up burst "
+              "(without it, the run starts at the target's default until the first answer: "
+              "sandbox 20, central-sandbox 100, production 400, base URL 100, simulator "
+              "unpaced).")
 @click.option("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Per row, the first try included.")
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True,
@@ -258,7 +268,8 @@ def run_command(input_path: Path, sheet: str | None, report_path: Path | None,
         raise UsageFailure(str(exc)) from None
     plan_report = options.report if not dry_run else report_path
     click.echo(plan_text(plan.loaded, target, target.base_url or "(built-in simulator)",
-                         plan.journal, report=plan_report,
+                         plan.journal, plan_pace(rate, target.default_rate),
+                         report=plan_report,
                          no_report=" (pass --report FILE to list every one)"))
     if dry_run:
         summary = api.run(options, plan)

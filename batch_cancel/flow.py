@@ -3,16 +3,18 @@
 Zuora's concurrency limit is per tenant and shared with every other integration of the tenant,
 so a fixed `--concurrency` is either too timid or too greedy. The window follows TCP's
 congestion control (AIMD): it starts small and doubles per window of clean answers (slow
-start), then grows by one per window of clean answers; a 429, or `Concurrency-Limit-Remaining`
-at 0 while we hold little of the tenant, halves it (at most once a second, so one burst of
-429s counts once). It never exceeds `--concurrency`, nor `--tenant-share` of the limit Zuora
-advertises in `Concurrency-Limit-Limit`, nor the places the tenant had free for us: the
-advertised Remaining plus what we had in flight when that value was sampled (the fewer of
-the last two samples), one place kept spare. Zuora refreshes Remaining only once a second,
-so "what we had in flight" is the least we held in the last second or two: a stale sample
-then understates our part rather than overstating the room (a server that advertises
-Remaining exactly is recognised and trusted as is). After a concurrency 429 the window stays
-below the size that met it for HURT_MEMORY seconds.
+start), then grows by one per window of clean answers; a concurrency 429, or
+`Concurrency-Limit-Remaining` at 0 while we hold little of the tenant, halves it (at most once
+a second, so one burst of 429s counts once). It never exceeds `--concurrency`, nor
+`--tenant-share` of the limit Zuora advertises in `Concurrency-Limit-Limit`, nor the places the
+tenant had free for us: the advertised Remaining plus what we had in flight when that value was
+sampled (the fewer of the last two samples), one place kept spare. Zuora refreshes Remaining
+only once a second, so "what we had in flight" is the least we held in the last second or two:
+a stale sample then understates our part rather than overstating the room (a server that
+advertises Remaining exactly is recognised and trusted as is). After a concurrency 429 the
+window stays HURT_MARGIN below the number of our requests in flight that met it, for
+HURT_MEMORY seconds: with no Concurrency-Limit headers at all, that is how the limit is
+learned. Rate 429s are the pace's business (`pace.py`), not the window's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ HURT_MEMORY = 30.0
 #: ... and at least this many places below it: others' use of the tenant moves by more than
 #: one place from second to second, so one below still met 429s in the benchmark.
 HURT_MARGIN = 2
+#: ... but one below it when the tenant advertises no Remaining: then nobody's use of the
+#: tenant can be seen, and the refused request itself says the limit is one less.
+HURT_MARGIN_UNADVERTISED = 1
 #: Of this many requests other clients keep in flight, about one is between two calls (its
 #: answer on the way, the next not yet sent) when Zuora samples Remaining: measured against
 #: a client keeping 24 in flight, Remaining showed 2-3 places more than were really free.
@@ -62,7 +67,7 @@ class Window:
     """A resizable limit on requests in flight, sized by AIMD from Zuora's answers."""
 
     __slots__ = ("_available", "_changed_at", "_clean", "_clock", "_exact", "_held",
-                 "_held_second", "_hurt_at", "_hurt_size", "_last_decrease", "_sample",
+                 "_held_second", "_hurt_at", "_hurt_size", "_last_decrease", "_peak", "_sample",
                  "_slow_start", "_waiters", "in_flight", "max_size", "share", "size",
                  "tenant_limit")
 
@@ -91,6 +96,9 @@ class Window:
         self._held = [max_size + 1, max_size + 1]
         self._held_second = -1
         self.in_flight = 0
+        #: the most of ours in flight since the last concurrency 429: at least as many as
+        #: the tenant held of ours when it refused the next one
+        self._peak = 0
         self.size = min(self.ceiling, INITIAL_WINDOW)
 
     @property
@@ -121,6 +129,8 @@ class Window:
                     self._wake()  # pass the wake-up this waiter will not use
                 raise
         self.in_flight += 1
+        if self.in_flight > self._peak:
+            self._peak = self.in_flight
 
     def release(self) -> None:
         """Give a place back (call once per acquire, whatever happened)."""
@@ -154,12 +164,17 @@ class Window:
         self.size = grown
         return self._changed(old, "slow start" if self._slow_start else "clean answers")
 
+    @property
+    def _hurt_margin(self) -> int:
+        """Places kept below a concurrency 429: fewer when the tenant advertises nothing."""
+        return HURT_MARGIN if self._sample is not None else HURT_MARGIN_UNADVERTISED
+
     def _limit_now(self) -> int:
         """The most the window may hold now: the room Zuora advertised, below a recent 429."""
         room = self.room
         limit = self.ceiling if room is None else room
         if self._clock() - self._hurt_at < HURT_MEMORY:
-            limit = min(limit, self._hurt_size - HURT_MARGIN)
+            limit = min(limit, self._hurt_size - self._hurt_margin)
         return limit
 
     def _note_remaining(self, free: int | None) -> None:
@@ -180,16 +195,30 @@ class Window:
             self._available.append((ours if self._exact else min(self._held)) + free)
 
     def _throttled(self, old: int, concurrency: bool) -> WindowChange | None:
-        """A 429: halve; for a concurrency 429, also remember the size that met it (the
-        lowest within HURT_MEMORY). A rate 429 says nothing of how many may be in flight."""
+        """A concurrency 429: halve (once per SAMPLE_INTERVAL: one burst counts once), and
+        remember how many of ours were in flight when it came (the fewest within
+        HURT_MEMORY): the window stays HURT_MARGIN below that, at once, even within the
+        burst. Without Concurrency-Limit headers this is how the limit is found: the tenant
+        that refused our n-th request allows fewer than n. A rate 429 says nothing of how
+        many may be in flight: the pace answers it (`pace.Pace`), not the window."""
+        if not concurrency:
+            return None
         now = self._clock()
+        # the refused request came while we held at most `_peak` (counting it); answers
+        # that arrived since may have lowered in_flight, so the peak is the measure
+        ours = max(self._peak, self.in_flight + 1)
+        self._peak = self.in_flight
+        recent = now - self._hurt_at < HURT_MEMORY
+        self._hurt_size = min(self._hurt_size, ours) if recent else ours
+        self._hurt_at = now
+        wall = max(1, self._hurt_size - self._hurt_margin)
         if now - self._last_decrease < SAMPLE_INTERVAL:
-            return None  # the same burst: its requests left before the window shrank
-        if concurrency:
-            recent = now - self._hurt_at < HURT_MEMORY
-            self._hurt_size = min(self._hurt_size, old) if recent else old
-            self._hurt_at = now
-        return self._decrease(old, "429", self.size // 2)
+            # the same burst: no second halving, but never stay at the wall just met
+            if self.size <= wall:
+                return None
+            self.size = wall
+            return self._changed(old, "429")
+        return self._decrease(old, "429", min(self.size // 2, wall))
 
     def _decrease(self, old: int, reason: str, to: int) -> WindowChange | None:
         self._slow_start = False

@@ -239,6 +239,10 @@ class Answer:
     quota_window: int | None = None
     concurrency_limit: int | None = None
     concurrency_remaining: int | None = None
+    #: `RateLimit-Reset`: seconds until the window `quota_remaining` counts resets
+    quota_reset: float | None = None
+    #: every `(quota, seconds)` window of the `RateLimit-Limit` policy
+    rate_windows: tuple[tuple[int, float], ...] = ()
 
     @property
     def category(self) -> int | None:

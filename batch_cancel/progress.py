@@ -24,6 +24,7 @@ from rich.progress import (
 from .config import Target
 from .loader import LoadedInput
 from .model import Outcome, Status, Summary
+from .pace import Source
 from .report import JournalState
 from .runner import Runner
 
@@ -63,6 +64,7 @@ class RichProgress:
         elapsed = max(time.monotonic() - self._started, 1e-6)
         detail = " ".join(f"{s.value}={n}" for s, n in self._counts.items())
         detail += f" in_flight={runner.window.in_flight} window={runner.window.size}"
+        detail += f" pace={pace_text(runner.pace.rate, runner.pace.source)}"
         pause = runner.paused_until - time.monotonic()
         if pause > 0:
             detail += f" [yellow]paused {pause:.0f}s (429)[/]"
@@ -96,10 +98,26 @@ class ConsoleLines:
         return self._console.is_terminal
 
 
+def pace_text(rate: float | None, source: str) -> str:
+    """A pace as the plan and the progress line show it: `150/s (tenant_policy)`."""
+    return f"{rate:.4g}/s ({source})" if rate is not None else f"unpaced ({source})"
+
+
+def plan_pace(rate_flag: float | None, default: float | None) -> str:
+    """The plan's `Pace:` line: where the run starts, and what it will listen to."""
+    if rate_flag is not None:
+        start = pace_text(rate_flag, Source.FLAG)
+    else:
+        start = pace_text(default, Source.DEFAULT if default is not None else Source.UNPACED)
+    ceiling = " (--rate is the ceiling)" if rate_flag is not None else ""
+    return (f"Pace: {start} until the tenant's RateLimit headers say otherwise, then "
+            f"--tenant-share of the tightest window{ceiling}")
+
+
 def plan_text(loaded: LoadedInput, target: Target, base_url: str,
-              resume: JournalState | None = None, report: Path | None = None,
-              no_report: str = "") -> str:
-    """What a run is about to do: the tenant, and the rows per status and per reason.
+              resume: JournalState | None = None, pace: str = "",
+              report: Path | None = None, no_report: str = "") -> str:
+    """What a run is about to do: the tenant, the pace, and the rows per status and reason.
 
     The first 10 invalid rows are shown; the rest are in `report` (or, with none, the
     `no_report` hint says how to get one).
@@ -119,6 +137,8 @@ def plan_text(loaded: LoadedInput, target: Target, base_url: str,
            if by_reason else ""),
     ]
     lines.extend(f"Note: {note}" for note in loaded.notes)
+    if pace:
+        lines.append(pace)
     if resume is not None:
         doubt = sum(1 for row in to_send if row.row in resume.in_doubt)
         lines.append(f"Resuming: {len(resume.finished)} rows already finished are kept; "

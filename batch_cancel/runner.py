@@ -17,7 +17,6 @@ from enum import StrEnum
 from typing import Protocol
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 from .flow import Window
 from .logs import get_logger
@@ -31,6 +30,7 @@ from .model import (
     cancel_state,
     unsettled_hint,
 )
+from .pace import Pace, PaceChange
 from .zuora import AuthenticationError, InvoiceState
 
 #: Zuora's category for a business-rule refusal, e.g. "already cancelling".
@@ -95,6 +95,7 @@ class Limits:
     """The runner's share of the settings."""
 
     concurrency: int
+    #: `--rate`: the most starts per second, a ceiling on whatever the tenant allows
     rate: float | None
     max_attempts: int
     backoff: Backoff = Backoff()
@@ -109,6 +110,9 @@ class Limits:
     #: a concurrency 429 pauses the whole pool for its Retry-After even while the window can
     #: still shrink (`--concurrency-429 pause`)
     pause_on_concurrency_429: bool = False
+    #: starts per second until the tenant's RateLimit headers say more (the per-target
+    #: default; None: unpaced until then)
+    default_rate: float | None = None
 
 
 Nap = Callable[[float], Awaitable[None]]
@@ -276,9 +280,11 @@ class Runner:
         # bound once: a lazy proxy would rebuild the logger on every per-row event
         self._log = log or get_logger("batch_cancel.runner").bind()
         self._on_sent = on_sent
-        spread = min(1.0, limits.concurrency / limits.rate) if limits.rate else 1.0
+        first_rate = limits.rate or limits.default_rate
+        spread = min(1.0, limits.concurrency / first_rate) if first_rate else 1.0
         self._gate = PauseGate(self._clock, self._nap, self._rng, spread, lambda: self.stopping)
-        self._pacer = _pacer(limits.rate) if limits.rate else None
+        self.pace = Pace(self._clock, limits.rate, limits.default_rate, limits.tenant_share,
+                         self._nap, lambda: self.stopping)
         self._breaker = Breaker(self._clock, limits.outage_threshold, limits.backoff)
         self.window = Window(limits.concurrency, limits.tenant_share, self._clock.now)
         self._stopped = asyncio.Event()
@@ -421,8 +427,7 @@ class Runner:
         """Wait for the pool-wide pause, the pacer and an open breaker; True when probing."""
         while not self.stopping:
             await self._gate.wait()
-            if self._pacer is not None:
-                await self._pacer.acquire()
+            await self.pace.wait_can_start()
             if self._gate.until > self._clock.now():
                 continue  # a 429 came in while this worker waited for the pacer
             return await self._breaker.admit(lambda: self.stopping, self._nap)
@@ -433,9 +438,11 @@ class Runner:
         """Run one cancel in the place `_take_place` got it, give the place back, and feed
         the answer to the breaker, the window, pauses and quota."""
         state.in_flight = True
+        self.pace.started()
         try:
             answer = await call()
         except BaseException:  # no answer came: the row stays in flight, hence in doubt
+            self.pace.finished(None)
             self._give_back(probe)
             raise
         self.window.release()
@@ -475,6 +482,9 @@ class Runner:
             self._breaker.abandon_probe()
 
     def _after_answer(self, answer: Answer, probe: bool, cancel: bool = True) -> None:
+        paced = self.pace.finished(answer)
+        if paced is not None:
+            self._pace_changed(paced)
         window_before = self.window.size
         change = self.window.observe(answer)
         if change is not None:
@@ -493,6 +503,10 @@ class Runner:
         if answer.rate_limited and self._pauses_pool(answer, window_before):
             self._pause(answer)
         self._watch_quota(answer)
+
+    def _pace_changed(self, change: PaceChange) -> None:
+        self._log.info("pool.pace_changed", old=_rounded(change.old), new=_rounded(change.new),
+                       source=change.source, in_flight=self.window.in_flight)
 
     def _pauses_pool(self, answer: Answer, window_before: int) -> bool:
         """Whether a 429 stops every worker until the time Zuora named.
@@ -516,9 +530,11 @@ class Runner:
             probe = await self._start()
             if self.stopping or not await self._take_place(probe):
                 return self._stopped_outcome(job, state)
+            self.pace.started()
             try:
                 read = await self._sender.invoice_state(job.invoice_key, track_id)
             except BaseException:
+                self.pace.finished(None)
                 self._give_back(probe)
                 raise
             self.window.release()
@@ -711,21 +727,8 @@ class Runner:
         return self._stopped_outcome(job, state)
 
 
-#: The pacer's bucket holds this many starts. With exactly 1, every wake-up the event loop
-#: delivers late is lost for good (measured: 174 starts/s at --rate 200); with 1.25 up to a
-#: quarter interval of lateness is made up, two starts are never closer than 0.75 / rate,
-#: and over any span the count stays within rate x span + 1.
-PACER_SLACK = 1.25
-
-
-def _pacer(rate: float) -> AsyncLimiter:
-    """A leaky bucket that starts at most `rate` requests per second, with no start-up burst.
-
-    Above 1,000/s the bucket holds a millisecond of starts: the event loop's timers wake no
-    finer than that, so a smaller bucket would cap the pace near one start per wake-up.
-    """
-    capacity = max(PACER_SLACK, rate / 1000.0)
-    return AsyncLimiter(capacity, capacity / rate)
+def _rounded(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 2)
 
 
 def _now() -> str:

@@ -78,6 +78,19 @@ class SimulatorConfig:
     rate_limit: int | None = None
     rate_window: float = 60.0
     rate_retry_after: bool = False
+    #: more rate windows beside (rate_limit, rate_window), as [quota, seconds] pairs: all are
+    #: enforced, and RateLimit-Limit lists them all, like Zuora's
+    #: `2250000, 50000;w=60, 2250000;w=3600, 27000000;w=86400`, the first number and
+    #: Remaining/Reset naming the window closest to exhaustion
+    rate_extra_windows: list[list[float]] = field(default_factory=list)
+    #: requests already counted in the first (rate_limit, rate_window) window when the
+    #: simulator starts: another integration used them (a window with little left)
+    rate_preused: int = 0
+    #: False: no RateLimit-* header at all (a proxy strips them, an older API version); a
+    #: rate 429 then carries at most Retry-After
+    rate_headers: bool = True
+    #: False: no Concurrency-Limit-* header at all; the limit still holds (429, 50000070)
+    concurrency_headers: bool = True
     concurrency_limit: int | None = None
     concurrency_retry_after: int = 120
     #: seconds between two samples of the advertised Concurrency-Limit-Remaining: 0 advertises
@@ -131,6 +144,12 @@ class SimulatorConfig:
             raise ValueError("rate_window must be positive")
         if self.rate_limit is not None and self.rate_limit < 0:
             raise ValueError("rate_limit must be >= 0 or None")
+        for extra in self.rate_extra_windows:
+            if len(extra) != 2 or extra[0] < 0 or extra[1] <= 0:
+                raise ValueError(f"rate_extra_windows items are [quota >= 0, seconds > 0], "
+                                 f"got {extra}")
+        if self.rate_preused < 0:
+            raise ValueError("rate_preused must be >= 0")
         if self.concurrency_limit is not None and self.concurrency_limit < 0:
             raise ValueError("concurrency_limit must be >= 0 or None")
         if self.concurrency_sample_interval < 0:
@@ -218,6 +237,8 @@ class _Limits:
     rate_remaining: int
     rate_reset: int
     rate_window: float
+    #: RateLimit-Limit as sent (every window, the closest one's quota first)
+    rate_policy: str = ""
 
 
 class _Dropped(Exception):
@@ -245,8 +266,8 @@ class Simulator:
         self._jitter_rng = random.Random(f"{self.config.seed}|jitter")
         self._in_flight = 0
         self._epoch = time.monotonic()
-        self._window_index = 0
-        self._window_count = 0
+        # per rate window (see _rate_windows): the index of its current window and its count
+        self._window_state: list[list[int]] = []
         # (when sampled, free places then) for concurrency_sample_interval > 0
         self._remaining_sample: tuple[float, int] | None = None
         self._entity = str(uuid.uuid4())
@@ -494,27 +515,47 @@ class Simulator:
 
     def _admit(self, now: float) -> _Limits:
         """Charge this request to the rate window and take the limit readings for its headers."""
-        window = self.config.rate_window
-        index = math.floor((now - self._epoch) / window)
-        if index != self._window_index:
-            self._window_index, self._window_count = index, 0
-        self._window_count += 1  # every request counts, 429s and failures included
-        rate_limit = self.config.rate_limit
-        reset = max(1, math.ceil(self._epoch + (index + 1) * window - now))
         concurrency = self.config.concurrency_limit
         free = None if concurrency is None else max(0, concurrency - self._in_flight)
         if free is not None:
             free = self._advertised_remaining(now, free)
+        exceeded, closest, remaining, reset = False, None, 0, 1
+        windows = self._rate_windows()
+        states = self._window_state
+        while len(states) < len(windows):  # the first window starts with rate_preused used
+            states.append([0, 0 if states else self.config.rate_preused])
+        for (quota, window), state in zip(windows, states, strict=False):
+            index = math.floor((now - self._epoch) / window)
+            if index != state[0]:
+                state[0], state[1] = index, 0
+            state[1] += 1  # every request counts, 429s and failures included
+            exceeded = exceeded or state[1] > quota
+            left = max(0, quota - state[1])
+            if closest is None or left < remaining:
+                closest, remaining = (quota, window), left
+                reset = max(1, math.ceil(self._epoch + (index + 1) * window - now))
+        policy = ""
+        if closest is not None:
+            policy = ", ".join([str(closest[0]), *(f"{q};w={_seconds(w)}"
+                                                   for q, w in windows)])
         return _Limits(
             concurrency_exceeded=concurrency is not None and self._in_flight > concurrency,
             concurrency_limit=concurrency,
             concurrency_remaining=free,
-            rate_exceeded=rate_limit is not None and self._window_count > rate_limit,
-            rate_limit=rate_limit,
-            rate_remaining=0 if rate_limit is None else max(0, rate_limit - self._window_count),
+            rate_exceeded=exceeded,
+            rate_limit=None if closest is None else closest[0],
+            rate_remaining=remaining,
             rate_reset=reset,
-            rate_window=window,
+            rate_window=self.config.rate_window if closest is None else closest[1],
+            rate_policy=policy,
         )
+
+    def _rate_windows(self) -> list[tuple[int, float]]:
+        """Every enforced rate window as (quota, seconds), read from the (mutable) config."""
+        config = self.config
+        windows = [] if config.rate_limit is None else [(config.rate_limit, config.rate_window)]
+        windows += [(int(q), float(w)) for q, w in config.rate_extra_windows]
+        return windows
 
     def _advertised_remaining(self, now: float, free: int) -> int:
         """Concurrency-Limit-Remaining as advertised: exact, or a sample at most interval old."""
@@ -532,8 +573,11 @@ class Simulator:
 
     def _rate_429(self, limits: _Limits) -> web.Response:
         """The rate 429: category 70 body; Retry-After only if configured (UNCONFIRMED upstream)."""
-        return _response(model.rate_429(limits.rate_reset, limits.rate_window,
-                                        self.config.rate_retry_after))
+        reply = model.rate_429(limits.rate_reset, limits.rate_window, self.config.rate_retry_after)
+        if self.config.rate_headers:
+            reply = reply.with_headers(("RateLimit-Remaining", "0"),
+                                       ("RateLimit-Reset", str(limits.rate_reset)))
+        return _response(reply)
 
     def _draw_storm(self, path: str) -> bool:
         """Whether this /v1 request is caught in the 429 storm.
@@ -574,15 +618,19 @@ class Simulator:
             headers["Zuora-Track-Id"] = track_id
         if response.status == 500:
             return
-        headers["Concurrency-Limit-Type"] = "Default"
-        if limits.concurrency_limit is not None and limits.concurrency_remaining is not None:
-            headers["Concurrency-Limit-Limit"] = str(limits.concurrency_limit)
-            headers["Concurrency-Limit-Remaining"] = str(limits.concurrency_remaining)
-        if limits.rate_limit is not None:
-            # one window, so it is the one closest to exhaustion that Zuora names (a daily
-            # quota reads "N, N;w=86400"); a storm 429 keeps its own Remaining/Reset
-            policy = f"{limits.rate_limit}, {limits.rate_limit};w={_seconds(limits.rate_window)}"
-            headers["RateLimit-Limit"] = policy
+        if self.config.concurrency_headers:
+            headers["Concurrency-Limit-Type"] = "Default"
+            if limits.concurrency_limit is not None and limits.concurrency_remaining is not None:
+                headers["Concurrency-Limit-Limit"] = str(limits.concurrency_limit)
+                headers["Concurrency-Limit-Remaining"] = str(limits.concurrency_remaining)
+        if not self.config.rate_headers:
+            for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+                headers.popall(name, None)
+        elif limits.rate_policy:
+            # every window, the quota of the one closest to exhaustion first, Remaining and
+            # Reset for that one (a daily quota alone reads "N, N;w=86400"); a rate or storm
+            # 429 keeps its own Remaining/Reset
+            headers["RateLimit-Limit"] = limits.rate_policy
             headers.setdefault("RateLimit-Remaining", str(limits.rate_remaining))
             headers.setdefault("RateLimit-Reset", str(limits.rate_reset))
 

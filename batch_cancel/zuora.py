@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -288,13 +289,14 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
         data = _json(body)
     request_id = headers.get("Zuora-Request-Id", "")
     process_id = str(data.get("processId") or "") if isinstance(data, dict) else ""
-    remaining, window = quota(headers)
+    remaining, window, reset, windows = rate_headers(headers)
     limit, free = _int(headers.get("Concurrency-Limit-Limit")), _int(
         headers.get("Concurrency-Limit-Remaining"))
     if 200 <= status < 300 and isinstance(data, dict) and data.get("success") is True:
         return Answer(Verdict.SUCCEEDED, http_status=status, zuora_request_id=request_id,
                       process_id=process_id, quota_remaining=remaining, quota_window=window,
-                      concurrency_limit=limit, concurrency_remaining=free)
+                      concurrency_limit=limit, concurrency_remaining=free, quota_reset=reset,
+                      rate_windows=windows)
     code, message = _reason(data, body, status)
     category = int(code) % 100 if code.isdigit() else None
     retry = status in RETRY_STATUSES or category in RETRY_CATEGORIES
@@ -319,6 +321,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
         quota_window=window,
         concurrency_limit=limit,
         concurrency_remaining=free,
+        quota_reset=reset,
+        rate_windows=windows,
     )
 
 
@@ -350,20 +354,61 @@ def quota(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
     `RateLimit-Limit` is a policy such as `2250000, 50000;w=60, 2250000;w=3600`: its first
     number is the quota of the window `RateLimit-Remaining` counts down, named by `w=`.
     """
+    remaining, window, _, _ = rate_headers(headers)
+    return remaining, window
+
+
+def rate_headers(headers: Mapping[str, str]) -> tuple[
+        int | None, int | None, float | None, tuple[tuple[int, float], ...]]:
+    """`RateLimit-*` as the pacer needs them: Remaining, the closest window's length in
+    seconds, Reset in seconds, and every `(quota, seconds)` window of the policy.
+
+    Remaining and the closest window are None unless Remaining is a number (the window is
+    the first policy item whose quota is the policy's first number).
+    """
+    first, windows = parse_policy(headers.get("RateLimit-Limit", ""))
+    reset = _float(headers.get("RateLimit-Reset"))
     try:
         remaining = int(headers.get("RateLimit-Remaining", ""))
     except ValueError:
-        return None, None
-    policy = headers.get("RateLimit-Limit", "")
-    first, _, windows = policy.partition(",")
-    for item in windows.split(","):
-        limit, _, params = item.strip().partition(";")
-        if limit.strip() == first.strip() and params.strip().startswith("w="):
-            try:
-                return remaining, int(params.strip()[2:])
-            except ValueError:
-                break
-    return remaining, None
+        return None, None, reset, windows
+    for limit, seconds in windows:
+        if limit == first:
+            return remaining, int(seconds), reset, windows
+    return remaining, None, reset, windows
+
+
+@lru_cache(maxsize=64)
+def parse_policy(policy: str) -> tuple[int | None, tuple[tuple[int, float], ...]]:
+    """`RateLimit-Limit` → (the closest window's quota, ((quota, seconds), ...)).
+
+    `2250000, 50000;w=60, 2250000;w=3600` gives (2250000, ((50000, 60.0), (2250000,
+    3600.0))). Items that do not parse are skipped: a policy half understood still bounds
+    the pace by the windows that are. Cached: a tenant sends the same string every time.
+    """
+    first: int | None = None
+    windows: list[tuple[int, float]] = []
+    for index, item in enumerate(policy.split(",")):
+        number, _, params = item.strip().partition(";")
+        try:
+            limit = int(number.strip())
+        except ValueError:
+            continue
+        if index == 0:
+            first = limit
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            seconds = _float(value) if name.strip() == "w" else None
+            if seconds is not None and seconds > 0 and limit >= 0:
+                windows.append((limit, seconds))
+    return first, tuple(windows)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _reason(data: Any, body: bytes, status: int) -> tuple[str, str]:

@@ -464,8 +464,127 @@ def scale(rep: Report, work: Path, quick: bool) -> None:
     rep.scenarios[name] = out
 
 
+def pace_events(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in events(Path(result["stderr_path"])) if e.get("event") == "pool.pace_changed"]
+
+
+def share_429(result: dict[str, Any]) -> float:
+    """429s among the cancel PUTs the simulator answered, in percent."""
+    statuses = result.get("sim_statuses", {})
+    sent = sum(statuses.values())
+    return 100.0 * statuses.get("429", 0) / sent if sent else 0.0
+
+
+def learned_rate(rep: Report, work: Path, quick: bool) -> None:
+    name = "6 learned rate"
+    limit, window = 18_000, 60.0  # 300/s, in Zuora's header format: "18000, 18000;w=60"
+    rate = limit / window
+    print(f"\n== {name}: simulator advertises RateLimit-Limit \"{limit}, {limit};w=60\" "
+          f"({rate:.0f}/s); default flags (share 0.5), then --tenant-share 1", flush=True)
+    cfg = {"rate_limit": limit, "rate_window": window}
+    rows: dict[str, dict[str, Any]] = {}
+    for share, n in ((0.5, 1_000 if quick else 4_000), (1.0, 1_500 if quick else 6_000)):
+        data = write_csv(work / f"s6-{share}.csv", n)
+        label = f"batch-cancel share {share:g}"
+        extra = () if share == 0.5 else ("--tenant-share", "1")
+        rows[label] = run_bc(data, cfg, work, f"s6-bc-{share}", *extra)
+        rows[label]["target_rate"] = share * rate
+    client_table(rows, None)
+    for label, r in rows.items():
+        target = 0.95 * r["target_rate"]
+        paces = pace_events(r)
+        print(f"  {label}: pace events {[(e['old'], e['new'], e['source']) for e in paces][:4]}")
+        rep.check(name, f"{label}: rows/s vs 0.95 x share x {rate:.0f}", r["rows_per_s"],
+                  f">= {target:.1f}", r["rows_per_s"] >= target and r["ok"] == r["rows"])
+        rep.check(name, f"{label}: 429s %", share_429(r), "< 1 %", share_429(r) < 1.0)
+    rep.scenarios[name] = {"advertised_rate": rate, "clients": strip(rows)}
+
+
+def quota_window(rep: Report, work: Path, quick: bool) -> None:
+    name = "7 quota window"
+    limit, window, used, n = 300, 30.0, 250, 100
+    print(f"\n== {name}: {limit} per {window:.0f} s window, {used} already used by others when the "
+          f"run starts; {n} rows, --tenant-share 1 (no --rate)", flush=True)
+    cfg = {"rate_limit": limit, "rate_window": window, "rate_preused": used}
+    data = write_csv(work / "s7.csv", n)
+    with Sim(**cfg) as sim:
+        sim_started = time.monotonic()
+        result = measure(bc_cmd(data, sim.url, "--tenant-share", "1"), work, "s7-bc")
+        records = sim.get("/_sim/requests")["requests"]
+    result["sim_statuses"] = dict(Counter(str(r["status"]) for r in records
+                                          if r["path"].endswith("/e-invoice/cancel")))
+    finished = last_event(Path(result["stderr_path"]), "run.finished") or {}
+    result["elapsed"] = finished.get("elapsed", result["wall"])
+    result["ok"] = finished.get("count_succeeded", 0)
+    result["rows"] = n
+    finish(result)
+    client_table({"batch-cancel": result}, None)
+    # the simulator's first window is [its start, its start + window): how the run used it
+    starts = sorted(r["started"] for r in records if r["path"].endswith("/e-invoice/cancel"))
+    first = starts[0] if starts else 0.0
+    in_first = [t for t in starts if t < first + (window - (first - sim_started)) - 0.5]
+    left_at_start = limit - used
+    early = [t for t in in_first if t < first + (window - (first - sim_started)) / 2]
+    print(f"  first window: {len(in_first)} of the {left_at_start} left were used, "
+          f"{len(early)} in its first half; pace events "
+          f"{[(e['old'], e['new'], e['source']) for e in pace_events(result)][:6]}")
+    n429 = result["sim_statuses"].get("429", 0)
+    rep.check(name, "429s at the simulator", n429, "== 0", n429 == 0)
+    spread = len(early) / left_at_start
+    rep.check(name, "share of what was left used in the window's first half", spread,
+              "<= 0.6", spread <= 0.6)
+    rep.check(name, "rows succeeded", result["ok"], f"== {n}", result["ok"] == n)
+    rep.scenarios[name] = {"clients": strip({"batch-cancel": result}),
+                           "first_window_used": len(in_first), "first_half_used": len(early)}
+
+
+def no_rate_headers(rep: Report, work: Path, quick: bool) -> None:
+    name = "8 rate without headers"
+    limit, n = 30, (300 if quick else 600)
+    print(f"\n== {name}: {limit}/s (1 s windows), 429 with Retry-After, no RateLimit headers; "
+          f"--rate 200; {n} rows", flush=True)
+    cfg = {"rate_limit": limit, "rate_window": 1.0, "rate_retry_after": True,
+           "rate_headers": False}
+    data = write_csv(work / "s8.csv", n)
+    r = run_bc(data, cfg, work, "s8-bc", "--rate", "200", "--max-attempts", "10")
+    client_table({"batch-cancel": r}, limit)
+    rep.check(name, f"rows/s vs 0.8 x {limit}", r["rows_per_s"], f">= {0.8 * limit:.0f}",
+              r["rows_per_s"] >= 0.8 * limit)
+    rep.check(name, "429s %", share_429(r), "<= 5 %", share_429(r) <= 5.0)
+    rep.check(name, "rows succeeded", r["ok"], f"== {n}", r["ok"] == n)
+    rep.scenarios[name] = {"clients": strip({"batch-cancel": r})}
+
+
+def no_concurrency_headers(rep: Report, work: Path, quick: bool) -> None:
+    name = "9 concurrency without headers"
+    limit, latency, n = 12, 0.05, (1_000 if quick else 3_000)
+    bound = limit / latency
+    print(f"\n== {name}: {limit} in flight, latency {latency}, no Concurrency-Limit headers; "
+          f"--concurrency 64 (--rate 100000: a base URL is paced at 100/s); {n} rows, bound "
+          f"{bound:.0f} rows/s", flush=True)
+    cfg = {"concurrency_limit": limit, "latency": latency, "concurrency_headers": False}
+    data = write_csv(work / "s9.csv", n)
+    r = run_bc(data, cfg, work, "s9-bc", "--concurrency", "64", "--rate", "100000")
+    client_table({"batch-cancel": r}, bound)
+    rep.check(name, f"rows/s vs 0.85 x {limit}/{latency}", r["rows_per_s"],
+              f">= {0.85 * bound:.0f}", r["rows_per_s"] >= 0.85 * bound)
+    rep.check(name, "429s %", share_429(r), "< 2 %", share_429(r) < 2.0)
+    rep.scenarios[name] = {"bound_rows_per_s": bound, "clients": strip({"batch-cancel": r})}
+
+
 SCENARIOS = {"rate": rate_bound, "latency": latency_bound, "cpu": cpu_bound,
-             "contended": contended, "scale": scale}
+             "contended": contended, "scale": scale, "learned": learned_rate,
+             "quota": quota_window, "norate": no_rate_headers,
+             "noconcurrency": no_concurrency_headers}
+
+
+def commit() -> str:
+    """The commit the suite ran on (with "+dirty" when the tree has changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main() -> None:
@@ -489,16 +608,16 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("\n== summary")
-    print(f"  {'scenario':<20} {'metric':<46} {'value':>12}  {'target':<16} result")
+    print(f"\n== summary (commit {commit()})")
+    print(f"  {'scenario':<30} {'metric':<52} {'measured':>10}  {'target':<12} pass")
     for c in rep.checks:
         if c["result"] != "info":
-            print(f"  {c['scenario']:<20} {c['metric']:<46} {c['value']:>12.2f}  "
-                  f"{c['target']:<16} {c['result']}")
+            print(f"  {c['scenario']:<30} {c['metric']:<52} {c['value']:>10.2f}  "
+                  f"{c['target']:<12} {c['result']}")
     missed = sum(1 for c in rep.checks if c["result"] == "MISS")
     passed = sum(1 for c in rep.checks if c["result"] == "PASS")
     print(f"  {passed} PASS, {missed} MISS in {time.time() - started:.0f} s")
-    results = {"quick": args.quick, "python": platform.python_version(),
+    results = {"quick": args.quick, "commit": commit(), "python": platform.python_version(),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                "started_unix": started, "checks": rep.checks, "scenarios": rep.scenarios}
     Path(args.out).write_text(json.dumps(results, indent=1, default=str) + "\n")

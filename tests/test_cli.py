@@ -270,6 +270,7 @@ EVENT_KEYS = {
     "row.retry_scheduled": {"run_id", "row", "attempt", "delay", "http_status", "error_code"},
     "pool.paused": {"run_id", "reason"},
     "pool.window_changed": {"run_id", "old", "new", "reason", "ceiling"},
+    "pool.pace_changed": {"run_id", "old", "new", "source", "in_flight"},
     "row.finished": {"run_id", "row", "status", "attempts", "http_status", "error_code"},
     "run.finished": {"run_id", "report", "elapsed", "rate", "count_succeeded", "count_failed"},
 }
@@ -280,6 +281,7 @@ def test_log_events_follow_the_documented_schema(sim, cli, make_csv) -> None:
     sim.config.storm_429 = 0.2
     sim.config.storm_retry_after = 0
     sim.config.seed = 2
+    sim.config.rate_limit = 100_000  # a policy: the pace moves from --rate to the tenant's share
     path = make_csv([["invoice", "reason"], *[[f"INV{n:04d}", "2"] for n in range(60)]])
     result = cli(*run_args(sim, path, "--log-format", "json", "--log-level", "debug",
                            "--rate", "1000"), env=sim.env)

@@ -8,7 +8,7 @@ import random
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.flow import INITIAL_WINDOW, Window
+from batch_cancel.flow import INITIAL_WINDOW, Window, WindowChange
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, Verdict
 from batch_cancel.runner import Clock, Limits, Runner, Sender
 from batch_cancel.zuora import Credentials, ZuoraClient, open_session
@@ -28,6 +28,12 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.t
+
+
+def throttle(window: Window) -> WindowChange | None:
+    """A concurrency 429 met with the window full (our places as the tenant counted them)."""
+    window._peak = window.size
+    return window.observe(THROTTLED)
 
 
 def grow(window: Window, answers: int, answer: Answer = CLEAN) -> None:
@@ -65,17 +71,55 @@ def test_window_never_exceeds_the_concurrency_flag() -> None:
     assert window.size == 6
 
 
+def test_a_429_within_the_burst_clamps_below_what_we_held() -> None:
+    """A second 429 within the second, met at fewer of ours in flight: two below that, at once."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=1.0, clock=ticks)
+    grow(window, 300, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40))
+    assert window.size == 40
+    throttle(window)
+    assert window.size == 20
+    window._peak = 13  # the tenant refused our 13th: it allows 12 (no Remaining advertised)
+    change = window.observe(THROTTLED)
+    assert change is not None and (change.old, change.new) == (20, 12)
+
+
+def test_without_remaining_the_window_stays_one_below_the_refused_count() -> None:
+    """No Concurrency-Limit headers: the 13th refused says 12 fit, and nobody else is seen."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=1.0, clock=ticks)
+    bare = Answer(Verdict.SUCCEEDED, http_status=200)
+    grow(window, 100, bare)
+    window._peak = 13
+    window.observe(Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                          concurrency_limited=True))
+    assert window.size == 12
+    for _ in range(100):  # 10 s of clean answers: it stays one below the refused count
+        ticks.t += 0.1
+        window.observe(bare)
+    assert window.size == 12
+
+
+def test_a_rate_429_leaves_the_window_alone() -> None:
+    """Too many starts per second says nothing of how many may be in flight: the pace acts."""
+    window = Window(max_size=64, share=0.5, clock=Ticks())
+    grow(window, 200)
+    rate_429 = Answer(Verdict.RETRY, http_status=429, rate_limited=True, concurrency_limit=40)
+    assert window.observe(rate_429) is None and window.size == 20
+
+
 def test_a_429_halves_the_window_once_per_second() -> None:
     """Multiplicative decrease, with a cooldown so one burst of 429s counts once."""
     ticks = Ticks()
     window = Window(max_size=64, share=0.5, clock=ticks)
     grow(window, 200)
     assert window.size == 20
-    change = window.observe(THROTTLED)
+    change = throttle(window)
     assert change is not None and (change.old, change.new, change.reason) == (20, 10, "429")
+    window._peak = 20  # another request of the same burst, refused while we still held 20
     assert window.observe(THROTTLED) is None and window.size == 10
     ticks.t += 1.1
-    window.observe(THROTTLED)
+    throttle(window)
     assert window.size == 5
 
 
@@ -83,7 +127,7 @@ def test_the_window_grows_back_by_one_per_window_of_clean_answers() -> None:
     """Additive increase after a decrease: +1 for each full window of clean answers."""
     window = Window(max_size=64, share=0.5, clock=Ticks())
     grow(window, 200)
-    window.observe(THROTTLED)
+    throttle(window)
     assert window.size == 10
     grow(window, 10)
     assert window.size == 11
@@ -285,7 +329,7 @@ def test_after_a_429_the_window_stays_below_the_size_that_met_it_for_a_while() -
                    concurrency_remaining=30)
     grow(window, 100, roomy)
     assert window.size == 20
-    window.observe(THROTTLED)
+    throttle(window)
     assert window.size == 10
     for _ in range(200):
         ticks.t += 0.01  # two seconds of clean answers that advertise plenty of room
