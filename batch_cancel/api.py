@@ -124,7 +124,8 @@ class Plan:
             if state is None:
                 yield row.job
             elif not state.is_finished(row.row):
-                yield replace(row.job, in_doubt=row.in_doubt or row.row in state.in_doubt)
+                yield replace(row.job, in_doubt=row.in_doubt or row.row in state.in_doubt,
+                              doubted_before=row.row in state.doubted)
 
     def in_doubt_fallbacks(self) -> dict[int, Outcome]:
         """The report's word for each row in doubt that gets no outcome in this run (a hard
@@ -298,7 +299,7 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
 
 def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Journal) -> Runner:
     return Runner(client, runner_limits(options), run_id, options.settings.track_id_prefix,
-                  on_sent=journal.sent)
+                  on_sent=journal.sent, on_withdrawn=journal.withdrawn)
 
 
 def runner_limits(options: RunOptions) -> Limits:

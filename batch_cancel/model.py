@@ -146,6 +146,10 @@ class CancelJob:
     reason: str
     document_reference_id: str = ""
     in_doubt: bool = False
+    #: a request of the run this one resumes may have been applied (it was in doubt at some
+    #: point, settled or not): a cancel found in place may be ours, never "already cancelled
+    #: before this run"
+    doubted_before: bool = False
 
 
 @dataclass(slots=True)
@@ -274,6 +278,9 @@ class Outcome:
     #: the last request may have been applied and no check settled it: a resume reads the
     #: invoice before sending again
     in_doubt: bool = False
+    #: some request for the row was in doubt at some point (settled or not): one that timed
+    #: out can still land after a read said it had not. Journal only, not a report column.
+    ever_in_doubt: bool = False
 
     @classmethod
     def from_answer(cls, job: CancelJob, answer: Answer, attempts: int, track_id: str,

@@ -136,6 +136,11 @@ class Journal:
         # shielded: a waiter cancelled (Ctrl-C) must not cancel the turn of the others
         return asyncio.shield(self._turn)
 
+    def withdrawn(self, job: CancelJob, attempt: int) -> None:
+        """Void the `sent` record of `attempt`: the run stopped, or a 429 paused the pool,
+        after the record was written and before the request left, so it did not leave."""
+        self._write({"event": "withdrawn", "row": job.row, "attempt": attempt})
+
     def _end_turn(self) -> None:
         turn, self._turn = self._turn, None
         try:
@@ -156,7 +161,7 @@ class Journal:
                      "error_message": outcome.error_message, "attempts": outcome.attempts,
                      "track_id": outcome.track_id, "zuora_request_id": outcome.zuora_request_id,
                      "process_id": outcome.process_id, "finished_at": outcome.finished_at,
-                     "in_doubt": outcome.in_doubt})
+                     "in_doubt": outcome.in_doubt, "ever_in_doubt": outcome.ever_in_doubt})
         if self._clock() - self._flushed_at > OUTCOME_FLUSH_DELAY:
             self._flush()
 
@@ -200,6 +205,9 @@ class JournalState:
     header: dict[str, object] = field(default_factory=dict)
     finished: dict[int, Outcome] = field(default_factory=dict)
     in_doubt: set[int] = field(default_factory=set)
+    #: rows some request of which was in doubt at some point, settled or not: a cancel found
+    #: in place later may be ours (a request that timed out can land after a read said no)
+    doubted: set[int] = field(default_factory=set)
 
     def is_finished(self, row: int) -> bool:
         """Whether the row has an outcome a resume keeps."""
@@ -211,6 +219,7 @@ def read_journal(path: Path) -> JournalState:
 
     A row whose last event is `sent` was dispatched without a recorded answer (in doubt), as is
     one whose outcome says so; a `not_attempted` outcome is sent again; others are finished.
+    A `withdrawn` record voids the `sent` record of its attempt: that request never left.
     A torn last line (the process died mid-write) is ignored.
     """
     state = JournalState()
@@ -225,13 +234,19 @@ def read_journal(path: Path) -> JournalState:
                 continue
             if record.get("event") == "run":
                 state.header = state.header or record
-            elif record.get("event") in ("sent", "outcome") and isinstance(record.get("row"), int):
+            elif (record.get("event") in ("sent", "outcome", "withdrawn")
+                  and isinstance(record.get("row"), int)):
                 last[record["row"]] = record
     for row, record in last.items():
         if record["event"] == "sent":
             state.in_doubt.add(row)
+            state.doubted.add(row)
             continue
+        if record["event"] == "withdrawn":
+            continue  # the request never left: the row is as if never sent
         outcome = _outcome_from(record)
+        if outcome.in_doubt or outcome.ever_in_doubt:
+            state.doubted.add(row)
         if outcome.in_doubt:
             state.in_doubt.add(row)
         elif outcome.status is not Status.NOT_ATTEMPTED:

@@ -262,7 +262,7 @@ class _RowState:
     @classmethod
     def of(cls, job: CancelJob) -> _RowState:
         """The state a job starts in: in doubt if an earlier run left it so."""
-        return cls(doubt=job.in_doubt, ever_doubt=job.in_doubt)
+        return cls(doubt=job.in_doubt, ever_doubt=job.in_doubt or job.doubted_before)
 
 
 class Runner:
@@ -271,7 +271,8 @@ class Runner:
     def __init__(self, sender: Sender, limits: Limits, run_id: str, track_id_prefix: str = "bc",
                  clock: Clock | None = None, rng: random.Random | None = None,
                  log: structlog.typing.FilteringBoundLogger | None = None,
-                 on_sent: SentSink | None = None) -> None:
+                 on_sent: SentSink | None = None,
+                 on_withdrawn: Callable[[CancelJob, int], None] | None = None) -> None:
         self._sender = sender
         self._limits = limits
         self._track_prefix = f"{track_id_prefix}-{run_id}" if track_id_prefix else run_id
@@ -280,6 +281,7 @@ class Runner:
         # bound once: a lazy proxy would rebuild the logger on every per-row event
         self._log = log or get_logger("batch_cancel.runner").bind()
         self._on_sent = on_sent
+        self._on_withdrawn = on_withdrawn
         first_rate = limits.rate or limits.default_rate
         spread = min(1.0, limits.concurrency / first_rate) if first_rate else 1.0
         self._gate = PauseGate(self._clock, self._nap, self._rng, spread, lambda: self.stopping)
@@ -334,7 +336,8 @@ class Runner:
         try:
             for job in jobs:
                 if self.stopping:  # a row in doubt stays in doubt: never plain not_attempted
-                    finish(self._stopped_outcome(job, _RowState.of(job)))
+                    state = _RowState.of(job)
+                    finish(_stamped(self._stopped_outcome(job, state), state))
                     continue
                 await queue.put(job)
             for _ in workers:
@@ -351,7 +354,7 @@ class Runner:
         while (job := await queue.get()) is not None:
             state = _RowState.of(job)
             if self.stopping:
-                on_outcome(self._stopped_outcome(job, state))
+                on_outcome(_stamped(self._stopped_outcome(job, state), state))
                 continue
             try:
                 outcome = await self._process(job, state)
@@ -360,13 +363,13 @@ class Runner:
                 self.stop(f"authentication failed: {exc}", StopKind.AUTH)
                 outcome = self._stopped_outcome(job, state)
             except asyncio.CancelledError:
-                on_outcome(self._interrupted(job, state))
+                on_outcome(_stamped(self._interrupted(job, state), state))
                 raise
             except Exception as exc:  # one row's bug must not stop the others
                 outcome = self._outcome(job, state, Status.FAILED,
                                         f"unexpected error: {type(exc).__name__}: {exc}",
                                         in_doubt=state.in_flight or state.doubt)
-            on_outcome(outcome)
+            on_outcome(_stamped(outcome, state))
             self._log.debug("row.finished", row=job.row, status=outcome.status.value,
                             attempts=outcome.attempts, http_status=outcome.http_status,
                             error_code=outcome.error_code)
@@ -380,7 +383,8 @@ class Runner:
         says it was not: that read is the only guard, since the PUT has no idempotency key.
         """
         track_id = self.track_id(job.row)
-        label = "verified after resume" if job.in_doubt else "verified after retry"
+        resumed = job.in_doubt or job.doubted_before
+        label = "verified after resume" if resumed else "verified after retry"
         counted = 0  # attempts that count against --max-attempts
         while True:
             if state.doubt:
@@ -397,12 +401,13 @@ class Runner:
                     if recorded is not None:
                         await recorded
             except BaseException:  # the request never left: nothing is in doubt
+                self._withdraw(job, state)
                 self._give_back(probe)
                 raise
             if self.stopping or self._gate.until > self._clock.now():
                 # stopped, or a 429 paused the pool, while the journal took the record: this
-                # request does not go out (the journal's next record for the row supersedes it)
-                state.attempts -= 1
+                # request does not go out, and the journal says so
+                self._withdraw(job, state)
                 self._give_back(probe)
                 if self.stopping:
                     return self._stopped_outcome(job, state)
@@ -474,6 +479,12 @@ class Runner:
             self._give_back(probe)
             return False
         return True
+
+    def _withdraw(self, job: CancelJob, state: _RowState) -> None:
+        """The request of the latest `sent` record will not leave: void that record."""
+        if self._on_withdrawn is not None:
+            self._on_withdrawn(job, state.attempts)
+        state.attempts -= 1
 
     def _give_back(self, probe: bool) -> None:
         """Return a place taken for a request that ended without an answer."""
@@ -729,6 +740,13 @@ class Runner:
 
 def _rounded(rate: float | None) -> float | None:
     return None if rate is None else round(rate, 2)
+
+
+def _stamped(outcome: Outcome, state: _RowState) -> Outcome:
+    """The outcome with what the journal must remember for a resume: whether any request for
+    the row was in doubt (a cancel found in place later may then be ours)."""
+    ever = state.ever_doubt or outcome.in_doubt
+    return replace(outcome, ever_in_doubt=True) if ever else outcome
 
 
 def _now() -> str:

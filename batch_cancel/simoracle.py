@@ -213,7 +213,7 @@ async def _one_run(schedule: Schedule, world: World, input_path: Path, run: int,
     snapshot: list[bytes] = []
     runner = Runner(world, runner_limits(options), run_id, options.settings.track_id_prefix,
                     clock=_LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
-                    log=_SILENT, on_sent=journal.sent)
+                    log=_SILENT, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
     if runner_patch is not None:
         runner_patch(runner)
     sending = asyncio.ensure_future(
