@@ -141,7 +141,7 @@ def preflight(source: str | Path | pandas.DataFrame, *, env: str | None = None,
     target = _target(env, base_url, False)
     try:
         options = PreflightOptions(
-            _source(source, report) if not isinstance(source, str | Path) else Path(source),
+            _source(source, report),
             target, credentials=(credentials or _env_credentials()) if check_invoices else None,
             report_path=None if report is None else Path(report),
             load=LoadOptions(sheet=sheet, key_column=key_column, reason_column=reason_column,

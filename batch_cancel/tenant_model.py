@@ -7,7 +7,7 @@ the refusal of a second cancel, and the exact status, body and headers of each a
 (failures with 8-digit codes, the limit 429s, the proxy's HTML pages). An answer is a `Reply`,
 plain data each front end turns into its own kind of response, so the two cannot drift apart.
 
-Like the simulator, it imports only the standard library.
+It imports only the standard library and `model` (the e-invoice states, one spelling).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from .model import EInvoiceStatus
+
 __all__ = [
     "STATUS_CANCELLED",
     "STATUS_CANCEL_FAILED",
@@ -32,10 +34,11 @@ __all__ = [
     "TenantRules",
 ]
 
-STATUS_SUCCESS: Final = "Success"
-STATUS_CANCEL_PROCESSING: Final = "CancelProcessing"
-STATUS_CANCELLED: Final = "Cancelled"
-STATUS_CANCEL_FAILED: Final = "CancelFailed"
+# the e-invoice states are the client's own vocabulary (`model.EInvoiceStatus`): one spelling
+STATUS_SUCCESS: Final = EInvoiceStatus.SUCCESS.value
+STATUS_CANCEL_PROCESSING: Final = EInvoiceStatus.CANCEL_PROCESSING.value
+STATUS_CANCELLED: Final = EInvoiceStatus.CANCELLED.value
+STATUS_CANCEL_FAILED: Final = EInvoiceStatus.CANCEL_FAILED.value
 
 CANCEL_FAILED_CODE: Final = "TAX-301"
 CANCEL_FAILED_MESSAGE: Final = "The tax authority rejected the cancellation"

@@ -71,9 +71,8 @@ def run_cli(args: list[str], env: dict[str, str], sim: RunningSimulator | None =
     try:
         out, err = process.communicate(timeout=120)
     finally:
-        sim_off = sim
-        if sim_off is not None:
-            sim_off.simulator.on_accept = None
+        if sim is not None:
+            sim.simulator.on_accept = None
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
