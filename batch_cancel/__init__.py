@@ -17,13 +17,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 from .api import RunOptions, exit_code, run
 from .config import Settings, Target, resolve_target
-from .frames import read_report
 from .library import CommandResult, CommandSummary, UsageError, cancel, preflight, verify
-from .loader import LoadOptions
 from .logs import configure_logging
 from .model import ExitCode, Status, Summary
+from .read.frames import read_report
+from .read.loader import LoadOptions
+from .send.zuora import Credentials
 from .verify import VerifyOptions, VerifySummary
-from .zuora import Credentials
 
 __all__ = [
     "CommandResult",

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from .config import Settings, Target, tenant_identity
-from .dialect import plan_note, report_dialect
-from .loader import LoadedInput, LoadOptions, load
 from .logs import get_logger
 from .model import CancelJob, ExitCode, Outcome, Status, Summary
-from .report import (
+from .read.dialect import plan_note, report_dialect
+from .read.loader import LoadedInput, LoadOptions, load
+from .record.report import (
     Journal,
     JournalState,
     ReportWriter,
@@ -35,8 +35,8 @@ from .report import (
     journal_path,
     read_journal,
 )
-from .runner import Limits, Runner, Sender, StopKind
-from .zuora import (
+from .send.runner import Limits, Runner, Sender, StopKind
+from .send.zuora import (
     AuthenticationError,
     Credentials,
     ZuoraClient,
@@ -162,7 +162,7 @@ def prepare(options: RunOptions) -> Plan:
     if isinstance(source, Path):
         loaded = load(source, options.load)
     else:
-        from .frames import load_frame
+        from .read.frames import load_frame
 
         loaded = load_frame(source, options.load, options.load.numbers_as_text)
     report, journal = options.report, options.journal
@@ -175,7 +175,7 @@ def prepare(options: RunOptions) -> Plan:
     if isinstance(source, Path):
         digest = _sha256(source)
     else:
-        from .frames import frame_digest
+        from .read.frames import frame_digest
 
         digest = frame_digest(source)
     if options.dry_run:
@@ -421,7 +421,7 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, Credentials]]
         assert options.credentials is not None  # checked before the journal was opened
         yield options.target.base_url, options.credentials
         return
-    from .simulator import Simulator, SimulatorConfig  # never imported on a real run
+    from .sim.server import Simulator, SimulatorConfig  # never imported on a real run
 
     config = options.simulator_config
     simulator = Simulator(config if isinstance(config, SimulatorConfig) else None)

@@ -36,7 +36,6 @@ from .config import (
     read_secrets_file,
     resolve_target,
 )
-from .loader import InputError, LoadOptions
 from .model import ExitCode, Status
 from .progress import (
     ConsoleLines,
@@ -46,8 +45,9 @@ from .progress import (
     plan_text,
     summary_text,
 )
-from .report import ReportError
-from .zuora import AuthenticationError, Credentials
+from .read.loader import InputError, LoadOptions
+from .record.report import ReportError
+from .send.zuora import AuthenticationError, Credentials
 
 EXIT_USAGE = ExitCode.USAGE
 EXIT_INTERRUPTED = ExitCode.INTERRUPTED
@@ -497,7 +497,7 @@ def _credentials() -> Credentials:
 def simulate_command(host: str, port: int, **knobs: float | int | None) -> None:
     """Serve the built-in Zuora simulator for manual trials (not a real tenant)."""
     from .config import is_loopback
-    from .simulator import SimulatorConfig, serve
+    from .sim.server import SimulatorConfig, serve
 
     if not is_loopback(host):
         raise UsageFailure("the simulator serves loopback only (e.g. --host 127.0.0.1)")

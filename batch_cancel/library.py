@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, overload
 
 from . import api
 from .config import ConfigError, Settings, Target, resolve_target
-from .loader import InputError, LoadOptions
 from .model import Status, Summary
-from .report import ReportError
+from .read.loader import InputError, LoadOptions
+from .record.report import ReportError
+from .send.zuora import Credentials
 from .verify import VerifyOptions, VerifySummary, verify_async
-from .zuora import Credentials
 
 if TYPE_CHECKING:
     import pandas
@@ -64,7 +64,7 @@ class CommandResult:
     def rows(self) -> pandas.DataFrame:
         """The report as a DataFrame: every column text, exactly as written."""
         if self._rows is None:
-            from .frames import read_report
+            from .read.frames import read_report
 
             self._rows = read_report(self.summary.report_path)
         return self._rows

@@ -23,9 +23,6 @@ from typing import TYPE_CHECKING
 from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target
-from .dialect import plan_note, report_dialect
-from .flow import ASSUMED_TENANT_LIMIT
-from .loader import InputError, LoadedInput, LoadOptions, load
 from .model import (
     CancelState,
     EInvoiceStatus,
@@ -35,9 +32,12 @@ from .model import (
     Summary,
     cancel_state,
 )
-from .report import write_report
+from .read.dialect import plan_note, report_dialect
+from .read.loader import InputError, LoadedInput, LoadOptions, load
+from .record.report import write_report
+from .send.flow import ASSUMED_TENANT_LIMIT
+from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from .verify import read_invoices
-from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
 
 if TYPE_CHECKING:
     import pandas
@@ -98,7 +98,7 @@ def load_input(options: PreflightOptions) -> LoadedInput:
     if isinstance(options.source, Path):
         loaded = load(options.source, options.load)
     else:
-        from .frames import load_frame
+        from .read.frames import load_frame
 
         loaded = load_frame(options.source, options.load, options.load.numbers_as_text)
     note = plan_note(loaded.dialect, options.report)

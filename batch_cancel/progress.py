@@ -22,11 +22,11 @@ from rich.progress import (
 )
 
 from .config import Target
-from .loader import LoadedInput
 from .model import Outcome, Status, Summary
-from .pace import Source
-from .report import JournalState
-from .runner import Runner
+from .read.loader import LoadedInput
+from .record.report import JournalState
+from .send.pace import Source
+from .send.runner import Runner
 
 
 class RichProgress:

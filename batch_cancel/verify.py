@@ -21,8 +21,6 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target, tenant_identity
-from .dialect import report_dialect
-from .loader import LoadedInput, LoadOptions, load
 from .logs import get_logger
 from .model import (
     SETTLED_STATUSES,
@@ -34,8 +32,10 @@ from .model import (
     cancel_state,
     unsettled_hint,
 )
-from .report import check_same_tenant, journal_path, read_journal, write_report
-from .zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from .read.dialect import report_dialect
+from .read.loader import LoadedInput, LoadOptions, load
+from .record.report import check_same_tenant, journal_path, read_journal, write_report
+from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
                   "verified_at", "verify_note")

@@ -38,7 +38,7 @@ ENV = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
        "ZUORA_CLIENT_SECRET": "sim-client-secret", "PYTHONUNBUFFERED": "1"}
 SIM_CODE = (
     "import json, sys\n"
-    "from batch_cancel.simulator import SimulatorConfig, serve\n"
+    "from batch_cancel.sim.server import SimulatorConfig, serve\n"
     "serve(SimulatorConfig(**json.loads(sys.argv[1])), '127.0.0.1', 0)\n"
 )
 CLIENT_TIMEOUT = 900.0

@@ -38,18 +38,18 @@ class Target:
 
 
 TARGETS = {
-    "zuora": Target("batch_cancel/zuora.py", ("tests/test_zuora.py",)),
-    "report": Target("batch_cancel/report.py",
+    "zuora": Target("batch_cancel/send/zuora.py", ("tests/test_zuora.py",)),
+    "report": Target("batch_cancel/record/report.py",
                      ("tests/test_report.py", "tests/test_journal.py")),
     # the validation part of the loader: cell text as Excel shows it, keys, reasons,
     # references, duplicates
-    "loader": Target("batch_cancel/loader.py",
+    "loader": Target("batch_cancel/read/loader.py",
                      ("tests/test_loader.py", "tests/test_loader_fastpath.py"),
                      ("_checked_row", "_block_reasons", "_fast_block", "_default_reason",
                       "excel_text", "format_number", "_digits", "_literal", "_general",
                       "normalise_reason", "key_problem", "row_problem",
                       "problem_in_reference", "make_row", "mark_duplicates")),
-    "runner": Target("batch_cancel/runner.py",
+    "runner": Target("batch_cancel/send/runner.py",
                      ("tests/test_runner.py", "tests/test_reliability.py",
                       "tests/test_flow.py"), timeout=180.0),
 }

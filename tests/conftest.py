@@ -23,9 +23,9 @@ from click.testing import CliRunner, Result
 
 from batch_cancel.cli import main
 from batch_cancel.model import Answer, CancelJob
-from batch_cancel.runner import Clock, Sender
-from batch_cancel.simulator import RequestRecord, Simulator, SimulatorConfig, SimulatorStats
-from batch_cancel.zuora import InvoiceState
+from batch_cancel.send.runner import Clock, Sender
+from batch_cancel.send.zuora import InvoiceState
+from batch_cancel.sim.server import RequestRecord, Simulator, SimulatorConfig, SimulatorStats
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

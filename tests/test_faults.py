@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from batch_cancel.simulator import RequestRecord, SimulatorStats
+from batch_cancel.sim.server import RequestRecord, SimulatorStats
 from tests.conftest import (
     RunningSimulator,
     read_report,

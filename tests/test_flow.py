@@ -8,10 +8,10 @@ import random
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.flow import INITIAL_WINDOW, Window, WindowChange
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, Verdict
-from batch_cancel.runner import Clock, Limits, Runner, Sender
-from batch_cancel.zuora import Credentials, ZuoraClient, open_session
+from batch_cancel.send.flow import INITIAL_WINDOW, Window, WindowChange
+from batch_cancel.send.runner import Clock, Limits, Runner, Sender
+from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.conftest import SenderSpy, VirtualClock, starts_before_a_429_deadline
 
 CLEAN = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,

@@ -3,7 +3,7 @@
 Each test writes the hostile file itself: a workbook whose parts expand to over a gigabyte,
 XML that declares entities (a billion laughs, an external file), a path that is a device or a
 FIFO, a cell or a line of tens of megabytes. The bounds are the reader's own limits
-(`batch_cancel.guard`); no test measures time.
+(`batch_cancel.read.guard`); no test measures time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import openpyxl
 import pytest
 
-from batch_cancel import guard
+from batch_cancel.read import guard
 
 BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from batch_cancel import report
 from batch_cancel.model import CancelJob, Outcome, Status
-from batch_cancel.report import FSYNC_EVERY, Journal, read_journal
+from batch_cancel.record import report
+from batch_cancel.record.report import FSYNC_EVERY, Journal, read_journal
 
 
 def test_every_outcome_field_survives_the_journal(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ CLIENT_SECRET = "sim-client-secret"
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 
 SIMULATOR_CODE = """
-from batch_cancel.simulator import SimulatorConfig, serve
+from batch_cancel.sim.server import SimulatorConfig, serve
 serve(SimulatorConfig(latency=0.02, drop_after_apply=0.05, cancel_delay=0.05, seed={seed}),
       "127.0.0.1", 0)
 """

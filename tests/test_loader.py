@@ -18,7 +18,8 @@ from typing import Any
 import openpyxl
 import pytest
 
-from batch_cancel.loader import (
+from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
+from batch_cancel.read.loader import (
     MAX_KEY_LENGTH,
     InputError,
     LoadedInput,
@@ -27,7 +28,6 @@ from batch_cancel.loader import (
     load,
     problem_in_reference,
 )
-from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
 
 MakeFile = Callable[..., Path]
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from batch_cancel import loader
-from batch_cancel.loader import (
+from batch_cancel.model import SourceRow, Status
+from batch_cancel.read import loader
+from batch_cancel.read.loader import (
     _CLEAN_KEY,
     _REASON_SPELLINGS,
     EXCEL_ERRORS,
@@ -32,7 +33,6 @@ from batch_cancel.loader import (
     normalise_reason,
     records_of,
 )
-from batch_cancel.model import SourceRow, Status
 
 TRICKY_KEYS = [
     "INV-0001", "inv-0001", "INV-0001 ", " INV-0002", "INV 0003", "INV\t0004", "INV\u00a00005",

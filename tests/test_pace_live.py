@@ -8,8 +8,8 @@ from collections import Counter
 
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Outcome
-from batch_cancel.runner import Limits, Runner
-from batch_cancel.zuora import Credentials, ZuoraClient, open_session
+from batch_cancel.send.runner import Limits, Runner
+from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 
 
 def jobs(n: int) -> list[CancelJob]:

@@ -41,7 +41,7 @@ def test_xlsx_report_opens_on_a_summary_then_formatted_rows(sim, cli, make_csv) 
 def test_text_in_xlsx_reports_is_never_a_formula(tmp_path: Path) -> None:
     """Input values and server text beginning with = are stored as text cells."""
     from batch_cancel.model import Outcome, SourceRow, Status
-    from batch_cancel.report import write_report
+    from batch_cancel.record.report import write_report
 
     rows = [SourceRow(2, "INV1", "02", "", ("=1+1",), columns=("Note",))]
     outcome = Outcome(2, Status.FAILED, 200, "59210030", "=cmd|' /C calc'!A0", 1)
@@ -55,8 +55,8 @@ def test_text_in_xlsx_reports_is_never_a_formula(tmp_path: Path) -> None:
 def test_the_report_is_written_as_outcomes_arrive_holding_only_those_out_of_order(
         tmp_path: Path) -> None:
     """Rows go to the file in input order as soon as every row above them is known."""
-    from batch_cancel.loader import load
-    from batch_cancel.report import ReportWriter
+    from batch_cancel.read.loader import load
+    from batch_cancel.record.report import ReportWriter
 
     source = tmp_path / "in.csv"
     source.write_text("invoiceKey,reason\nA1,02\nA2,02\nbad key,02\nA4,02\nA1,02\n")
@@ -80,8 +80,8 @@ def test_the_report_is_written_as_outcomes_arrive_holding_only_those_out_of_orde
 def test_rows_without_an_outcome_are_not_attempted_when_the_writer_finishes(
         tmp_path: Path) -> None:
     """A run that stopped early still reports every row, once."""
-    from batch_cancel.loader import load
-    from batch_cancel.report import ReportWriter
+    from batch_cancel.read.loader import load
+    from batch_cancel.record.report import ReportWriter
 
     source = tmp_path / "in.csv"
     source.write_text("invoiceKey,reason\nA1,02\nA2,02\nA3,02\n")

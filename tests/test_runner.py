@@ -9,10 +9,10 @@ import pytest
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.flow import INITIAL_WINDOW
 from batch_cancel.model import Answer, CancelJob, Outcome, Status
-from batch_cancel.runner import Backoff, Clock, Limits, Runner
-from batch_cancel.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from batch_cancel.send.flow import INITIAL_WINDOW
+from batch_cancel.send.runner import Backoff, Clock, Limits, Runner
+from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from tests.conftest import (
     SenderSpy,
     SpyEvent,

@@ -1,5 +1,5 @@
 """Seeded schedules: the real runner, journal and report writer against the in-memory world on
-virtual time, every schedule judged by the oracle (see batch_cancel/simoracle.py).
+virtual time, every schedule judged by the oracle (see batch_cancel/sim/oracle.py).
 
 `pytest tests/test_simulation.py --sim-seeds 20000` searches more; `--sim-seed N` replays one.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from batch_cancel.model import CancelJob, Outcome
-from batch_cancel.runner import Runner
-from batch_cancel.simoracle import NEVER_LEFT, check_seed, run_schedule, shrink
-from batch_cancel.simworld import Schedule, Stuck, VirtualLoop, World
+from batch_cancel.send.runner import Runner
+from batch_cancel.sim.oracle import NEVER_LEFT, check_seed, run_schedule, shrink
+from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
 CHUNK = 100
@@ -43,7 +43,7 @@ def test_seeded_schedules_keep_every_promise(seeds: range) -> None:
     report = [result.explain() for result in failures]
     for result in failures[:2]:  # a small failing schedule reads faster than a big one
         small, checked = shrink(Schedule.draw(result.seed))
-        report.append(f"seed {result.seed} shrunk (python -m batch_cancel.simoracle --seed "
+        report.append(f"seed {result.seed} shrunk (python -m batch_cancel.sim.oracle --seed "
                       f"{result.seed} --shrink):\n{checked.explain(small)}")
     assert not failures, "\n\n".join(report)
 

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from batch_cancel.simulator import Simulator, SimulatorConfig
+from batch_cancel.sim.server import Simulator, SimulatorConfig
 
 StartSim = Callable[..., Awaitable[tuple[Simulator, str]]]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from batch_cancel import tenant_model
-from batch_cancel.tenant_model import TenantModel
+from batch_cancel.sim import rules as tenant_model
+from batch_cancel.sim.rules import TenantModel
 
 
 @dataclass
@@ -53,7 +53,7 @@ def test_markers_make_unknown_and_already_cancelled_invoices() -> None:
 
 def test_a_simulators_new_config_reaches_its_tenant_model() -> None:
     """Replacing a Simulator's config changes the rules its tenant model applies."""
-    from batch_cancel.simulator import Simulator, SimulatorConfig
+    from batch_cancel.sim.server import Simulator, SimulatorConfig
 
     simulator = Simulator()
     simulator.config = SimulatorConfig(cancelled_marker="DONE")

@@ -18,9 +18,9 @@ import pytest
 
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Outcome, Status
-from batch_cancel.report import journal_path, read_journal
-from batch_cancel.runner import Clock, Limits, Runner
-from batch_cancel.zuora import Credentials, ZuoraClient, open_session
+from batch_cancel.record.report import journal_path, read_journal
+from batch_cancel.send.runner import Clock, Limits, Runner
+from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.conftest import CliInvoker, RunningSimulator, read_report
 
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
@@ -120,7 +120,7 @@ def test_resume_against_another_tenant_is_refused_before_any_request(
     report = path.with_name("r.csv")
     assert cli(*run_args(path, sim, report), env=sim.env).exit_code == 0
     other = asyncio.new_event_loop()
-    from batch_cancel.simulator import Simulator, SimulatorConfig
+    from batch_cancel.sim.server import Simulator, SimulatorConfig
 
     second = Simulator(SimulatorConfig())
     url = other.run_until_complete(second.start("127.0.0.1", 0))

@@ -8,10 +8,10 @@ import json
 import aiohttp
 import pytest
 
-from batch_cancel import zuora
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Verdict
-from batch_cancel.zuora import (
+from batch_cancel.send import zuora
+from batch_cancel.send.zuora import (
     AuthenticationError,
     Credentials,
     ZuoraClient,

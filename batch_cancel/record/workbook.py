@@ -16,7 +16,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from .model import Status
+from ..model import Status
 
 SUMMARY_SHEET = "Summary"
 ROWS_SHEET = "Rows"

@@ -1,7 +1,7 @@
 """An in-memory Zuora on virtual time, for running the real runner against seeded schedules.
 
 The world answers the runner's `Sender` calls as a tenant would: it asks the shared
-`tenant_model` (the same rules the aiohttp simulator serves) for the status, body and headers,
+`sim.rules` (the same rules the aiohttp simulator serves) for the status, body and headers,
 adds the tenant's limit headers, and hands them to the client's own `zuora.classify`, so what
 the runner sees went through the same classification as a real answer. Time is the event
 loop's: `VirtualLoop` never sleeps, it moves its clock to the next timer, so a schedule of
@@ -26,11 +26,11 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict
 
-from . import tenant_model as tm
-from .config import Settings
-from .model import Answer, CancelJob
-from .tenant_model import Reply, TenantModel
-from .zuora import InvoiceState, cancel_body, classify, invoice_state_from, no_answer
+from ..config import Settings
+from ..model import Answer, CancelJob
+from ..send.zuora import InvoiceState, cancel_body, classify, invoice_state_from, no_answer
+from . import rules as tm
+from .rules import Reply, TenantModel
 
 #: Faults a cancel PUT can meet, in the fixed order they are drawn in.
 CANCEL_FAULTS: Final = (

@@ -8,8 +8,8 @@ the OS survive, and the same command runs again with `--resume` on the same worl
 stopped for an outage or the daily quota is resumed later the same way. Then the oracle reads
 the report and the world's log and names every broken promise.
 
-    python -m batch_cancel.simoracle --seed 1234          # replay one seed, verbosely
-    python -m batch_cancel.simoracle --seeds 100000 --jobs 2 --summary sim-summary.json
+    python -m batch_cancel.sim.oracle --seed 1234          # replay one seed, verbosely
+    python -m batch_cancel.sim.oracle --seeds 100000 --jobs 2 --summary sim-summary.json
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from typing import Any
 
 import structlog
 
-from . import api
-from .api import Plan, RunOptions, exit_code, prepare, runner_limits
-from .config import Target
-from .model import DONE, Status
-from .report import Journal, ReportWriter
-from .runner import Clock, Runner, StopKind
-from .simworld import DAY, Crash, Schedule, Stuck, VirtualLoop, World
+from .. import api
+from ..api import Plan, RunOptions, exit_code, prepare, runner_limits
+from ..config import Target
+from ..model import DONE, Status
+from ..record.report import Journal, ReportWriter
+from ..send.runner import Clock, Runner, StopKind
+from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
 
 #: How a failing seed is replayed (printed with every failure).
 REPLAY = ("pytest tests/test_simulation.py --sim-seed {seed}  "
-          "(or: python -m batch_cancel.simoracle --seed {seed})")
+          "(or: python -m batch_cancel.sim.oracle --seed {seed})")
 #: Virtual seconds between a dead process and its resume.
 RESTART = 5.0
 #: Virtual seconds the world runs on after the last run (late landings, settles).
@@ -581,8 +581,8 @@ def _tally(values: Iterable[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m batch_cancel.simoracle`: replay one seed, or search many and summarise."""
-    parser = argparse.ArgumentParser(prog="python -m batch_cancel.simoracle",
+    """`python -m batch_cancel.sim.oracle`: replay one seed, or search many and summarise."""
+    parser = argparse.ArgumentParser(prog="python -m batch_cancel.sim.oracle",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, help="replay this seed and explain it")
     parser.add_argument("--shrink", action="store_true",

@@ -27,10 +27,10 @@ from operator import attrgetter, itemgetter, ne, setitem
 from pathlib import Path
 from typing import TextIO, cast
 
+from ..model import REPORT_COLUMNS, REPORT_SIGNATURE, SourceRow, Status
 from . import guard
 from .columns import KEY_ALIASES, REASON_ALIASES, REFERENCE_ALIASES, ColumnError, resolve_column
 from .header import HeaderError, find_header
-from .model import REPORT_COLUMNS, REPORT_SIGNATURE, SourceRow, Status
 from .sheetfacts import Block, CsvDialect, SheetFacts, split_hidden
 
 CSV_EXTENSIONS = {".csv", ".txt", ".tsv"}

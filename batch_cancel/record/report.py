@@ -23,11 +23,11 @@ from typing import IO, Protocol
 
 import orjson
 
-from .config import describe_tenant, tenant_mismatch
-from .dialect import DEFAULT as DEFAULT_DIALECT
-from .logs import get_logger
-from .model import DONE, REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
-from .sheetfacts import CsvDialect
+from ..config import describe_tenant, tenant_mismatch
+from ..logs import get_logger
+from ..model import DONE, REPORT_COLUMNS, CancelJob, Outcome, SourceRow, Status, Summary
+from ..read.dialect import DEFAULT as DEFAULT_DIALECT
+from ..read.sheetfacts import CsvDialect
 
 REPORT_FORMATS = (".csv", ".xlsx", ".jsonl", ".parquet")
 #: Columns whose text came from Zuora (or a proxy) and so may hold a spreadsheet formula.
@@ -585,7 +585,7 @@ class _XlsxSink:
 
 
 def _parquet_sink(path: Path, header: list[str], dialect: CsvDialect) -> _Sink:
-    from .frames import ParquetSink  # pandas/pyarrow only when asked
+    from ..read.frames import ParquetSink  # pandas/pyarrow only when asked
 
     return ParquetSink(path, header)
 

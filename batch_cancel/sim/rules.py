@@ -1,6 +1,6 @@
 """The rules of a simulated Zuora tenant, with no transport: one model, two front ends.
 
-The aiohttp `Simulator` (real HTTP on loopback) and the in-memory `simworld` (virtual time,
+The aiohttp `Simulator` (real HTTP on loopback) and the in-memory `sim.world` (virtual time,
 seeded schedules) both ask this module what Zuora would answer: the e-invoice state machine
 (``Success -> CancelProcessing -> Cancelled | CancelFailed``), the validation of a cancel body,
 the refusal of a second cancel, and the exact status, body and headers of each answer shape
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from .model import EInvoiceStatus
+from ..model import EInvoiceStatus
 
 __all__ = [
     "STATUS_CANCELLED",

@@ -18,9 +18,8 @@ from typing import Protocol
 
 import structlog
 
-from .flow import Window
-from .logs import get_logger
-from .model import (
+from ..logs import get_logger
+from ..model import (
     Answer,
     CancelJob,
     CancelState,
@@ -30,6 +29,7 @@ from .model import (
     cancel_state,
     unsettled_hint,
 )
+from .flow import Window
 from .pace import Pace, PaceChange
 from .zuora import AuthenticationError, InvoiceState
 

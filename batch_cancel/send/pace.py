@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import Answer
+from ..model import Answer
 
 #: Windows shorter than this are not spread: `RateLimit-Reset` counts whole seconds, so over
 #: a window of a few seconds "remaining / reset" would understate the time left several-fold.

@@ -15,9 +15,9 @@ reproduces the parts of Zuora's behaviour a bulk client has to survive (see
 * whole-service outages (every /v1 call 503, dropped or a proxy 502 for a while; OAuth stays up)
   and 429 storms (rate 429s on a share of /v1 calls, with or without ``Retry-After``).
 
-The rules themselves (e-invoice states, codes, answer shapes) live in `tenant_model`, shared with
-the in-memory world of `simworld`; this module is their HTTP front end: routing, OAuth, limits,
-faults and outages. It imports only the standard library, aiohttp and `tenant_model`, and it
+The rules themselves (e-invoice states, codes, answer shapes) live in `sim.rules`, shared with
+the in-memory world of `sim.world`; this module is their HTTP front end: routing, OAuth, limits,
+faults and outages. It imports only the standard library, aiohttp and `sim.rules`, and it
 keeps all state on the ``Simulator`` instance so tests can run several independent servers side
 by side.
 """
@@ -39,9 +39,9 @@ from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
 
-from . import tenant_model as model
-from .tenant_model import Invoice, Reply, TenantModel
-from .tenant_model import seconds as _seconds
+from . import rules as model
+from .rules import Invoice, Reply, TenantModel
+from .rules import seconds as _seconds
 
 __all__ = [
     "OUTAGE_MODES",

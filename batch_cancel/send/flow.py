@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import Answer
+from ..model import Answer
 
 #: Zuora's Default concurrency limit, assumed until an answer advertises the real one.
 ASSUMED_TENANT_LIMIT = 40

@@ -19,9 +19,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from . import __version__
-from .config import Settings
-from .model import Answer, CancelJob, Verdict
+from .. import __version__
+from ..config import Settings
+from ..model import Answer, CancelJob, Verdict
 
 #: HTTP statuses worth another try: the tenant's limits and the gateway's transient failures.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
