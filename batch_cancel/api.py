@@ -22,7 +22,7 @@ import structlog
 
 from .config import Settings, Target, tenant_identity
 from .logs import get_logger
-from .model import CancelJob, ExitCode, Outcome, Status, Summary
+from .model import CancelJob, ExitCode, Outcome, Status, StopKind, Summary
 from .read.dialect import plan_note, report_dialect
 from .read.loader import LoadedInput, LoadOptions, load
 from .record.report import (
@@ -35,7 +35,7 @@ from .record.report import (
     journal_path,
     read_journal,
 )
-from .send.runner import Limits, Runner, Sender, StopKind
+from .send.runner import Limits, Runner, Sender
 from .send.zuora import (
     AuthenticationError,
     Credentials,

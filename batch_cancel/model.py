@@ -43,6 +43,15 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+class StopKind(StrEnum):
+    """Why a run stopped early; the CLI maps each to an exit code."""
+
+    INTERRUPTED = "interrupted"
+    AUTH = "auth"
+    OUTAGE = "outage"
+    QUOTA = "quota"
+
+
 class EInvoiceStatus(StrEnum):
     """An invoice's `eInvoiceStatus` as Zuora spells it (the SDK's enum, plus the documented
     "RetrieveTimeout"). Zuora may add values: code reads them as plain strings and treats one

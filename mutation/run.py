@@ -39,6 +39,7 @@ class Target:
 
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", ("tests/test_zuora.py",)),
+    "answers": Target("batch_cancel/send/answers.py", ("tests/test_zuora.py",)),
     "report": Target("batch_cancel/record/report.py",
                      ("tests/test_report.py", "tests/test_journal.py")),
     # the validation part of the loader: cell text as Excel shows it, keys, reasons,

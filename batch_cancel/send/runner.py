@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 import structlog
@@ -25,6 +24,7 @@ from ..model import (
     CancelState,
     Outcome,
     Status,
+    StopKind,
     Verdict,
     cancel_state,
     unsettled_hint,
@@ -63,15 +63,6 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds`."""
         await asyncio.sleep(seconds)
-
-
-class StopKind(StrEnum):
-    """Why a run stopped early; the CLI maps each to an exit code."""
-
-    INTERRUPTED = "interrupted"
-    AUTH = "auth"
-    OUTAGE = "outage"
-    QUOTA = "quota"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,9 @@ import structlog
 from .. import api
 from ..api import Plan, RunOptions, exit_code, prepare, runner_limits
 from ..config import Target
-from ..model import DONE, Status
+from ..model import DONE, Status, StopKind
 from ..record.report import Journal, ReportWriter
-from ..send.runner import Clock, Runner, StopKind
+from ..send.runner import Clock, Runner
 from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
 
 #: How a failing seed is replayed (printed with every failure).
