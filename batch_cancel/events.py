@@ -163,21 +163,21 @@ class RowFinished(Event):
     error_code: str
 
 
-@dataclass(frozen=True, slots=True)
-class RowCounted(Event):
-    """Any row got its outcome (stopped ones too), with the pool's load at that moment: what
-    a progress display shows. Not logged."""
+# --- the pool and its limits ------------------------------------------------------------
 
-    name = "row.counted"
+
+@dataclass(frozen=True, slots=True)
+class PoolLoad(Event):
+    """The pool's load: when the run starts, and each time a row got its outcome (stopped
+    ones too), with that row's `status`. What a progress display shows; not logged."""
+
+    name = "pool.load"
     level = None
-    status: str
+    status: str | None
     in_flight: int
     window: int
     pace: float | None
     pace_source: str
-
-
-# --- the pool and its limits ------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +304,7 @@ SCHEMA: tuple[type[Event], ...] = (
     RunStarted, RowRetryScheduled, PoolPausedRateLimited, PoolPausedOutage, PoolResumed,
     PoolWindowChanged, PoolPaceChanged, PoolStopping, QuotaLow, RunProgress, RowFinished,
     RunAuthFailed, RunInterrupting, RunFinished, ReportEncodingChanged, VerifyStarted,
-    VerifyRound, VerifyFinished, RowCounted,
+    VerifyRound, VerifyFinished, PoolLoad,
 )
 
 

@@ -50,7 +50,10 @@ TARGETS = {
                       "excel_text", "format_number", "_digits", "_literal", "_general",
                       "normalise_reason", "key_problem", "row_problem",
                       "problem_in_reference", "make_row", "mark_duplicates")),
-    "runner": Target("batch_cancel/send/runner.py",
+    "row": Target("batch_cancel/send/row.py",
+                  ("tests/test_runner.py", "tests/test_reliability.py",
+                   "tests/test_flow.py"), timeout=180.0),
+    "limits": Target("batch_cancel/send/limits.py",
                      ("tests/test_runner.py", "tests/test_reliability.py",
                       "tests/test_flow.py"), timeout=180.0),
 }

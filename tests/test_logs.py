@@ -14,8 +14,8 @@ from batch_cancel.events import (
     PACE_SOURCES,
     SCHEMA,
     Events,
+    PoolLoad,
     PoolPausedRateLimited,
-    RowCounted,
     RunFinished,
     schema_table,
 )
@@ -88,7 +88,7 @@ def test_the_log_subscriber_writes_name_level_and_keys_in_order() -> None:
         events = Events(LogSubscriber(structlog.get_logger("test")))
         events.emit(PoolPausedRateLimited("rate_limited", 2.5, "rate", 429, "70"))
         events.emit(RunFinished("r.csv", 1.5, 2.0, None, {"succeeded": 3, "failed": 1}))
-        events.emit(RowCounted("succeeded", 1, 4, None, "unpaced"))
+        events.emit(PoolLoad("succeeded", 1, 4, None, "unpaced"))
     assert logs == [
         {"event": "pool.paused", "log_level": "warning", "reason": "rate_limited",
          "seconds": 2.5, "limit": "rate", "http_status": 429, "error_code": "70"},
