@@ -10,6 +10,7 @@ orders them and turns their changes into events. Everything runs on the injected
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,11 +58,13 @@ class Limits:
     #: starts per second until the tenant's RateLimit headers say more (the per-target
     #: default; None: unpaced until then)
     default_rate: float | None = None
+    #: seconds a row may spend retrying, from its first request (see `RetryPolicy`)
+    retry_budget: float = math.inf
 
     @property
     def retry(self) -> RetryPolicy:
-        """One row's retry policy: attempts and backoff (no time budget of its own)."""
-        return RetryPolicy(self.max_attempts, self.backoff)
+        """One row's retry policy: attempts, backoff and time budget."""
+        return RetryPolicy(self.max_attempts, self.backoff, self.retry_budget)
 
 
 @dataclass(frozen=True, slots=True)
