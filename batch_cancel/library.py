@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, overload
 from . import api
 from .config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_GRACE,
     DEFAULT_TENANT_SHARE,
     DEFAULT_TIMEOUT,
     ConfigError,
@@ -36,7 +37,13 @@ from .preflight import preflight as make_plan
 from .read.loader import InputError, LoadOptions
 from .record.report import ReportError
 from .send.zuora import Credentials
-from .verify import VerifyOptions, VerifySummary, verify_async
+from .verify import (
+    VERIFY_CONCURRENCY,
+    VERIFY_UNTIL,
+    VerifyOptions,
+    VerifySummary,
+    verify_async,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -95,7 +102,7 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
            default_reason: str | None = None, sheet: str | None = None,
            require_reference: bool = False, include_final: bool = False,
            include_hidden: bool = False, header_row: int | None = None,
-           numbers_as_text: bool = False, grace: float = 30.0, **limits: Any
+           numbers_as_text: bool = False, grace: float = DEFAULT_GRACE, **limits: Any
            ) -> CommandResult:
     """Cancel the e-invoices of `source` (a file path or a DataFrame) and write the report.
 
@@ -179,17 +186,18 @@ def verify(report: VerifyOptions) -> VerifySummary: ...
 @overload
 def verify(report: str | Path, *, env: str | None = None, base_url: str | None = None,
            simulate: bool = False, credentials: Credentials | None = None,
-           output: str | Path | None = None, until: float = 600.0, concurrency: int = 10,
-           rate: float | None = None, timeout: float = DEFAULT_TIMEOUT, entity_ids: str = "",
-           org_ids: str = "", zuora_version: str = "") -> CommandResult: ...
+           output: str | Path | None = None, until: float = VERIFY_UNTIL,
+           concurrency: int = VERIFY_CONCURRENCY, rate: float | None = None,
+           timeout: float = DEFAULT_TIMEOUT, entity_ids: str = "", org_ids: str = "",
+           zuora_version: str = "") -> CommandResult: ...
 
 
 def verify(report: str | Path | VerifyOptions, *, env: str | None = None,
            base_url: str | None = None, simulate: bool = False,
            credentials: Credentials | None = None, output: str | Path | None = None,
-           until: float = 600.0, concurrency: int = 10, rate: float | None = None,
-           timeout: float = DEFAULT_TIMEOUT, entity_ids: str = "", org_ids: str = "",
-           zuora_version: str = "") -> CommandResult | VerifySummary:
+           until: float = VERIFY_UNTIL, concurrency: int = VERIFY_CONCURRENCY,
+           rate: float | None = None, timeout: float = DEFAULT_TIMEOUT, entity_ids: str = "",
+           org_ids: str = "", zuora_version: str = "") -> CommandResult | VerifySummary:
     """Follow the accepted cancels of `report` until the tax authority answered (or `until`
     seconds pass); the report is written again with the e-invoice columns.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .config import Settings, Target, tenant_identity
+from .config import DEFAULT_GRACE, Settings, Target, tenant_identity
 from .model import CancelJob, Outcome, Status, Summary
 from .preflight import plan_summary, unchecked
 from .read.dialect import plan_note
@@ -61,7 +61,7 @@ class RunOptions:
     overwrite: bool = False
     resume: bool = False
     #: seconds in-flight requests may take after Ctrl-C / SIGTERM before the run stops at once
-    grace: float = 30.0
+    grace: float = DEFAULT_GRACE
     handle_signals: bool = True
     progress: ProgressSink | None = None
     simulator_config: object | None = None  # a SimulatorConfig for target "simulator"

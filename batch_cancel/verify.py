@@ -41,6 +41,11 @@ VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_mess
                   "verified_at", "verify_note")
 #: Kept for callers of 0.1: the statuses after which polling stops.
 SETTLED = SETTLED_STATUSES
+#: Invoice reads in flight at most, by default: verify is a follow-up, not worth the tenant's
+#: whole share.
+VERIFY_CONCURRENCY = 10
+#: Seconds to keep polling, by default, before writing what is known.
+VERIFY_UNTIL = 600.0
 
 
 @dataclass(slots=True)
@@ -52,8 +57,8 @@ class VerifyOptions:
     #: None only for the built-in simulator, which `verify` starts itself
     credentials: Credentials | None
     output_path: Path | None = None
-    settings: Settings = field(default_factory=lambda: Settings(concurrency=10))
-    until: float = 600.0
+    settings: Settings = field(default_factory=lambda: Settings(concurrency=VERIFY_CONCURRENCY))
+    until: float = VERIFY_UNTIL
     first_wait: float = 2.0
     max_wait: float = 60.0
     simulator_config: object | None = None  # a SimulatorConfig for target "simulator"

@@ -23,7 +23,7 @@ from ..progress import ConsoleLines, RichProgress, make_console, plan_pace, plan
 from ..read.loader import InputError, LoadOptions
 from ..record.report import ReportError
 from ..send.zuora import AuthenticationError
-from ..verify import VerifyOptions, load_report, verify_async
+from ..verify import VERIFY_CONCURRENCY, VERIFY_UNTIL, VerifyOptions, load_report, verify_async
 from .options import (
     LogChoice,
     UsageFailure,
@@ -221,9 +221,9 @@ def _preflight_lines(options: PreflightOptions, result: PreflightResult) -> None
 @click.option("--report", "output_path", type=click.Path(path_type=Path),
               help="Write the verified report here (default: rewrite REPORT in place).")
 @target_options
-@click.option("--until", type=float, default=600.0, show_default=True,
+@click.option("--until", type=float, default=VERIFY_UNTIL, show_default=True,
               help="Seconds to keep polling before writing what is known.")
-@settings_options("concurrency", "rate", "timeout", concurrency=10)
+@settings_options("concurrency", "rate", "timeout", concurrency=VERIFY_CONCURRENCY)
 @output_options
 @profile_options
 def verify_command(report_path: Path, output_path: Path | None, target: Target, until: float,
