@@ -15,11 +15,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-from .api import RunOptions, exit_code, run
+from .api import run
 from .config import Settings, Target, resolve_target
 from .library import CommandResult, CommandSummary, UsageError, cancel, preflight, verify
 from .logs import configure_logging
-from .model import ExitCode, Status, Summary
+from .model import ExitCode, Status, Summary, exit_code
+from .plan import RunOptions
 from .read.frames import read_report
 from .read.loader import LoadOptions
 from .send.zuora import Credentials

@@ -35,9 +35,10 @@ from typing import Any
 import structlog
 
 from .. import api
-from ..api import Plan, RunOptions, exit_code, prepare, runner_limits
+from ..api import runner_limits
 from ..config import Target
-from ..model import DONE, Status
+from ..model import DONE, STOP_EXIT_CODES, Status, exit_code
+from ..plan import Plan, RunOptions, prepare
 from ..record.report import Journal, ReportWriter
 from ..send.runner import Clock, Runner, StopKind
 from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
@@ -329,7 +330,7 @@ def _rows_once(schedule: Schedule, ledger: Ledger) -> Iterator[str]:
 def _exit_code_matches(ledger: Ledger) -> Iterator[str]:
     statuses = [row["status"] for row in ledger.rows]
     if ledger.stop_kind:
-        expected = int(api.STOP_EXIT_CODES[StopKind(ledger.stop_kind)])
+        expected = int(STOP_EXIT_CODES[ledger.stop_kind])
     else:
         if Status.NOT_ATTEMPTED in statuses:
             yield f"run {ledger.run}: rows not_attempted although the run did not stop"
