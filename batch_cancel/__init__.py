@@ -9,11 +9,12 @@ nothing cancelled) and `verify` (follow accepted cancels to the tax authority's 
 """
 
 from ._version import __version__
-from .api import RunOptions, exit_code, run
+from .api import run
 from .config import Settings, Target, resolve_target
 from .library import CommandResult, CommandSummary, UsageError, cancel, preflight, verify
 from .logs import configure_logging
-from .model import ExitCode, Status, Summary
+from .model import ExitCode, Status, Summary, exit_code
+from .plan import RunOptions
 from .read.frames import read_report
 from .read.loader import LoadOptions
 from .send.zuora import Credentials

@@ -5,14 +5,20 @@ A target is resolved once, here, so that no other module guesses which tenant it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import re
 import stat
 import tomllib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .send.zuora import Credentials
 
 #: `--env` names → REST base URLs (Zuora's own SDK enum `ZuoraEnvironment`).
 ENVIRONMENTS: dict[str, str] = {
@@ -82,6 +88,41 @@ class Target:
             if self.name == family or self.name.startswith(family + "-"):
                 return rate
         return DEFAULT_CUSTOM_RATE
+
+    def start_rate(self, rate: float | None) -> float | None:
+        """The starts per second to begin at: `--rate` when given, else this target's default
+        (the one place a command picks between them)."""
+        return rate if rate is not None else self.default_rate
+
+
+def default_rates_text() -> str:
+    """The default rate of each kind of target, in words for `--rate`'s help."""
+    named = ", ".join(f"{family} {rate:g}" for family, rate in DEFAULT_RATES.items())
+    return f"{named}, base URL {DEFAULT_CUSTOM_RATE:g}, simulator unpaced"
+
+
+@contextlib.asynccontextmanager
+async def open_target(target: Target, credentials: Credentials | None,
+                      simulator_config: object | None = None
+                      ) -> AsyncIterator[tuple[str, Credentials]]:
+    """The base URL and credentials to use; for the simulator target, the built-in simulator
+    started on loopback for the command's lifetime (imported only then: a run against a real
+    tenant never loads it)."""
+    if target.name != "simulator":
+        if credentials is None:
+            raise ConfigError("no credentials: set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
+        yield target.base_url, credentials
+        return
+    from .send.zuora import Credentials
+    from .sim.server import Simulator, SimulatorConfig
+
+    config = simulator_config if isinstance(simulator_config, SimulatorConfig) else None
+    simulator = Simulator(config)
+    base_url = await simulator.start("127.0.0.1", 0)
+    try:
+        yield base_url, Credentials(simulator.config.client_id, simulator.config.client_secret)
+    finally:
+        await simulator.stop()
 
 
 def tenant_identity(target: Target, settings: Settings, client_id: str) -> dict[str, str]:

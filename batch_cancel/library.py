@@ -20,12 +20,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from . import api
-from .config import ConfigError, Settings, Target, resolve_target
-from .model import Status, Summary
+from .config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_GRACE,
+    DEFAULT_TENANT_SHARE,
+    DEFAULT_TIMEOUT,
+    ConfigError,
+    Settings,
+    Target,
+    resolve_target,
+)
+from .model import Status, Summary, exit_code
+from .plan import RunError, RunOptions, prepare
+from .preflight import PreflightOptions
+from .preflight import preflight as make_plan
 from .read.loader import InputError, LoadOptions
 from .record.report import ReportError
 from .send.zuora import Credentials
-from .verify import VerifyOptions, VerifySummary, verify_async
+from .verify import (
+    VERIFY_CONCURRENCY,
+    VERIFY_UNTIL,
+    VerifyOptions,
+    VerifySummary,
+    verify_async,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -84,7 +102,7 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
            default_reason: str | None = None, sheet: str | None = None,
            require_reference: bool = False, include_final: bool = False,
            include_hidden: bool = False, header_row: int | None = None,
-           numbers_as_text: bool = False, grace: float = 30.0, **limits: Any
+           numbers_as_text: bool = False, grace: float = DEFAULT_GRACE, **limits: Any
            ) -> CommandResult:
     """Cancel the e-invoices of `source` (a file path or a DataFrame) and write the report.
 
@@ -99,7 +117,7 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
     summary's `exit_code` says how it ended.
     """
     target = _target(env, base_url, simulate)
-    options = api.RunOptions(
+    options = RunOptions(
         input_path=_source(source, report), target=target,
         credentials=None if simulate or dry_run else credentials or _env_credentials(),
         report_path=None if report is None else Path(report),
@@ -111,53 +129,53 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
         settings=_settings(limits), dry_run=dry_run, overwrite=overwrite, resume=resume,
         grace=grace, handle_signals=False)
     try:
-        plan = api.prepare(options)
-    except (InputError, ReportError, api.RunError) as exc:
+        plan = prepare(options)
+    except (InputError, ReportError, RunError) as exc:
         raise UsageError(str(exc)) from None
     summary = api.run(options, plan)
-    return CommandResult(_command_summary(summary, api.exit_code(summary)))
+    return CommandResult(_command_summary(summary, exit_code(summary)))
 
 
 def preflight(source: str | Path | pandas.DataFrame, *, env: str | None = None,
-              base_url: str | None = None, check_invoices: bool = False,
+              base_url: str | None = None, simulate: bool = False, check_invoices: bool = False,
               report: str | Path | None = None, credentials: Credentials | None = None,
               key_column: str | None = None, reason_column: str | None = None,
               reference_column: str | None = None, default_reason: str | None = None,
               sheet: str | None = None, require_reference: bool = False,
               include_hidden: bool = False, header_row: int | None = None,
-              numbers_as_text: bool = False, concurrency: int = 20,
-              tenant_share: float = 0.5, rate: float | None = None) -> CommandResult:
+              numbers_as_text: bool = False, concurrency: int = DEFAULT_CONCURRENCY,
+              tenant_share: float = DEFAULT_TENANT_SHARE, rate: float | None = None,
+              entity_ids: str = "", org_ids: str = "", zuora_version: str = ""
+              ) -> CommandResult:
     """What `cancel` would do with `source`, written as a plan report; nothing is cancelled.
 
-    With `check_invoices` every sendable invoice is read (needs credentials): cancelable
-    rows are `not_attempted`, already cancelled ones `skipped`, the rest `failed` with the
-    reason, so `cancel(plan, only="not_attempted")` sends exactly the cancelable ones.
-    Exit code 1 when some rows are invalid, else 0.
+    With `check_invoices` every sendable invoice is read (needs credentials, unless
+    `simulate`): cancelable rows are `not_attempted`, already cancelled ones `skipped`, the
+    rest `failed` with the reason, so `cancel(plan, only="not_attempted")` sends exactly the
+    cancelable ones. Exit code 1 when some rows are invalid, else 0.
     """
-    import asyncio
-
-    from .plan import PreflightOptions, load_input, plan_exit_code, preflight_async
-
-    target = _target(env, base_url, False)
+    target = _target(env, base_url, simulate)
+    needs_credentials = check_invoices and not simulate
     try:
         options = PreflightOptions(
-            _source(source, report),
-            target, credentials=(credentials or _env_credentials()) if check_invoices else None,
+            _source(source, report), target,
+            credentials=(credentials or _env_credentials()) if needs_credentials else None,
             report_path=None if report is None else Path(report),
             load=LoadOptions(sheet=sheet, key_column=key_column, reason_column=reason_column,
                              reference_column=reference_column, default_reason=default_reason,
                              require_reference=require_reference,
                              include_hidden=include_hidden, header_row=header_row,
                              numbers_as_text=numbers_as_text),
-            settings=Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate),
+            settings=Settings(concurrency=concurrency, tenant_share=tenant_share, rate=rate,
+                              entity_ids=entity_ids, org_ids=org_ids,
+                              zuora_version=zuora_version),
             check_invoices=check_invoices)
-        loaded = load_input(options)
-        result = asyncio.run(preflight_async(options, loaded))
+        result = make_plan(options)
     except (ConfigError, InputError, ReportError) as exc:
         raise UsageError(str(exc)) from None
     plan = result.plan
     counts = {s.value: n for s, n in plan.counts.items()} if plan else {}
-    return CommandResult(CommandSummary(counts=counts, exit_code=plan_exit_code(loaded),
+    return CommandResult(CommandSummary(counts=counts, exit_code=result.exit_code,
                                         report_path=str(options.report)))
 
 
@@ -167,16 +185,19 @@ def verify(report: VerifyOptions) -> VerifySummary: ...
 
 @overload
 def verify(report: str | Path, *, env: str | None = None, base_url: str | None = None,
-           credentials: Credentials | None = None, output: str | Path | None = None,
-           until: float = 600.0, concurrency: int = 10, rate: float | None = None,
-           timeout: float = 60.0) -> CommandResult: ...
+           simulate: bool = False, credentials: Credentials | None = None,
+           output: str | Path | None = None, until: float = VERIFY_UNTIL,
+           concurrency: int = VERIFY_CONCURRENCY, rate: float | None = None,
+           timeout: float = DEFAULT_TIMEOUT, entity_ids: str = "", org_ids: str = "",
+           zuora_version: str = "") -> CommandResult: ...
 
 
 def verify(report: str | Path | VerifyOptions, *, env: str | None = None,
-           base_url: str | None = None, credentials: Credentials | None = None,
-           output: str | Path | None = None, until: float = 600.0, concurrency: int = 10,
-           rate: float | None = None, timeout: float = 60.0
-           ) -> CommandResult | VerifySummary:
+           base_url: str | None = None, simulate: bool = False,
+           credentials: Credentials | None = None, output: str | Path | None = None,
+           until: float = VERIFY_UNTIL, concurrency: int = VERIFY_CONCURRENCY,
+           rate: float | None = None, timeout: float = DEFAULT_TIMEOUT, entity_ids: str = "",
+           org_ids: str = "", zuora_version: str = "") -> CommandResult | VerifySummary:
     """Follow the accepted cancels of `report` until the tax authority answered (or `until`
     seconds pass); the report is written again with the e-invoice columns.
 
@@ -190,10 +211,12 @@ def verify(report: str | Path | VerifyOptions, *, env: str | None = None,
                       "with keyword arguments", DeprecationWarning, stacklevel=2)
         return asyncio.run(verify_async(report))
 
-    target = _target(env, base_url, False)
-    settings = Settings(concurrency=concurrency, timeout=timeout,
-                        rate=rate if rate is not None else target.default_rate)
-    options = VerifyOptions(Path(report), target, credentials or _env_credentials(),
+    target = _target(env, base_url, simulate)
+    settings = _settings({"concurrency": concurrency, "timeout": timeout,
+                          "rate": target.start_rate(rate), "entity_ids": entity_ids,
+                          "org_ids": org_ids, "zuora_version": zuora_version})
+    options = VerifyOptions(Path(report), target,
+                            None if simulate else credentials or _env_credentials(),
                             None if output is None else Path(output), settings, until)
     try:
         result = asyncio.run(verify_async(options))

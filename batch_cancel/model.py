@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
+from types import MappingProxyType
 
 
 class Status(StrEnum):
@@ -50,6 +51,16 @@ class StopKind(StrEnum):
     AUTH = "auth"
     OUTAGE = "outage"
     QUOTA = "quota"
+
+
+#: The exit code of a run that stopped early, by why it stopped (`StopKind`'s values, as
+#: `Summary.stop_kind` records them): one table for the CLI, the library and the oracle.
+STOP_EXIT_CODES: Mapping[str, ExitCode] = MappingProxyType({
+    StopKind.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopKind.AUTH: ExitCode.AUTH,
+    StopKind.OUTAGE: ExitCode.STOPPED,
+    StopKind.QUOTA: ExitCode.STOPPED,
+})
 
 
 class EInvoiceStatus(StrEnum):
@@ -346,3 +357,13 @@ class Summary:
     def rate(self) -> float:
         """Rows sent per second of wall time."""
         return self.sent_rows / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def exit_code(summary: Summary) -> ExitCode:
+    """The process exit code a run's summary stands for (see the README's table): an
+    unwritten report first, then why the run stopped early, then whether every row is done."""
+    if summary.report_error:
+        return ExitCode.REPORT_UNWRITTEN
+    if summary.stop_kind:
+        return STOP_EXIT_CODES[summary.stop_kind]
+    return ExitCode.OK if summary.complete else ExitCode.ROWS_FAILED

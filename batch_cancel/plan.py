@@ -1,237 +1,220 @@
-"""The plan of a run (`preflight`, `run --dry-run`): what it would do, row by row, and how
-long it would take.
+"""The plan of a run: its options, the input read and checked, the journal to resume, the
+input's digest, and the dry run; everything decided before a single request is sent.
 
-`preflight` validates the file exactly as `run` does; with `check_invoices` it also reads every
-sendable invoice (under the same concurrency cap and pacing) and says per row: cancelable
-(`eInvoiceStatus` Success), already cancelled or in progress, not found, or not in a cancelable
-state. It writes a report in the run's format: cancelable rows are `not_attempted` (so
-`run PREFLIGHT-REPORT --only not_attempted` sends exactly those), rows already cancelled or in
-progress `skipped` (nothing left to do), the others `failed` with the reason, and a
-`preflight` column holds the verdict.
+`prepare` does every check a run can fail before it sends (input, report path, journal), so a
+run that starts sending has nothing left to refuse; `api.run` then only sends.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
-from collections import Counter
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from aiolimiter import AsyncLimiter
-
-from .config import Settings, Target
-from .model import (
-    CancelState,
-    EInvoiceStatus,
-    Outcome,
-    SourceRow,
-    Status,
-    Summary,
-    cancel_state,
+from .config import DEFAULT_GRACE, Settings, Target, tenant_identity
+from .model import CancelJob, Outcome, Status, Summary
+from .preflight import plan_summary, unchecked
+from .read.dialect import plan_note
+from .read.loader import LoadedInput, LoadOptions, load
+from .record.report import (
+    JournalState,
+    check_report_path,
+    check_same_tenant,
+    default_report_path,
+    journal_path,
+    read_journal,
 )
-from .read.dialect import plan_note, report_dialect
-from .read.loader import InputError, LoadedInput, LoadOptions, load
-from .record.report import write_report
-from .send.flow import ASSUMED_TENANT_LIMIT
-from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
-from .verify import read_invoices
+from .send.zuora import Credentials
 
 if TYPE_CHECKING:
     import pandas
 
-CANCELABLE = "cancelable"
-ALREADY = "already_cancelled_or_in_progress"
-NOT_FOUND = "not_found"
-NOT_CANCELABLE = "not_cancelable"
-UNKNOWN = "unknown"
-#: Seconds a cancel is assumed to take when no invoice was read to measure it.
-ASSUMED_LATENCY = 0.5
+    from .events import Event
+
+
+class RunError(Exception):
+    """The run cannot start (a usage problem); nothing was sent."""
+
+
+class ProgressSink(Protocol):
+    """A progress display: started and stopped by the run, fed by the run's events."""
+
+    def start(self, total: int, to_send: int) -> None: ...
+    def on_event(self, event: Event) -> None: ...
+    def stop(self) -> None: ...
 
 
 @dataclass(slots=True)
-class PreflightResult:
-    """The plan: verdicts per row, counts, and the estimated duration of the run."""
+class RunOptions:
+    """Everything one run needs; the CLI fills it from flags and environment variables."""
 
-    verdicts: dict[int, str] = field(default_factory=dict)
-    counts: Counter[str] = field(default_factory=Counter)
-    to_send: int = 0
-    estimated_seconds: float = 0.0
-    latency: float = ASSUMED_LATENCY
-    #: the plan report's counts per status (None when no report was written)
-    plan: Summary | None = None
-
-
-@dataclass(slots=True)
-class PreflightOptions:
-    """What one preflight needs: the input (a path or a DataFrame), the tenant, how to read
-    the input and how fast to read Zuora; `check_invoices` reads every invoice."""
-
-    source: Path | pandas.DataFrame
+    #: a file, or a pandas DataFrame (which then needs `report_path`)
+    input_path: Path | pandas.DataFrame
     target: Target
     credentials: Credentials | None = None
     report_path: Path | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
     settings: Settings = field(default_factory=Settings)
-    check_invoices: bool = False
+    dry_run: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    #: seconds in-flight requests may take after Ctrl-C / SIGTERM before the run stops at once
+    grace: float = DEFAULT_GRACE
+    handle_signals: bool = True
+    progress: ProgressSink | None = None
+    simulator_config: object | None = None  # a SimulatorConfig for target "simulator"
 
     @property
     def report(self) -> Path:
-        """`<input stem>.preflight.csv` beside the input, unless named."""
+        """Where the report goes."""
         if self.report_path is not None:
             return self.report_path
-        if not isinstance(self.source, Path):
-            raise InputError("a DataFrame input needs a report path for its plan")
-        return self.source.with_name(f"{self.source.stem}.preflight.csv")
+        if not isinstance(self.input_path, Path):
+            raise RunError("a DataFrame input needs a report path: the report and its journal "
+                           "are the record of what was filed")
+        return default_report_path(self.input_path)
 
     @property
-    def rate(self) -> float | None:
-        """The pace of the reads: --rate, else the target's default."""
-        return self.settings.rate if self.settings.rate is not None else (
-            self.target.default_rate)
+    def input_label(self) -> str:
+        """The input as logs and the report name it (never a DataFrame's contents)."""
+        return str(self.input_path) if isinstance(self.input_path, Path) else "<DataFrame>"
+
+    @property
+    def journal(self) -> Path:
+        """The write-ahead journal beside the report."""
+        return journal_path(self.report)
+
+    @property
+    def tenant(self) -> dict[str, str]:
+        """The tenant this run acts on, as the journal records it."""
+        client_id = self.credentials.client_id if self.credentials else ""
+        return tenant_identity(self.target, self.settings, client_id)
 
 
-def load_input(options: PreflightOptions) -> LoadedInput:
-    """Read and validate the input exactly as `run` would; the plan note names the report."""
-    if isinstance(options.source, Path):
-        loaded = load(options.source, options.load)
-    else:
-        from .read.frames import load_frame
+@dataclass(slots=True)
+class Plan:
+    """What a run will do: the rows read, and for a resume what the journal already settled."""
 
-        loaded = load_frame(options.source, options.load, options.load.numbers_as_text)
-    note = plan_note(loaded.dialect, options.report)
-    loaded.notes.extend([note] if note else [])
-    return loaded
+    loaded: LoadedInput
+    input_sha256: str
+    journal: JournalState | None = None
 
+    def jobs(self) -> Iterator[CancelJob]:
+        """The cancels still to send, in input order; rows in doubt are checked first."""
+        state = self.journal
+        for row in self.loaded.to_send():
+            if state is None:
+                yield row.job
+            elif not state.is_finished(row.row):
+                yield replace(row.job, in_doubt=row.in_doubt or row.row in state.in_doubt,
+                              doubted_before=row.row in state.doubted)
 
-async def preflight_async(options: PreflightOptions, loaded: LoadedInput | None = None
-                          ) -> PreflightResult:
-    """The plan of a run, written as a report: with `check_invoices`, every sendable invoice
-    is read once; without, nothing is sent at all."""
-    loaded = loaded or load_input(options)
-    if not options.check_invoices:
-        return unchecked(loaded, options.settings, options.rate, options.report)
-    if options.credentials is None:
-        raise InputError("check_invoices needs credentials (ZUORA_CLIENT_ID and "
-                         "ZUORA_CLIENT_SECRET)")
-    return await check_async(loaded, options.target, options.credentials, options.settings,
-                             options.report)
+    def in_doubt_fallbacks(self) -> dict[int, Outcome]:
+        """The report's word for each row in doubt that gets no outcome in this run (a hard
+        stop before its worker reached it): still in doubt, never plain not_attempted."""
+        doubtful = {row.row for row in self.loaded.to_send() if row.in_doubt}
+        if self.journal is not None:
+            doubtful |= {n for n in self.journal.in_doubt if not self.journal.is_finished(n)}
+        message = ("in doubt: the run stopped before the earlier request could be checked; "
+                   "--resume reads it first")
+        return {n: Outcome(n, Status.FAILED, error_message=message, in_doubt=True)
+                for n in doubtful}
 
+    def settled(self) -> dict[int, Outcome]:
+        """Outcomes a resume keeps from the journal."""
+        return dict(self.journal.finished) if self.journal else {}
 
-def verdict_of(state: InvoiceState) -> tuple[str, str]:
-    """The verdict for one read invoice, and a message for the report."""
-    status = state.einvoice_status
-    if status == EInvoiceStatus.SUCCESS:
-        return CANCELABLE, ""
-    if status is not None and cancel_state(status) is CancelState.ACCEPTED:
-        return ALREADY, f"already {status} before this run; nothing to send"
-    if state.answer.http_status == 404 or (state.answer.category == 40):
-        return NOT_FOUND, state.answer.error_message or "invoice not found"
-    if status is None:
-        return UNKNOWN, state.answer.error_message or "the invoice could not be read"
-    return NOT_CANCELABLE, f"eInvoiceStatus is {status}: not cancelable"
-
-
-def estimate(rows: int, settings: Settings, rate: float | None, latency: float) -> float:
-    """Seconds a run of `rows` cancels takes under the tenant's limits (window / latency, rate)."""
-    window = max(1, min(settings.concurrency,
-                        math.floor(settings.tenant_share * ASSUMED_TENANT_LIMIT)))
-    per_second = window / max(latency, 1e-3)
-    if rate:
-        per_second = min(per_second, rate)
-    return rows / per_second
+    def to_send(self) -> tuple[int, int]:
+        """How many cancels `jobs()` yields, and how many of those are in doubt."""
+        state = self.journal
+        if state is None:
+            return sum(1 for row in self.loaded.rows if row.status is None), 0
+        pending = [row.row for row in self.loaded.to_send() if not state.is_finished(row.row)]
+        return len(pending), sum(1 for number in pending if number in state.in_doubt)
 
 
-async def check_async(loaded: LoadedInput, target: Target, credentials: Credentials,
-                      settings: Settings, report_path: Path | None) -> PreflightResult:
-    """Read every sendable invoice once (again after a 429) and write the preflight report."""
-    result = PreflightResult()
-    rows = list(loaded.to_send())
-    rate = settings.rate if settings.rate is not None else target.default_rate
-    pacer = AsyncLimiter(1, 1.0 / rate) if rate else None
-    window = max(1, min(settings.concurrency,
-                        math.floor(settings.tenant_share * ASSUMED_TENANT_LIMIT)))
-    gate = asyncio.Semaphore(window)
-    states: dict[int, InvoiceState] = {}
-    started = time.monotonic()
-    async with open_session(settings.concurrency * 2) as session:
-        client = ZuoraClient(session, target.base_url, credentials, settings)
-        await client.authenticate()
-        pending = rows
-        for _ in range(settings.max_attempts):
-            answers, pause = await read_invoices(client, pending, gate, pacer)
-            states.update(answers)
-            pending = [row for row in pending if row.row not in states]
-            if not pending:
-                break
-            await asyncio.sleep(pause)
-    elapsed = time.monotonic() - started
-    if rows:  # the reads ran `window` at a time: their mean latency, roughly
-        result.latency = max(elapsed * min(window, len(rows)) / len(rows), 1e-3)
-    outcomes: dict[int, Outcome] = {}
-    for row in rows:
-        state = states.get(row.row)
-        verdict, message = verdict_of(state) if state else (UNKNOWN, "not read (429s)")
-        result.verdicts[row.row] = verdict
-        result.counts[verdict] += 1
-        status = _PLAN_STATUS.get(verdict, Status.FAILED)
-        answer = state.answer if state else None
-        outcomes[row.row] = Outcome(
-            row.row, status, answer.http_status if answer else None,
-            answer.error_code if answer and verdict in (NOT_FOUND, UNKNOWN) else "",
-            message or "cancelable: eInvoiceStatus is Success",
-            zuora_request_id=answer.zuora_request_id if answer else "")
-    result.to_send = result.counts[CANCELABLE]
-    result.estimated_seconds = estimate(result.to_send, settings, rate, result.latency)
-    if report_path is not None:
-        result.plan = write_plan(report_path, loaded, outcomes, result.verdicts)
-    return result
+def prepare(options: RunOptions) -> Plan:
+    """Read and validate the input, check the report and journal: all done before sending.
+
+    Raises `InputError`, `ReportError` or `RunError`; nothing is sent in any case.
+    """
+    source = options.input_path
+    if isinstance(source, str):
+        source = options.input_path = Path(source)
+    loaded = _load(source, options.load)
+    report = options.report
+    if not options.dry_run or options.report_path is not None:
+        note = plan_note(loaded.dialect, report)
+        loaded.notes.extend([note] if note else [])
+    if isinstance(source, Path) and report.resolve() == source.resolve():
+        raise RunError(f"--report {report} is the input file; name another report file")
+    check_report_path(report)
+    digest = input_digest(source)
+    if options.dry_run:
+        return Plan(loaded, digest)
+    if options.resume and options.overwrite:
+        raise RunError("--resume and --overwrite contradict each other; pass one")
+    if options.resume:
+        return Plan(loaded, digest, _journal_to_resume(options, digest))
+    existing = [str(p) for p in (report, options.journal) if p.exists()]
+    if existing and not options.overwrite:
+        raise RunError(
+            f"{' and '.join(existing)} already exist: pass --resume to continue that run "
+            "(finished rows are kept, rows in doubt are checked first), or --overwrite to "
+            "start again and replace them, or choose another --report"
+        )
+    return Plan(loaded, digest)
 
 
-#: A verdict's status in the plan report; the rest are `failed` with the reason.
-_PLAN_STATUS = {CANCELABLE: Status.NOT_ATTEMPTED, ALREADY: Status.SKIPPED}
+def _load(source: Path | pandas.DataFrame, options: LoadOptions) -> LoadedInput:
+    """A file through the loader, a DataFrame through the same rules (pandas only then)."""
+    if isinstance(source, Path):
+        return load(source, options)
+    from .read.frames import load_frame
+
+    return load_frame(source, options, options.numbers_as_text)
 
 
-def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,
-              report_path: Path | None) -> PreflightResult:
-    """The plan without reading Zuora: every valid row counts as to send. `preflight`
-    without `--check-invoices` and `run --dry-run` both make it here."""
-    rows = list(loaded.to_send())
-    result = PreflightResult(to_send=len(rows))
-    result.estimated_seconds = estimate(len(rows), settings, rate, result.latency)
-    if report_path is not None:
-        outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
-                                     error_message="valid; not checked against Zuora")
-                    for row in rows}
-        result.plan = write_plan(report_path, loaded, outcomes, {})
-    return result
+def _journal_to_resume(options: RunOptions, digest: str) -> JournalState:
+    """The journal of the run to continue, refused if it names another tenant or input."""
+    journal = options.journal
+    if not journal.exists():
+        raise RunError(f"nothing to resume: no journal at {journal}. Was --report the same as "
+                       "in the run to resume?")
+    state = read_journal(journal)
+    check_same_tenant(journal, state.header, options.tenant, "--resume")
+    if state.header.get("input_sha256") not in (None, digest):
+        raise RunError(
+            f"{options.input_label} changed since the run recorded in {journal} started; "
+            "resuming could send rows nobody checked. Restore the file, or start a new run "
+            "with another --report"
+        )
+    return state
 
 
-def write_plan(path: Path, loaded: LoadedInput, outcomes: dict[int, Outcome],
-               verdicts: dict[int, str]) -> Summary:
-    """The preflight report: the run's format plus a `preflight` verdict column."""
-    marked = [_with_verdict(row, verdicts.get(row.row)) for row in loaded.rows]
-    columns = [*loaded.columns, *(["preflight"] if "preflight" not in loaded.columns else [])]
-    return write_report(path, columns, marked, outcomes,
-                        dialect=report_dialect(loaded.dialect))
+def input_digest(source: Path | pandas.DataFrame) -> str:
+    """The input's SHA-256, which the journal records so a resume refuses a changed input."""
+    if not isinstance(source, Path):
+        from .read.frames import frame_digest
+
+        return frame_digest(source)
+    digest = hashlib.sha256()
+    with source.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def plan_summary(loaded: LoadedInput) -> Summary:
-    """The counts of a plan (rows to send are `not_attempted`); complete when no row is
-    invalid: every row can be sent, or is deliberately not (duplicate, hidden, carried)."""
-    counts = dict.fromkeys(Status, 0)
-    for row in loaded.rows:
-        counts[row.status or Status.NOT_ATTEMPTED] += 1
-    return Summary(counts=counts, complete=counts[Status.INVALID] == 0)
+def dry_run(options: RunOptions, loaded: LoadedInput) -> Summary:
+    """A dry run is the plan, as `preflight` without `--check-invoices` makes it (one code
+    path): with `--report` the plan report is written, every row with what would happen.
 
-
-def plan_exit_code(loaded: LoadedInput) -> int:
-    """0 when every row can be sent (or is deliberately not), 1 when some are invalid: the
-    exit code of `preflight` and of `run --dry-run` alike."""
-    return 0 if plan_summary(loaded).complete else 1
-
-
-def _with_verdict(row: SourceRow, verdict: str | None) -> SourceRow:
-    return row.with_extra({**row.extra, "preflight": verdict or ""})
+    Complete (exit 0) when no row is invalid, the rule `preflight` follows too.
+    """
+    rate = options.target.start_rate(options.settings.rate)
+    unchecked(loaded, options.settings, rate, options.report_path)
+    summary = plan_summary(loaded)
+    summary.report_path = str(options.report_path or "")
+    return summary

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 from aiolimiter import AsyncLimiter
 
-from .config import Settings, Target, tenant_identity
+from .config import Settings, Target, open_target, tenant_identity
 from .logs import get_logger
 from .model import (
     SETTLED_STATUSES,
@@ -41,6 +41,11 @@ VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_mess
                   "verified_at", "verify_note")
 #: Kept for callers of 0.1: the statuses after which polling stops.
 SETTLED = SETTLED_STATUSES
+#: Invoice reads in flight at most, by default: verify is a follow-up, not worth the tenant's
+#: whole share.
+VERIFY_CONCURRENCY = 10
+#: Seconds to keep polling, by default, before writing what is known.
+VERIFY_UNTIL = 600.0
 
 
 @dataclass(slots=True)
@@ -49,12 +54,14 @@ class VerifyOptions:
 
     report_path: Path
     target: Target
-    credentials: Credentials
+    #: None only for the built-in simulator, which `verify` starts itself
+    credentials: Credentials | None
     output_path: Path | None = None
-    settings: Settings = field(default_factory=lambda: Settings(concurrency=10))
-    until: float = 600.0
+    settings: Settings = field(default_factory=lambda: Settings(concurrency=VERIFY_CONCURRENCY))
+    until: float = VERIFY_UNTIL
     first_wait: float = 2.0
     max_wait: float = 60.0
+    simulator_config: object | None = None  # a SimulatorConfig for target "simulator"
 
 
 @dataclass(slots=True)
@@ -110,7 +117,8 @@ async def verify_async(options: VerifyOptions, loaded: LoadedInput | None = None
     loaded = loaded or load_report(options.report_path)
     journal = journal_path(options.report_path)
     if journal.exists():
-        tenant = tenant_identity(options.target, options.settings, options.credentials.client_id)
+        client_id = options.credentials.client_id if options.credentials else ""
+        tenant = tenant_identity(options.target, options.settings, client_id)
         check_same_tenant(journal, read_journal(journal).header, tenant, "verify")
     with structlog.contextvars.bound_contextvars(run_id=secrets.token_hex(6)):
         return await _verify(options, loaded)
@@ -126,8 +134,10 @@ async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
     pacer = AsyncLimiter(1, 1.0 / settings.rate) if settings.rate else None
     gate = asyncio.Semaphore(settings.concurrency)
     wait = options.first_wait
-    async with open_session(settings.concurrency * 2) as session:
-        client = ZuoraClient(session, options.target.base_url, options.credentials, settings)
+    async with (open_target(options.target, options.credentials,
+                            options.simulator_config) as (base_url, credentials),
+                open_session(settings.concurrency * 2) as session):
+        client = ZuoraClient(session, base_url, credentials, settings)
         await client.authenticate()
         while pending:
             pause = await _round(client, pending, states, gate, pacer)

@@ -312,3 +312,20 @@ def test_without_a_terminal_progress_is_a_periodic_log_event(sim, cli, make_csv,
     assert done == sorted(done) and all(0 <= n <= 40 for n in done), done
     assert {e["to_send"] for e in progress} == {40}
     assert "━" not in result.output  # no progress bar off a terminal
+
+
+def test_the_exit_code_table_covers_every_way_a_run_ends() -> None:
+    """One table in `model`: each StopKind, an unwritten report, done or not done."""
+    from batch_cancel.model import STOP_EXIT_CODES, ExitCode, StopKind, Summary, exit_code
+
+    assert set(STOP_EXIT_CODES) == {kind.value for kind in StopKind}
+    expected = {"interrupted": 130, "auth": 3, "outage": 4, "quota": 4}
+    for kind, code in expected.items():
+        assert exit_code(Summary(stop_kind=kind, complete=True)) == code
+    assert exit_code(Summary(report_error="disk full", stop_kind="auth")) == 5
+    assert exit_code(Summary(complete=True)) == ExitCode.OK == 0
+    assert exit_code(Summary(complete=False)) == ExitCode.ROWS_FAILED == 1
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1]
+    for code in ExitCode:  # the README's table names every code
+        assert f"\n| {int(code)} | " in table, code

@@ -37,7 +37,7 @@ from urllib.parse import quote
 import openpyxl
 import pytest
 
-from batch_cancel import api
+from batch_cancel import plan
 from batch_cancel.model import REPORT_COLUMNS
 from tests.conftest import read_report
 from tests.test_loader import patch_cells
@@ -446,7 +446,7 @@ def test_hostile_input(case: Case, tmp_path: Path, cli: Any, sim: Any,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     path = case.build(tmp_path)
     loader_seconds: list[float] = []
-    load = api.load
+    load = plan.load
 
     def timed_load(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -455,7 +455,7 @@ def test_hostile_input(case: Case, tmp_path: Path, cli: Any, sim: Any,
         finally:
             loader_seconds.append(time.perf_counter() - started)
 
-    monkeypatch.setattr(api, "load", timed_load)
+    monkeypatch.setattr(plan, "load", timed_load)
     report_path = tmp_path / "r.csv"
     result = cli("run", str(path), "--base-url", sim.url, "--report", str(report_path),
                  "--no-progress", *case.args, env=sim.env)

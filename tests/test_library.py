@@ -289,3 +289,33 @@ def test_the_readme_notebook_example_runs_as_printed(tmp_path, monkeypatch, caps
     exec(compile(block, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed == expected
+
+
+def test_preflight_and_verify_calls_run_on_the_built_in_simulator(tmp_path, monkeypatch) -> None:
+    """`simulate=True` serves `preflight` and `verify` as it serves `cancel`: no credentials."""
+    monkeypatch.delenv("ZUORA_CLIENT_ID", raising=False)
+    monkeypatch.delenv("ZUORA_CLIENT_SECRET", raising=False)
+    path = tmp_path / "in.csv"
+    path.write_text("invoice,reason\nA1,02\nINV-CANCELLED-1,02\n")
+    plan = batch_cancel.preflight(path, simulate=True, check_invoices=True,
+                                  report=tmp_path / "plan.csv", entity_ids="E-1")
+    assert list(plan.rows["preflight"]) == ["cancelable", "already_cancelled_or_in_progress"]
+    assert plan.exit_code == 0
+    ran = batch_cancel.cancel(path, simulate=True, report=tmp_path / "r.csv")
+    assert ran.exit_code == 0
+    checked = batch_cancel.verify(tmp_path / "r.csv", simulate=True, until=0)
+    assert checked.exit_code == 6  # a fresh simulator never saw the cancel: still Success
+    assert checked.summary.counts == {"Success": 1}
+
+
+def test_a_call_keeps_the_callers_log_context_and_takes_its_run_id_away(tmp_path) -> None:
+    """The caller's bound context variables stay as they were; no run_id outlives a call."""
+    import structlog
+
+    path = tmp_path / "in.csv"
+    path.write_text("invoice,reason\nA1,02\n")
+    with structlog.contextvars.bound_contextvars(dag="nightly"):
+        assert batch_cancel.cancel(path, simulate=True, report=tmp_path / "r.csv").exit_code == 0
+        batch_cancel.verify(tmp_path / "r.csv", simulate=True, until=0)
+        assert structlog.contextvars.get_contextvars() == {"dag": "nightly"}
+    assert "run_id" not in structlog.contextvars.get_contextvars()

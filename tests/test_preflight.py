@@ -48,3 +48,30 @@ def test_preflight_without_checks_needs_no_credentials_and_sends_nothing(sim, cl
     assert result.exit_code == 1, result.output  # "INV 5" is invalid
     assert "Would send 4 cancels" in result.output
     assert sim.stats.requests == []
+
+
+def test_preflight_simulate_reads_the_built_in_simulator(cli, make_csv) -> None:
+    """`preflight --simulate --check-invoices` needs no credentials and no server of ours."""
+    path = make_csv(ROWS)
+    report = path.with_name("plan.csv")
+    result = cli("preflight", str(path), "--simulate", "--check-invoices",
+                 "--report", str(report), env={"ZUORA_CLIENT_ID": "", "ZUORA_CLIENT_SECRET": ""})
+    assert result.exit_code == 1, result.output  # "INV 5" is invalid
+    assert "Target: simulator" in result.output and "Would send 2 cancels" in result.output
+    verdicts = {r["invoice_key"]: r["preflight"] for r in read_report(report)}
+    assert verdicts["INV00001"] == "cancelable"
+    assert verdicts["INV-CANCELLED-1"] == "already_cancelled_or_in_progress"
+    assert verdicts["INV-NOTFOUND-1"] == "not_found"
+
+
+def test_preflight_sends_zuoras_headers_on_every_read(sim, cli, make_csv) -> None:
+    """--entity-ids, --org-ids and --zuora-version reach every invoice read."""
+    result = cli("preflight", str(make_csv(ROWS)), "--check-invoices", "--base-url", sim.url,
+                 "--entity-ids", "E-1", "--org-ids", "O-1", "--zuora-version", "211.0",
+                 env=sim.env)
+    assert result.exit_code == 1, result.output
+    reads = [r for r in sim.stats.requests if r.method == "GET"]
+    assert len(reads) == 4
+    for read in reads:
+        assert (read.headers["Zuora-Entity-Ids"], read.headers["Zuora-Org-Ids"],
+                read.headers["Zuora-Version"]) == ("E-1", "O-1", "211.0")

@@ -72,3 +72,42 @@ def test_an_unknown_profile_or_key_is_a_clear_error(sim, cli, make_csv, tmp_path
     config.write_text('[profiles.default]\nconcurency = 3\n')
     result = cli("--config", str(config), "run", str(make_csv(ROWS)))
     assert result.exit_code == 2 and "concurency" in result.output
+
+
+def test_config_and_profile_are_accepted_after_the_command(sim, cli, make_csv,
+                                                           tmp_path: Path) -> None:
+    """`run INPUT --config F --profile P` works as `--config F --profile P run INPUT`."""
+    config = write_config(tmp_path, sim)
+    result = cli("run", str(make_csv(ROWS)), "--no-progress", "--config", str(config),
+                 "--profile", "nightly")
+    assert result.exit_code == 0, result.output
+    report = read_report(tmp_path / "reports" / "input.report.csv")
+    assert all(r["track_id"].startswith("nightly-") for r in report)
+
+
+def test_a_profile_typed_after_the_command_wins_over_one_before(sim, cli, make_csv,
+                                                               tmp_path: Path) -> None:
+    """`--config F` before the command and `--profile P` after combine; after wins."""
+    config = write_config(tmp_path, sim)
+    result = cli("--config", str(config), "--profile", "nighlty", "run", str(make_csv(ROWS)),
+                 "--no-progress", "--profile", "nightly")
+    assert result.exit_code == 0, result.output
+    assert len(sim.stats.cancels()) == 2
+
+
+def test_preflight_and_verify_take_the_profile_after_the_command(sim, cli, make_csv,
+                                                                tmp_path: Path) -> None:
+    """The profile's target and secrets file serve `preflight` and `verify` too."""
+    config = write_config(tmp_path, sim)
+    path = make_csv(ROWS)
+    plan = cli("preflight", str(path), "--check-invoices", "--report",
+               str(tmp_path / "plan.csv"), "--config", str(config), "--profile", "nightly")
+    assert plan.exit_code == 0, plan.output
+    assert sim.stats.invoice_reads == 2 and sim.stats.cancel_requests == 0
+    assert cli("run", str(path), "--no-progress", "--config", str(config),
+               "--profile", "nightly").exit_code == 0
+    report = tmp_path / "reports" / "input.report.csv"
+    result = cli("verify", str(report), "--until", "20", "--config", str(config),
+                 "--profile", "nightly")
+    assert result.exit_code == 0, result.output
+    assert "Verified 2 accepted cancels: Cancelled=2" in result.output

@@ -60,3 +60,40 @@ def test_verify_refuses_a_file_that_is_not_a_report(sim, cli, make_csv) -> None:
     result = cli("verify", str(make_csv(ROWS)), "--base-url", sim.url, env=sim.env)
     assert result.exit_code == 2 and "report" in result.output
     assert sim.stats.requests == []
+
+
+HEADERS = ("--entity-ids", "E-1", "--org-ids", "O-1", "--zuora-version", "211.0")
+
+
+def test_verify_sends_zuoras_headers_and_keeps_to_the_runs_entity(sim, cli, make_csv) -> None:
+    """verify takes the run's Zuora headers; another entity than the run's is refused."""
+    sim.config.cancel_delay = 0.1
+    path = make_csv(ROWS[:4])
+    report = path.with_name("r.csv")
+    assert cli(*run_args(sim, path, "--report", str(report), *HEADERS),
+               env=sim.env).exit_code == 0
+    other = cli("verify", str(report), "--base-url", sim.url, "--entity-ids", "E-2",
+                env=sim.env)
+    assert other.exit_code == 2 and "entity" in other.output, other.output
+    sent = len(sim.stats.requests)
+    result = cli("verify", str(report), "--base-url", sim.url, "--until", "20", *HEADERS,
+                 env=sim.env)
+    assert result.exit_code == 0, result.output
+    reads = [r for r in sim.stats.requests[sent:] if r.method == "GET"]
+    assert len(reads) >= 3
+    assert {(r.headers["Zuora-Entity-Ids"], r.headers["Zuora-Org-Ids"],
+             r.headers["Zuora-Version"]) for r in reads} == {("E-1", "O-1", "211.0")}
+
+
+def test_verify_simulate_reads_a_fresh_built_in_simulator(cli, make_csv) -> None:
+    """`verify --simulate` needs no credentials: the simulator it starts has never seen the
+    cancels, so each e-invoice is still Success (pending, exit 6)."""
+    path = make_csv(ROWS[:4])
+    report = path.with_name("r.csv")
+    assert cli("run", str(path), "--simulate", "--no-progress", "--report",
+               str(report)).exit_code == 0
+    result = cli("verify", str(report), "--simulate", "--until", "0", *HEADERS,
+                 env={"ZUORA_CLIENT_ID": "", "ZUORA_CLIENT_SECRET": ""})
+    assert result.exit_code == 6, result.output
+    assert "Verified 3 accepted cancels: Success=3" in result.output
+    assert {r["einvoice_status"] for r in read_report(report)} == {"Success"}

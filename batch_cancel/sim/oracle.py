@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import api
-from ..api import Plan, RunOptions, exit_code, prepare, runner_limits
+from ..api import runner_limits
 from ..config import Target
 from ..events import Events
-from ..model import DONE, Status, StopKind
+from ..model import DONE, STOP_EXIT_CODES, Status, StopKind, exit_code
+from ..plan import Plan, RunOptions, prepare
 from ..record.report import Journal, ReportWriter
 from ..send.clock import Clock
 from ..send.pool import Runner
@@ -325,7 +326,7 @@ def _rows_once(schedule: Schedule, ledger: Ledger) -> Iterator[str]:
 def _exit_code_matches(ledger: Ledger) -> Iterator[str]:
     statuses = [row["status"] for row in ledger.rows]
     if ledger.stop_kind:
-        expected = int(api.STOP_EXIT_CODES[StopKind(ledger.stop_kind)])
+        expected = int(STOP_EXIT_CODES[ledger.stop_kind])
     else:
         if Status.NOT_ATTEMPTED in statuses:
             yield f"run {ledger.run}: rows not_attempted although the run did not stop"
