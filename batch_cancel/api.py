@@ -25,16 +25,9 @@ from .logs import get_logger
 from .model import CancelJob, ExitCode, Outcome, Status, Summary
 from .read.dialect import plan_note, report_dialect
 from .read.loader import LoadedInput, LoadOptions, load
-from .record.report import (
-    Journal,
-    JournalState,
-    ReportWriter,
-    check_report_path,
-    check_same_tenant,
-    default_report_path,
-    journal_path,
-    read_journal,
-)
+from .record.journal import Journal, JournalState, check_same_tenant, read_journal
+from .record.paths import check_report_path, default_report_path, journal_path
+from .record.writer import ReportWriter
 from .send.runner import Limits, Runner, Sender, StopKind
 from .send.zuora import (
     AuthenticationError,

@@ -46,7 +46,7 @@ from .progress import (
     summary_text,
 )
 from .read.loader import InputError, LoadOptions
-from .record.report import ReportError
+from .record.paths import ReportError
 from .send.zuora import AuthenticationError, Credentials
 
 EXIT_USAGE = ExitCode.USAGE

@@ -23,7 +23,7 @@ from . import api
 from .config import ConfigError, Settings, Target, resolve_target
 from .model import Status, Summary
 from .read.loader import InputError, LoadOptions
-from .record.report import ReportError
+from .record.paths import ReportError
 from .send.zuora import Credentials
 from .verify import VerifyOptions, VerifySummary, verify_async
 

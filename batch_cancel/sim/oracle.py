@@ -38,7 +38,8 @@ from .. import api
 from ..api import Plan, RunOptions, exit_code, prepare, runner_limits
 from ..config import Target
 from ..model import DONE, Status
-from ..record.report import Journal, ReportWriter
+from ..record.journal import Journal
+from ..record.writer import ReportWriter
 from ..send.runner import Clock, Runner, StopKind
 from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
 
