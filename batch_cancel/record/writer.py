@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..model import REPORT_COLUMNS, Outcome, SourceRow, Status, Summary
+from ..model import REPORT_COLUMNS, ROW_COLUMNS, Outcome, SourceRow, Status, Summary
 from ..read.dialect import DEFAULT as DEFAULT_DIALECT
 from ..read.sheetfacts import CsvDialect
 from .paths import REPORT_FORMATS, ReportError
@@ -155,11 +155,10 @@ def _unsent(row: SourceRow) -> Outcome:
 
 
 def _columns(row: SourceRow, outcome: Outcome) -> dict[str, str]:
-    """A row's report columns: its own four, then its outcome's; a warning the row carries
-    (sent all the same) joins the message."""
-    columns = {"row": str(row.row), "invoice_key": row.invoice_key, "reason": row.reason,
-               "document_reference_id": row.document_reference_id,
-               **outcome.report_columns()}
+    """A row's report columns: its own four (`SourceRow` attributes of the same names), then
+    its outcome's; a warning the row carries (sent all the same) joins the message."""
+    columns = {name: str(getattr(row, name)) for name in ROW_COLUMNS}
+    columns.update(outcome.report_columns())
     if row.warning:
         message = columns["error_message"]
         columns["error_message"] = (f"{message}; warning: {row.warning}" if message
