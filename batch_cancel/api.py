@@ -24,7 +24,8 @@ from .logs import get_logger
 from .model import Outcome, Summary
 from .plan import Plan, RunError, RunOptions, dry_run, prepare
 from .read.dialect import report_dialect
-from .record.report import Journal, ReportWriter
+from .record.journal import Journal
+from .record.writer import ReportWriter
 from .send.runner import Limits, Runner, Sender, StopKind
 from .send.zuora import AuthenticationError, ZuoraClient, open_session
 

@@ -24,7 +24,7 @@ from rich.progress import (
 from .config import Target
 from .model import Outcome, Status, Summary
 from .read.loader import LoadedInput
-from .record.report import JournalState
+from .record.journal import JournalState
 from .send.pace import Source
 from .send.runner import Runner
 

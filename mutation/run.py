@@ -39,8 +39,9 @@ class Target:
 
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", ("tests/test_zuora.py",)),
-    "report": Target("batch_cancel/record/report.py",
-                     ("tests/test_report.py", "tests/test_journal.py")),
+    "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
+    "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
+    "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
     # the validation part of the loader: cell text as Excel shows it, keys, reasons,
     # references, duplicates
     "loader": Target("batch_cancel/read/loader.py",

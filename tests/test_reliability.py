@@ -10,7 +10,7 @@ import structlog
 
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Outcome, Status
-from batch_cancel.record.report import journal_path
+from batch_cancel.record.paths import journal_path
 from batch_cancel.send.runner import Backoff, Clock, Limits, Runner, StopKind
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from tests.conftest import read_report, requests_by_key, resends_after_acceptance

@@ -21,7 +21,7 @@ from ..plan import Plan, RunError, RunOptions, prepare
 from ..preflight import PreflightOptions, PreflightResult, load_input, preflight_async
 from ..progress import ConsoleLines, RichProgress, make_console, plan_pace, plan_text, summary_text
 from ..read.loader import InputError, LoadOptions
-from ..record.report import ReportError
+from ..record.paths import ReportError
 from ..send.zuora import AuthenticationError
 from ..verify import VERIFY_CONCURRENCY, VERIFY_UNTIL, VerifyOptions, load_report, verify_async
 from .options import (

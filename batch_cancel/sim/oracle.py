@@ -39,7 +39,8 @@ from ..api import runner_limits
 from ..config import Target
 from ..model import DONE, STOP_EXIT_CODES, Status, exit_code
 from ..plan import Plan, RunOptions, prepare
-from ..record.report import Journal, ReportWriter
+from ..record.journal import Journal
+from ..record.writer import ReportWriter
 from ..send.runner import Clock, Runner, StopKind
 from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
 
