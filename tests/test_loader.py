@@ -19,15 +19,9 @@ import openpyxl
 import pytest
 
 from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
-from batch_cancel.read.loader import (
-    MAX_KEY_LENGTH,
-    InputError,
-    LoadedInput,
-    LoadOptions,
-    excel_text,
-    load,
-    problem_in_reference,
-)
+from batch_cancel.read.excel import excel_text
+from batch_cancel.read.loader import InputError, LoadedInput, LoadOptions, load
+from batch_cancel.read.validate import MAX_KEY_LENGTH, problem_in_reference
 
 MakeFile = Callable[..., Path]
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
