@@ -669,6 +669,56 @@ def test_report_input_carries_other_rows_over(tmp_path: Path) -> None:
         assert row.extra == {"customer": original["customer"]}
 
 
+def test_a_duplicate_row_carries_the_row_it_repeats_as_data(make_csv: MakeFile) -> None:
+    """`duplicate_of` is the first row's number, on the fast path and row by row alike."""
+    keys = [f"INV{n}" for n in range(3000)] + ["inv7", "bad key", "INV2999 "]
+    keys[100] = "inv5"  # in the first block, all plain rows: the fast path
+    path = make_csv([["invoiceKey", "reason"], *([key, "02"] for key in keys)])
+    rows = by_row(read(path))
+    assert {n: r.duplicate_of for n, r in rows.items() if r.status is Status.DUPLICATE} == {
+        102: 7, 3002: 9, 3004: 3001}
+    assert all(r.duplicate_of is None for r in rows.values() if r.status is not Status.DUPLICATE)
+
+
+def test_a_report_fed_back_keeps_each_duplicate_pointing_at_its_row(tmp_path: Path) -> None:
+    """A report written by batch-cancel and read back: a carried duplicate's `duplicate_of` is
+    the row it repeats, as the first run had it."""
+    from batch_cancel.model import Outcome
+    from batch_cancel.record.report import write_report as write_batch_report
+
+    source = tmp_path / "in.csv"
+    source.write_text("invoiceKey,reason\nINV1,01\nINV2,02\ninv1,01\nINV2,03\n",
+                      encoding="utf-8")
+    first = read(source)
+    assert [r.duplicate_of for r in first.rows] == [None, None, 2, 3]
+    report = tmp_path / "in.report.csv"
+    write_batch_report(report, first.columns, first.rows,
+                       {2: Outcome(2, Status.SUCCEEDED, 200, attempts=1),
+                        3: Outcome(3, Status.FAILED, 500, "", "boom", attempts=5)})
+    rows = by_row(read(report))
+    assert (rows[4].status, rows[4].duplicate_of, rows[4].carried is not None) == (
+        Status.DUPLICATE, 2, True)
+    assert (rows[5].status, rows[5].duplicate_of) == (Status.DUPLICATE, 3)
+    assert (rows[3].status, rows[3].duplicate_of) == (None, None)  # sent again
+
+
+def test_a_report_duplicate_of_column_wins_over_the_message(tmp_path: Path) -> None:
+    """A report that says `duplicate_of` in a column is read from it; only a `duplicate`
+    row's message is ever read for it, and only without that column (older reports)."""
+    source = report_rows()
+    source[1]["error_message"] = "duplicate of row 2 (a failed row says so by chance)"
+    rows = by_row(read(write_report(tmp_path / "old.report.csv", source),
+                       only=frozenset({Status.NOT_ATTEMPTED})))
+    assert (rows[6].duplicate_of, rows[3].duplicate_of) == (2, None)
+    columns = [*REPORT_COLUMNS, "duplicate_of", "customer"]
+    path = tmp_path / "new.report.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, restval="")
+        writer.writeheader()
+        writer.writerows([*source[:4], {**source[4], "duplicate_of": "4"}])
+    assert by_row(read(path))[6].duplicate_of == 4
+
+
 def test_report_input_only_selects_statuses(tmp_path: Path) -> None:
     """--only failed re-runs failed rows only; not_attempted and invalid are carried."""
     loaded = read(write_report(tmp_path / "in.report.csv", report_rows()),
