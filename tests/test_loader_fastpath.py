@@ -227,15 +227,16 @@ def test_a_damaged_row_is_reported_before_a_missing_column(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_the_collector_is_left_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         enabled: bool) -> None:
-    monkeypatch.setattr(plain_rows, "FREEZE_ROWS", 10**9)  # no freeze inside the test process
-    path = write_csv(tmp_path / "gc.csv", [["invoiceKey", "reason"], ["INV1", "01"]])
-    was = gc.isenabled()
+def test_the_collector_is_left_as_it_was(tmp_path: Path, enabled: bool) -> None:
+    """Loading touches no process-wide GC state: not on or off, no threshold, no freeze."""
+    path = write_csv(tmp_path / "gc.csv", [["invoiceKey", "reason"],
+                                           *([f"INV{n}", "01"] for n in range(5000))])
+    was, frozen, threshold = gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()
     try:
         (gc.enable if enabled else gc.disable)()
         load(path)
         assert gc.isenabled() is enabled
+        assert (gc.get_freeze_count(), gc.get_threshold()) == (frozen, threshold)
     finally:
         (gc.enable if was else gc.disable)()
 

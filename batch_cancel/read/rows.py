@@ -8,7 +8,6 @@ by row through the rules of `validate`. Both give the very same rows (tests prov
 
 from __future__ import annotations
 
-import gc
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -29,8 +28,6 @@ from .validate import CLEAN_KEY, REASON_SPELLINGS, default_reason, make_row, ref
 HIDDEN_MESSAGE = "hidden in the sheet"
 #: One str object per spelling (and for a blank cell), for rows to share.
 _SHARED = {spelling: spelling for spelling in (*REASON_SPELLINGS, "")}
-#: From this many rows on, the loader hides what it built from the cyclic GC (`_plain_rows`).
-FREEZE_ROWS = 100_000
 
 
 def load_plain(path: Path, columns: list[str], blocks: Iterable[Block], options: LoadOptions,
@@ -48,7 +45,7 @@ def load_plain(path: Path, columns: list[str], blocks: Iterable[Block], options:
     hidden: list[tuple[int, list[str]]] = []
     if facts.hidden_rows and not options.include_hidden:
         blocks = split_hidden(blocks, facts.hidden_rows, hidden)
-    rows = reference_rule(_plain_rows(blocks, layout), options.require_reference)
+    rows = reference_rule(_build_rows(blocks, layout), options.require_reference)
     if hidden:
         skipped = [_hidden_row(number, cells, layout) for number, cells in hidden]
         rows = list(heapq.merge(rows, skipped, key=attrgetter("row")))
@@ -124,27 +121,6 @@ def _layout(path: Path, columns: list[str], options: LoadOptions) -> _Layout:
                    passthrough=passthrough, columns=tuple(dict.fromkeys(passthrough)),
                    collapse=len(set(passthrough)) != len(passthrough),
                    notes=tuple(c.note for c in (key, reason, reference) if c.note))
-
-
-def _plain_rows(blocks: Iterable[Block], layout: _Layout) -> list[SourceRow]:
-    """Every data row, validated, duplicates marked; the cyclic GC is paused meanwhile.
-
-    A million rows are millions of new container objects, none of them garbage: left on,
-    the collector would walk the growing heap again and again for nothing, and once more
-    right after it is back on. So from FREEZE_ROWS rows on, `gc.freeze()` moves everything
-    alive out of its sight (still freed as usual when unused). The price: a reference cycle
-    among the objects alive then is never collected, a fair trade for a big file only.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        rows = _build_rows(blocks, layout)
-        if len(rows) >= FREEZE_ROWS:
-            gc.freeze()
-        return rows
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _build_rows(blocks: Iterable[Block], layout: _Layout, fast: bool = True
