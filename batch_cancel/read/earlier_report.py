@@ -48,6 +48,7 @@ def _own_columns(path: Path, passthrough: list[str], options: LoadOptions) -> _O
 
     def find(what: str, aliases: frozenset[str], override: str | None, flag: str
              ) -> str | None:
+        """The report column holding the user's own `what`, or None if none (or two)."""
         try:
             found = resolve_column(path, names, what, aliases, override, flag).column
         except ColumnError as exc:

@@ -15,12 +15,15 @@ import zlib
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 
 from .loaded import InputError
 from .sheetfacts import SheetFacts
 from .table import check_cells
-from .text import OLE2_MAGIC
+from .xlsx_scan import default_sheet, scan_sheet
 
+#: How a legacy .xls (or an encrypted .xlsx) file starts: an OLE2 compound document.
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 #: What a damaged .xlsx raises inside openpyxl: XML errors (ParseError and lxml's are
 #: SyntaxErrors), broken zip members, bad numbers in cells.
 _DAMAGED_XLSX = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError,
@@ -39,9 +42,26 @@ def read_excel(path: Path, sheet: str | None, facts: SheetFacts | None = None
     `facts` gets the sheet's merged ranges and hidden rows before the first row comes."""
     import openpyxl  # imported here: a CSV-only run does not pay for it
 
-    from .xlsx_scan import default_sheet, scan_sheet
-
     facts = facts if facts is not None else SheetFacts()
+    _check_head(path)
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except _DAMAGED_XLSX as exc:
+        raise InputError(f"{path}: not a valid .xlsx workbook (corrupt, or another format "
+                         f"renamed to .xlsx): {exc}. Re-save it from Excel as .xlsx") from exc
+    try:
+        worksheet = _worksheet(path, book, sheet)
+        worksheet.reset_dimensions()  # trust the cells, not a possibly stale dimension tag
+        facts.sheet = worksheet.title
+        scan_sheet(worksheet, facts)
+        yield from _sheet_rows(path, worksheet)
+    finally:
+        book.close()
+
+
+def _check_head(path: Path) -> None:
+    """Refuse, by its first bytes, an encrypted or old binary workbook and an empty file:
+    openpyxl would only say "not a zip file"."""
     with path.open("rb") as handle:
         head = handle.read(8)
     if head.startswith(OLE2_MAGIC):
@@ -52,44 +72,43 @@ def read_excel(path: Path, sheet: str | None, facts: SheetFacts | None = None
         )
     if not head:
         raise InputError(f"{path}: the file is empty (0 bytes)")
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except _DAMAGED_XLSX as exc:
-        raise InputError(f"{path}: not a valid .xlsx workbook (corrupt, or another format "
-                         f"renamed to .xlsx): {exc}. Re-save it from Excel as .xlsx") from exc
-    try:
-        if sheet is None:
-            worksheet = default_sheet(book)
-            if worksheet is None:
-                raise InputError(f"{path}: every sheet is hidden; pass --sheet NAME (the "
-                                 f"sheets are: {', '.join(book.sheetnames)})")
-        elif sheet in book.sheetnames:
-            worksheet = book[sheet]
-        else:
-            raise InputError(f"{path}: no sheet named {sheet!r}; the sheets are: "
-                             f"{', '.join(book.sheetnames)}. Pass one of them with --sheet")
-        if not hasattr(worksheet, "iter_rows"):
-            raise InputError(f"{path}: sheet {worksheet.title!r} is a chart, not a table")
-        worksheet.reset_dimensions()  # trust the cells, not a possibly stale dimension tag
-        facts.sheet = worksheet.title
-        scan_sheet(worksheet, facts)
-        rows = enumerate(worksheet.iter_rows(min_row=1), start=1)
-        while True:
-            try:  # the sheet XML is parsed lazily: a damaged member fails here, not at open
-                number, cells = next(rows)
-            except StopIteration:
-                break
-            except _DAMAGED_XLSX as exc:
-                raise InputError(
-                    f"{path}: the workbook is damaged; sheet {worksheet.title!r} cannot be read "
-                    f"({type(exc).__name__}: {exc}). Open it in Excel (let it repair the file) "
-                    "and save it again as .xlsx"
-                ) from exc
-            texts = [excel_text(c.value, getattr(c, "number_format", "General")) for c in cells]
-            check_cells(path, number, texts)
-            yield number, texts
-    finally:
-        book.close()
+
+
+def _worksheet(path: Path, book: Any, sheet: str | None) -> Any:
+    """The sheet `--sheet` names, else the first visible one; never a chart sheet."""
+    if sheet is None:
+        worksheet = default_sheet(book)
+        if worksheet is None:
+            raise InputError(f"{path}: every sheet is hidden; pass --sheet NAME (the "
+                             f"sheets are: {', '.join(book.sheetnames)})")
+    elif sheet in book.sheetnames:
+        worksheet = book[sheet]
+    else:
+        raise InputError(f"{path}: no sheet named {sheet!r}; the sheets are: "
+                         f"{', '.join(book.sheetnames)}. Pass one of them with --sheet")
+    if not hasattr(worksheet, "iter_rows"):
+        raise InputError(f"{path}: sheet {worksheet.title!r} is a chart, not a table")
+    return worksheet
+
+
+def _sheet_rows(path: Path, worksheet: Any) -> Iterator[tuple[int, list[str]]]:
+    """The numbered rows of a worksheet as text. The sheet XML is parsed lazily, so a damaged
+    member fails here, row by row, not when the workbook opens."""
+    rows = enumerate(worksheet.iter_rows(min_row=1), start=1)
+    while True:
+        try:
+            number, cells = next(rows)
+        except StopIteration:
+            return
+        except _DAMAGED_XLSX as exc:
+            raise InputError(
+                f"{path}: the workbook is damaged; sheet {worksheet.title!r} cannot be read "
+                f"({type(exc).__name__}: {exc}). Open it in Excel (let it repair the file) "
+                "and save it again as .xlsx"
+            ) from exc
+        texts = [excel_text(c.value, getattr(c, "number_format", "General")) for c in cells]
+        check_cells(path, number, texts)
+        yield number, texts
 
 
 def excel_text(value: object, number_format: str | None) -> str:

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TextIO
 
 from . import guard, table
+from .excel import OLE2_MAGIC
 from .loaded import InputError
 from .sheetfacts import Block, CsvDialect, SheetFacts
 
 #: Longest line of a CSV file read (see `_check_lines`).
 MAX_LINE_BYTES = 1 * 2**20
-#: How a legacy .xls (or an encrypted .xlsx) file starts: an OLE2 compound document.
-OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def decode_text(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
