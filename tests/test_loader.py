@@ -504,6 +504,26 @@ def test_invalid_earlier_row_does_not_claim_key(make_csv: MakeFile) -> None:
     assert (rows[4].status, rows[4].duplicate_of) == (Status.DUPLICATE, 3)
 
 
+def test_reason_01_without_a_reference_is_a_warning_or_with_require_reference_invalid(
+        make_csv: MakeFile) -> None:
+    """Only a sendable reason-01 row naming no replacing document is flagged: a warning it
+    is sent with, or (--require-reference) `invalid` with the fix; the rest are untouched."""
+    path = make_csv([["invoiceKey", "reason", "documentReferenceID"], ["INV1", "01", ""],
+                     ["INV2", "02", ""], ["INV3", "1", "MX-9"], ["INV1", "01", ""],
+                     ["bad key", "01", ""], ["INV4", "1", " "]])
+    warned = by_row(read(path))
+    assert {n for n, r in warned.items() if r.warning} == {2, 7}
+    assert all(r.status is None for n, r in warned.items() if n in (2, 3, 4, 7))
+    assert "Mexico" in warned[2].warning
+    assert (warned[5].status, warned[5].warning) == (Status.DUPLICATE, "")
+    assert (warned[6].status, warned[6].warning) == (Status.INVALID, "")
+    strict = by_row(read(path, require_reference=True))
+    assert {n for n, r in strict.items() if r.status is Status.INVALID} == {2, 6, 7}
+    assert "drop --require-reference" in strict[2].message and not strict[2].warning
+    assert (strict[3].status, strict[4].status, strict[5].status) == (None, None,
+                                                                      Status.DUPLICATE)
+
+
 # --- files that cannot be read ---------------------------------------------------------------
 
 
