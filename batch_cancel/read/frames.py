@@ -18,15 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .columns import KEY_ALIASES, REASON_ALIASES, ColumnError, resolve_column
-from .loader import (
-    InputError,
-    LoadedInput,
-    LoadOptions,
-    in_blocks,
-    load_table,
-    read_table,
-    records_of,
-)
+from .loaded import InputError, LoadedInput, LoadOptions
+from .loader import load_table, read_table
+from .table import in_blocks, records_of
 
 if TYPE_CHECKING:
     import pandas
