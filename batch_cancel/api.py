@@ -34,7 +34,8 @@ from .logs import LogSubscriber, get_logger
 from .model import Outcome, StopKind, Summary
 from .plan import Plan, RunError, RunOptions, dry_run, prepare
 from .read.dialect import report_dialect
-from .record.report import Journal, ReportWriter
+from .record.journal import Journal
+from .record.writer import ReportWriter
 from .send.limits import Limits
 from .send.pool import Runner
 from .send.row import Sender

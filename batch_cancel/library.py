@@ -35,7 +35,7 @@ from .plan import RunError, RunOptions, prepare
 from .preflight import PreflightOptions
 from .preflight import preflight as make_plan
 from .read.loader import InputError, LoadOptions
-from .record.report import ReportError
+from .record.paths import ReportError
 from .send.zuora import Credentials
 from .verify import (
     VERIFY_CONCURRENCY,

@@ -6,9 +6,10 @@ Nothing here does I/O; every other module speaks in these types.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
+from typing import Any
 
 
 class Status(StrEnum):
@@ -130,24 +131,6 @@ def unsettled_hint(status: str) -> str:
 #: Statuses that leave nothing to do for a row: a run of only these (and duplicates of them)
 #: is complete, exit 0.
 DONE: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.SKIPPED})
-
-#: The columns batch-cancel adds to every report, in order. A file holding all of them is a report.
-REPORT_COLUMNS: tuple[str, ...] = (
-    "row",
-    "invoice_key",
-    "reason",
-    "document_reference_id",
-    "status",
-    "http_status",
-    "error_code",
-    "error_message",
-    "attempts",
-    "track_id",
-    "zuora_request_id",
-    "process_id",
-    "finished_at",
-    "in_doubt",
-)
 
 #: The columns that must be present for a file to be read back as a report.
 REPORT_SIGNATURE: frozenset[str] = frozenset({"row", "invoice_key", "status"})
@@ -281,26 +264,40 @@ class Answer:
         return self.http_status is None or self.http_status >= 500
 
 
+#: `Outcome` field metadata: where a field goes. `report`: a report column (after the row's
+#: own four, in field order); `journal`: a key of the journal's `outcome` record.
+_IN_REPORT: Mapping[str, bool] = {"report": True, "journal": True}
+_JOURNAL_ONLY: Mapping[str, bool] = {"report": False, "journal": True}
+_NEITHER: Mapping[str, bool] = {"report": False, "journal": False}
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The final result of one sent (or unsent) job: one report row's status columns."""
+    """The final result of one sent (or unsent) job: one report row's status columns.
 
-    row: int
-    status: Status
-    http_status: int | None = None
-    error_code: str = ""
-    error_message: str = ""
-    attempts: int = 0
-    track_id: str = ""
-    zuora_request_id: str = ""
-    process_id: str = ""
-    finished_at: str = ""
+    Its fields are listed here once; each says (metadata) whether it is a report column and a
+    journal key, and `OUTCOME_COLUMNS`, `journal_record` and `report_columns` follow from that.
+    """
+
+    row: int = field(metadata=_JOURNAL_ONLY)  # the report takes it from the row's own columns
+    status: Status = field(metadata=_IN_REPORT)
+    http_status: int | None = field(default=None, metadata=_IN_REPORT)
+    error_code: str = field(default="", metadata=_IN_REPORT)
+    error_message: str = field(default="", metadata=_IN_REPORT)
+    attempts: int = field(default=0, metadata=_IN_REPORT)
+    track_id: str = field(default="", metadata=_IN_REPORT)
+    zuora_request_id: str = field(default="", metadata=_IN_REPORT)
+    process_id: str = field(default="", metadata=_IN_REPORT)
+    finished_at: str = field(default="", metadata=_IN_REPORT)
     #: the last request may have been applied and no check settled it: a resume reads the
     #: invoice before sending again
-    in_doubt: bool = False
+    in_doubt: bool = field(default=False, metadata=_IN_REPORT)
     #: some request for the row was in doubt at some point (settled or not): one that timed
     #: out can still land after a read said it had not. Journal only, not a report column.
-    ever_in_doubt: bool = False
+    ever_in_doubt: bool = field(default=False, metadata=_JOURNAL_ONLY)
+    #: the row a `duplicate` outcome repeats the key of. Never sent, so never journaled; the
+    #: report says it in the message, as it always has
+    duplicate_of: int | None = field(default=None, metadata=_NEITHER)
 
     @classmethod
     def from_answer(cls, job: CancelJob, answer: Answer, attempts: int, track_id: str,
@@ -319,6 +316,44 @@ class Outcome:
             process_id=answer.process_id,
             finished_at=finished_at,
         )
+
+    def journal_record(self) -> dict[str, object]:
+        """The journal's `outcome` record of this outcome (without its `event` key)."""
+        record: dict[str, object] = {name: getattr(self, name) for name in JOURNAL_FIELDS}
+        record["status"] = self.status.value
+        return record
+
+    @classmethod
+    def from_journal(cls, record: Mapping[str, object]) -> Outcome:
+        """The outcome a journal record holds; keys that are not journal fields are ignored."""
+        values: dict[str, Any] = {k: v for k, v in record.items() if k in JOURNAL_FIELDS}
+        values["status"] = Status(str(values["status"]))
+        return cls(**values)
+
+    def report_columns(self) -> dict[str, str]:
+        """This outcome's report columns as text, by name, in `OUTCOME_COLUMNS` order."""
+        return {name: _cell(getattr(self, name)) for name in OUTCOME_COLUMNS}
+
+
+def _cell(value: object) -> str:
+    """A report cell: nothing for None, `yes` or nothing for a flag, else the value's text."""
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "yes"
+    return str(value)  # a Status is a StrEnum: its value
+
+
+#: The report columns an `Outcome` fills, in order.
+OUTCOME_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(Outcome) if f.metadata["report"])
+#: The keys of a journal `outcome` record besides `event`, in order.
+JOURNAL_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Outcome) if f.metadata["journal"])
+#: The row's own columns every report starts with (what the loader made of the input).
+ROW_COLUMNS: tuple[str, ...] = ("row", "invoice_key", "reason", "document_reference_id")
+#: The columns batch-cancel adds to every report, in order. A file holding all of them is a report.
+REPORT_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, *OUTCOME_COLUMNS)
 
 
 @dataclass(slots=True)

@@ -18,14 +18,8 @@ from .model import CancelJob, Outcome, Status, Summary
 from .preflight import plan_summary, unchecked
 from .read.dialect import plan_note
 from .read.loader import LoadedInput, LoadOptions, load
-from .record.report import (
-    JournalState,
-    check_report_path,
-    check_same_tenant,
-    default_report_path,
-    journal_path,
-    read_journal,
-)
+from .record.journal import JournalState, check_same_tenant, read_journal
+from .record.paths import check_report_path, default_report_path, journal_path
 from .send.zuora import Credentials
 
 if TYPE_CHECKING:

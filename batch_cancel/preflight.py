@@ -35,7 +35,7 @@ from .model import (
 )
 from .read.dialect import plan_note, report_dialect
 from .read.loader import InputError, LoadedInput, LoadOptions, load
-from .record.report import write_report
+from .record.writer import write_report
 from .send.flow import ASSUMED_TENANT_LIMIT
 from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from .verify import read_invoices

@@ -29,7 +29,7 @@ from .config import Target
 from .events import Event, PoolLoad, PoolPausedRateLimited
 from .model import Status, Summary
 from .read.loader import LoadedInput
-from .record.report import JournalState
+from .record.journal import JournalState
 from .send.clock import Clock
 from .send.pace import Source
 

@@ -34,7 +34,9 @@ from .model import (
 )
 from .read.dialect import report_dialect
 from .read.loader import LoadedInput, LoadOptions, load
-from .record.report import check_same_tenant, journal_path, read_journal, write_report
+from .record.journal import check_same_tenant, read_journal
+from .record.paths import journal_path
+from .record.writer import write_report
 from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",

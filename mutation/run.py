@@ -37,19 +37,24 @@ class Target:
     timeout: float = 60.0
 
 
+_LOADER_TESTS = ("tests/test_loader.py", "tests/test_loader_fastpath.py")
+
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", ("tests/test_zuora.py",)),
     "answers": Target("batch_cancel/send/answers.py", ("tests/test_zuora.py",)),
-    "report": Target("batch_cancel/record/report.py",
-                     ("tests/test_report.py", "tests/test_journal.py")),
-    # the validation part of the loader: cell text as Excel shows it, keys, reasons,
-    # references, duplicates
-    "loader": Target("batch_cancel/read/loader.py",
-                     ("tests/test_loader.py", "tests/test_loader_fastpath.py"),
-                     ("_checked_row", "_block_reasons", "_fast_block", "_default_reason",
-                      "excel_text", "format_number", "_digits", "_literal", "_general",
-                      "normalise_reason", "key_problem", "row_problem",
-                      "problem_in_reference", "make_row", "mark_duplicates")),
+    "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
+    "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
+    "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
+    # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
+    # rows built and duplicates marked
+    "validate": Target("batch_cancel/read/validate.py", _LOADER_TESTS,
+                       ("default_reason", "normalise_reason", "key_problem", "row_problem",
+                        "problem_in_reference", "make_row")),
+    "excel": Target("batch_cancel/read/excel.py", _LOADER_TESTS,
+                    ("excel_text", "format_number", "_digits", "_literal", "_general")),
+    "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
+                   ("_checked_row", "_block_reasons", "_fast_block")),
+    "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
     "row": Target("batch_cancel/send/row.py",
                   ("tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from batch_cancel.model import REPORT_COLUMNS
-from batch_cancel.record.report import journal_path
+from batch_cancel.record.paths import journal_path
 from tests.conftest import read_report, resends_after_acceptance
 
 ROWS = [
@@ -198,7 +198,7 @@ def test_production_without_yes_is_refused_when_stdin_is_not_a_terminal(cli, mak
 def test_server_text_is_neutralised_in_csv_reports(tmp_path: Path) -> None:
     """A server message starting with = + - @ cannot become a formula in Excel."""
     from batch_cancel.model import Outcome, SourceRow, Status
-    from batch_cancel.record.report import write_report
+    from batch_cancel.record.writer import write_report
 
     rows = [SourceRow(2, "INV1", "02", "", ("=SUM(A1)",), columns=("Note",))]
     outcome = Outcome(2, Status.FAILED, 200, "59210030", "=HYPERLINK(\"http://x\")", 1)

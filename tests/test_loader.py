@@ -19,15 +19,9 @@ import openpyxl
 import pytest
 
 from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
-from batch_cancel.read.loader import (
-    MAX_KEY_LENGTH,
-    InputError,
-    LoadedInput,
-    LoadOptions,
-    excel_text,
-    load,
-    problem_in_reference,
-)
+from batch_cancel.read.excel import excel_text
+from batch_cancel.read.loader import InputError, LoadedInput, LoadOptions, load
+from batch_cancel.read.validate import MAX_KEY_LENGTH, problem_in_reference
 
 MakeFile = Callable[..., Path]
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -510,6 +504,26 @@ def test_invalid_earlier_row_does_not_claim_key(make_csv: MakeFile) -> None:
     assert (rows[4].status, rows[4].duplicate_of) == (Status.DUPLICATE, 3)
 
 
+def test_reason_01_without_a_reference_is_a_warning_or_with_require_reference_invalid(
+        make_csv: MakeFile) -> None:
+    """Only a sendable reason-01 row naming no replacing document is flagged: a warning it
+    is sent with, or (--require-reference) `invalid` with the fix; the rest are untouched."""
+    path = make_csv([["invoiceKey", "reason", "documentReferenceID"], ["INV1", "01", ""],
+                     ["INV2", "02", ""], ["INV3", "1", "MX-9"], ["INV1", "01", ""],
+                     ["bad key", "01", ""], ["INV4", "1", " "]])
+    warned = by_row(read(path))
+    assert {n for n, r in warned.items() if r.warning} == {2, 7}
+    assert all(r.status is None for n, r in warned.items() if n in (2, 3, 4, 7))
+    assert "Mexico" in warned[2].warning
+    assert (warned[5].status, warned[5].warning) == (Status.DUPLICATE, "")
+    assert (warned[6].status, warned[6].warning) == (Status.INVALID, "")
+    strict = by_row(read(path, require_reference=True))
+    assert {n for n, r in strict.items() if r.status is Status.INVALID} == {2, 6, 7}
+    assert "drop --require-reference" in strict[2].message and not strict[2].warning
+    assert (strict[3].status, strict[4].status, strict[5].status) == (None, None,
+                                                                      Status.DUPLICATE)
+
+
 # --- files that cannot be read ---------------------------------------------------------------
 
 
@@ -673,6 +687,56 @@ def test_report_input_carries_other_rows_over(tmp_path: Path) -> None:
         assert row.carried == {c: original.get(c, "") for c in REPORT_COLUMNS}
         assert row.message == original.get("error_message", "")
         assert row.extra == {"customer": original["customer"]}
+
+
+def test_a_duplicate_row_carries_the_row_it_repeats_as_data(make_csv: MakeFile) -> None:
+    """`duplicate_of` is the first row's number, on the fast path and row by row alike."""
+    keys = [f"INV{n}" for n in range(3000)] + ["inv7", "bad key", "INV2999 "]
+    keys[100] = "inv5"  # in the first block, all plain rows: the fast path
+    path = make_csv([["invoiceKey", "reason"], *([key, "02"] for key in keys)])
+    rows = by_row(read(path))
+    assert {n: r.duplicate_of for n, r in rows.items() if r.status is Status.DUPLICATE} == {
+        102: 7, 3002: 9, 3004: 3001}
+    assert all(r.duplicate_of is None for r in rows.values() if r.status is not Status.DUPLICATE)
+
+
+def test_a_report_fed_back_keeps_each_duplicate_pointing_at_its_row(tmp_path: Path) -> None:
+    """A report written by batch-cancel and read back: a carried duplicate's `duplicate_of` is
+    the row it repeats, as the first run had it."""
+    from batch_cancel.model import Outcome
+    from batch_cancel.record.writer import write_report as write_batch_report
+
+    source = tmp_path / "in.csv"
+    source.write_text("invoiceKey,reason\nINV1,01\nINV2,02\ninv1,01\nINV2,03\n",
+                      encoding="utf-8")
+    first = read(source)
+    assert [r.duplicate_of for r in first.rows] == [None, None, 2, 3]
+    report = tmp_path / "in.report.csv"
+    write_batch_report(report, first.columns, first.rows,
+                       {2: Outcome(2, Status.SUCCEEDED, 200, attempts=1),
+                        3: Outcome(3, Status.FAILED, 500, "", "boom", attempts=5)})
+    rows = by_row(read(report))
+    assert (rows[4].status, rows[4].duplicate_of, rows[4].carried is not None) == (
+        Status.DUPLICATE, 2, True)
+    assert (rows[5].status, rows[5].duplicate_of) == (Status.DUPLICATE, 3)
+    assert (rows[3].status, rows[3].duplicate_of) == (None, None)  # sent again
+
+
+def test_a_report_duplicate_of_column_wins_over_the_message(tmp_path: Path) -> None:
+    """A report that says `duplicate_of` in a column is read from it; only a `duplicate`
+    row's message is ever read for it, and only without that column (older reports)."""
+    source = report_rows()
+    source[1]["error_message"] = "duplicate of row 2 (a failed row says so by chance)"
+    rows = by_row(read(write_report(tmp_path / "old.report.csv", source),
+                       only=frozenset({Status.NOT_ATTEMPTED})))
+    assert (rows[6].duplicate_of, rows[3].duplicate_of) == (2, None)
+    columns = [*REPORT_COLUMNS, "duplicate_of", "customer"]
+    path = tmp_path / "new.report.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, restval="")
+        writer.writeheader()
+        writer.writerows([*source[:4], {**source[4], "duplicate_of": "4"}])
+    assert by_row(read(path))[6].duplicate_of == 4
 
 
 def test_report_input_only_selects_statuses(tmp_path: Path) -> None:

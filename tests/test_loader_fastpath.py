@@ -20,18 +20,17 @@ from typing import Any
 import pytest
 
 from batch_cancel.model import SourceRow, Status
-from batch_cancel.read import loader
-from batch_cancel.read.loader import (
-    _CLEAN_KEY,
-    _REASON_SPELLINGS,
+from batch_cancel.read import rows as plain_rows
+from batch_cancel.read import table as tables
+from batch_cancel.read import text as text_files
+from batch_cancel.read.loader import InputError, LoadedInput, LoadOptions, load
+from batch_cancel.read.table import records_of
+from batch_cancel.read.validate import (
+    CLEAN_KEY,
     EXCEL_ERRORS,
-    InputError,
-    LoadedInput,
-    LoadOptions,
+    REASON_SPELLINGS,
     key_problem,
-    load,
     normalise_reason,
-    records_of,
 )
 
 TRICKY_KEYS = [
@@ -55,9 +54,9 @@ def write_csv(path: Path, rows: list[list[str]]) -> Path:
 def load_both(path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
               ) -> tuple[LoadedInput, LoadedInput, int]:
     """The file loaded with the fast path, then without; and how many blocks took it."""
-    monkeypatch.setattr(loader, "BLOCK_ROWS", 5)  # many blocks, fast and slow ones mixed
+    monkeypatch.setattr(tables, "BLOCK_ROWS", 5)  # many blocks, fast and slow ones mixed
     fast_blocks = 0
-    real = loader._fast_block
+    real = plain_rows._fast_block
 
     def counting(*args: Any) -> bool:
         nonlocal fast_blocks
@@ -65,9 +64,9 @@ def load_both(path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
         fast_blocks += taken
         return taken
 
-    monkeypatch.setattr(loader, "_fast_block", counting)
+    monkeypatch.setattr(plain_rows, "_fast_block", counting)
     fast = load(path, LoadOptions(**options))
-    monkeypatch.setattr(loader, "_fast_block", lambda *args: False)
+    monkeypatch.setattr(plain_rows, "_fast_block", lambda *args: False)
     slow = load(path, LoadOptions(**options))
     return fast, slow, fast_blocks
 
@@ -167,13 +166,13 @@ def test_clean_key_pattern_accepts_only_keys_every_rule_accepts() -> None:
     samples = TRICKY_KEYS + sorted(EXCEL_ERRORS) + [
         "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 8))) for _ in range(20000)]
     for key in samples:
-        if _CLEAN_KEY.fullmatch(key):
+        if CLEAN_KEY.fullmatch(key):
             assert key_problem(key) == "" and key.strip() == key, repr(key)
-    assert all(_CLEAN_KEY.fullmatch(k) for k in ("INV-0001", "00001234", "a" * 255, "A.B"))
+    assert all(CLEAN_KEY.fullmatch(k) for k in ("INV-0001", "00001234", "a" * 255, "A.B"))
 
 
 def test_reason_spellings_are_what_normalise_reason_makes_of_them() -> None:
-    assert {cell: normalise_reason(cell) for cell in _REASON_SPELLINGS} == _REASON_SPELLINGS
+    assert {cell: normalise_reason(cell) for cell in REASON_SPELLINGS} == REASON_SPELLINGS
 
 
 def random_csv(rng: random.Random, rows: int) -> str:
@@ -197,7 +196,7 @@ def test_streamed_csv_reads_the_rows_the_whole_text_gives(tmp_path: Path,
     path = tmp_path / "lines.csv"
     path.write_bytes(text.encode(encoding))
     expected = list(enumerate(csv.reader(io.StringIO(text, newline="")), start=1))
-    assert list(records_of(loader.read_csv(path, None, None))) == expected
+    assert list(records_of(text_files.read_csv(path, None, None))) == expected
 
 
 def test_first_nonblank_line_matches_splitting_the_whole_text() -> None:
@@ -207,7 +206,7 @@ def test_first_nonblank_line_matches_splitting_the_whole_text() -> None:
                         for _ in range(rng.randrange(0, 40000)))
         text = blank + rng.choice(["a;b", "a,b\tc", "", " x "]) + rng.choice(["\r\n", "\n", ""])
         expected = next((line for line in text.splitlines() if line.strip()), "")
-        assert loader._first_nonblank_line(text) == expected
+        assert text_files._first_nonblank_line(text) == expected
 
 
 def test_a_bad_row_above_an_unreadable_one_is_reported_first(tmp_path: Path) -> None:
@@ -228,15 +227,16 @@ def test_a_damaged_row_is_reported_before_a_missing_column(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_the_collector_is_left_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         enabled: bool) -> None:
-    monkeypatch.setattr(loader, "FREEZE_ROWS", 10**9)  # no freeze inside the test process
-    path = write_csv(tmp_path / "gc.csv", [["invoiceKey", "reason"], ["INV1", "01"]])
-    was = gc.isenabled()
+def test_the_collector_is_left_as_it_was(tmp_path: Path, enabled: bool) -> None:
+    """Loading touches no process-wide GC state: not on or off, no threshold, no freeze."""
+    path = write_csv(tmp_path / "gc.csv", [["invoiceKey", "reason"],
+                                           *([f"INV{n}", "01"] for n in range(5000))])
+    was, frozen, threshold = gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()
     try:
         (gc.enable if enabled else gc.disable)()
         load(path)
         assert gc.isenabled() is enabled
+        assert (gc.get_freeze_count(), gc.get_threshold()) == (frozen, threshold)
     finally:
         (gc.enable if was else gc.disable)()
 

@@ -10,7 +10,7 @@ import structlog
 
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
-from batch_cancel.record.report import journal_path
+from batch_cancel.record.paths import journal_path
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner

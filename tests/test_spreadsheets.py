@@ -326,7 +326,7 @@ def test_a_zuora_message_outside_cp1252_switches_the_report_to_utf8(tmp_path: Pa
     """A value cp1252 cannot hold makes the whole report UTF-8 with BOM, nothing lost."""
     from batch_cancel.model import Outcome, SourceRow, Status
     from batch_cancel.read.sheetfacts import CsvDialect
-    from batch_cancel.record.report import write_report
+    from batch_cancel.record.writer import write_report
 
     rows = [SourceRow(2, "INV-1", "01", "", ("Peña",), columns=("Note",)),
             SourceRow(3, "INV-2", "01", "", ("Müller",), columns=("Note",))]

@@ -18,7 +18,8 @@ import pytest
 
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Outcome, Status
-from batch_cancel.record.report import journal_path, read_journal
+from batch_cancel.record.journal import read_journal
+from batch_cancel.record.paths import journal_path
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner

@@ -4,10 +4,12 @@ turns what came back into lines on the terminal and an exit code."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shlex
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -21,7 +23,7 @@ from ..plan import Plan, RunError, RunOptions, prepare
 from ..preflight import PreflightOptions, PreflightResult, load_input, preflight_async
 from ..progress import ConsoleLines, RichProgress, make_console, plan_pace, plan_text, summary_text
 from ..read.loader import InputError, LoadOptions
-from ..record.report import ReportError
+from ..record.paths import ReportError
 from ..send.zuora import AuthenticationError
 from ..verify import VERIFY_CONCURRENCY, VERIFY_UNTIL, VerifyOptions, load_report, verify_async
 from .options import (
@@ -116,10 +118,28 @@ def run_command(input_path: Path, report_path: Path | None, target: Target, sett
     sys.exit(exit_code(summary))
 
 
+@contextmanager
+def _collector_held() -> Iterator[None]:
+    """Hold the cyclic garbage collector while a file becomes rows, then freeze those rows.
+
+    The command line owns its process, so it may do what a library call must not (the library
+    leaves the collector alone): at 1,000,000 rows the collector would otherwise walk the
+    growing rows about 17 times while they are built (twice the load time), and again in every
+    full collection of the run. The frozen rows live until the process ends anyway.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def _prepare(options: RunOptions) -> Plan:
     """The plan, printed; a problem with the input, report or journal is exit 2."""
     try:
-        plan = prepare(options)
+        with _collector_held():
+            plan = prepare(options)
     except (InputError, ReportError, RunError) as exc:
         raise UsageFailure(str(exc)) from None
     target, rate = options.target, options.settings.rate
@@ -194,7 +214,8 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
     options = PreflightOptions(input_path, target, report_path=report_path, load=load,
                                settings=settings, check_invoices=check_invoices)
     try:
-        loaded = load_input(options)
+        with _collector_held():
+            loaded = load_input(options)
     except InputError as exc:
         raise UsageFailure(str(exc)) from None
     click.echo(plan_text(loaded, target, target.base_url or "(built-in simulator)",

@@ -6,7 +6,7 @@ delimiter and encoding: UTF-8 (with or without BOM) becomes UTF-8 with BOM (Exce
 BOM to read UTF-8), UTF-16 stays UTF-16 with BOM, and a legacy code page such as cp1252 stays
 as it is. Every cell read from the input fits the code page it was decoded from, so only a
 message from Zuora can fail to fit: the report then switches to UTF-8 with BOM (see
-`report._CsvSink`) rather than lose a character.
+`record.sinks`) rather than lose a character.
 """
 
 from __future__ import annotations

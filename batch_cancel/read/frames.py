@@ -1,5 +1,5 @@
 """pandas at the edges: a DataFrame or a Parquet file as input, a report read back as a
-DataFrame, and the Parquet report sink.
+DataFrame (the Parquet report sink is `record.sinks.ParquetSink`).
 
 Every column is text, exactly as written: a reason `04` stays `04`, an invoice number with
 leading zeros keeps them, an empty cell is "" (never NaN). A DataFrame goes through the very
@@ -13,28 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .columns import KEY_ALIASES, REASON_ALIASES, ColumnError, resolve_column
-from .loader import (
-    InputError,
-    LoadedInput,
-    LoadOptions,
-    in_blocks,
-    load_table,
-    read_table,
-    records_of,
-)
+from .loaded import InputError, LoadedInput, LoadOptions
+from .loader import load_table, read_table
+from .table import in_blocks, records_of
 
 if TYPE_CHECKING:
     import pandas
-
-#: Rows per Parquet row group: large enough for columnar compression, small enough that a
-#: million-row report never sits in memory whole.
-PARQUET_BATCH = 10_000
-
 
 def read_report(path: str | Path) -> pandas.DataFrame:
     """A batch-cancel report (.csv, .xlsx, .jsonl or .parquet) as a DataFrame of text.
@@ -142,42 +131,3 @@ def _text(value: object) -> str:
         return value.isoformat()
     text = str(value)
     return "" if text in ("<NA>", "NaT", "nan") else text
-
-
-class ParquetSink:
-    """Writes report rows to Parquet in row groups, every column a string column."""
-
-    spreadsheet = False
-
-    def __init__(self, path: Path, header: list[str]) -> None:
-        try:
-            import pyarrow
-            import pyarrow.parquet
-        except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
-            raise InputError("a .parquet report needs pyarrow: pip install pyarrow") from exc
-        self._pa: Any = pyarrow
-        self._header = header
-        self._schema = pyarrow.schema([(name, pyarrow.string()) for name in header])
-        self._writer = pyarrow.parquet.ParquetWriter(str(path), self._schema)
-        self._batch: list[list[str]] = []
-
-    def write(self, values: list[str]) -> None:
-        self._batch.append(values)
-        if len(self._batch) >= PARQUET_BATCH:
-            self._flush()
-
-    def close(self, summary_lines: Iterable[tuple[list[object], bool]]) -> None:
-        self._flush()
-        self._writer.close()
-
-    def discard(self) -> None:
-        self._batch.clear()
-        self._writer.close()
-
-    def _flush(self) -> None:
-        if not self._batch:
-            return
-        columns = list(zip(*self._batch, strict=True))
-        arrays = [self._pa.array(column, type=self._pa.string()) for column in columns]
-        self._writer.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
-        self._batch.clear()

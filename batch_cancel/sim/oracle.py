@@ -37,7 +37,8 @@ from ..config import Target
 from ..events import Events
 from ..model import DONE, STOP_EXIT_CODES, Status, StopKind, exit_code
 from ..plan import Plan, RunOptions, prepare
-from ..record.report import Journal, ReportWriter
+from ..record.journal import Journal
+from ..record.writer import ReportWriter
 from ..send.clock import Clock
 from ..send.pool import Runner
 from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
