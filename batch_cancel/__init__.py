@@ -8,13 +8,7 @@ nothing cancelled) and `verify` (follow accepted cancels to the tax authority's 
 `VerifyOptions`) keeps working.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("batch-cancel")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
-
+from ._version import __version__
 from .api import run
 from .config import Settings, Target, resolve_target
 from .library import CommandResult, CommandSummary, UsageError, cancel, preflight, verify

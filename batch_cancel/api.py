@@ -20,13 +20,25 @@ from typing import Protocol
 import structlog
 
 from .config import open_target
-from .logs import get_logger
-from .model import Outcome, Summary
+from .events import (
+    Event,
+    Events,
+    PoolLoad,
+    RunAuthFailed,
+    RunFinished,
+    RunInterrupting,
+    RunProgress,
+    RunStarted,
+)
+from .logs import LogSubscriber, get_logger
+from .model import Outcome, StopKind, Summary
 from .plan import Plan, RunError, RunOptions, dry_run, prepare
 from .read.dialect import report_dialect
 from .record.journal import Journal
 from .record.writer import ReportWriter
-from .send.runner import Limits, Runner, Sender, StopKind
+from .send.limits import Limits
+from .send.pool import Runner
+from .send.row import Sender
 from .send.zuora import AuthenticationError, ZuoraClient, open_session
 
 #: Seconds between `run.progress` events when no progress display is shown.
@@ -57,12 +69,11 @@ async def run_async(options: RunOptions, plan: Plan | None = None) -> Summary:
 
 
 async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
-    log = get_logger("batch_cancel")
+    events = Events(LogSubscriber(get_logger("batch_cancel")))
     to_send, in_doubt = plan.to_send()
-    log.info("run.started", input=options.input_label, report=str(options.report),
-             target=options.target.name, base_url=options.target.base_url or "(simulator)",
-             rows=len(plan.loaded.rows), to_send=to_send, resume=options.resume,
-             in_doubt=in_doubt, dry_run=options.dry_run)
+    events.emit(RunStarted(options.input_label, str(options.report), options.target.name,
+                           options.target.base_url or "(simulator)", len(plan.loaded.rows),
+                           to_send, options.resume, in_doubt, options.dry_run))
     if options.dry_run:
         return dry_run(options, plan.loaded)
     started = time.monotonic()
@@ -84,8 +95,8 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
                                 options.simulator_config) as (base_url, credentials),
                     open_session(options.settings.concurrency * 2) as session):
             client = ZuoraClient(session, base_url, credentials, options.settings)
-            runner = _runner(client, options, run_id, journal)
-            await _send_all(options, plan, runner, client, journal, report, tally, log)
+            runner = _runner(client, options, run_id, journal, events)
+            await _send_all(options, plan, runner, client, journal, report, tally, events)
     finally:
         journal.close()
         context = {"input": options.input_label, "target": options.target.name,
@@ -97,9 +108,9 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
         if runner is not None and runner.stop_kind is not None:
             summary.stop_kind = runner.stop_kind.value
             summary.stop_reason = runner.stop_reason
-        log.info("run.finished", report=str(options.report), elapsed=round(summary.elapsed, 3),
-                 rate=round(summary.rate, 1), stop=summary.stop_kind or None,
-                 **{f"count_{s.value}": n for s, n in summary.counts.items()})
+        events.emit(RunFinished(str(options.report), round(summary.elapsed, 3),
+                                round(summary.rate, 1), summary.stop_kind or None,
+                                {s.value: n for s, n in summary.counts.items()}))
     return summary
 
 
@@ -119,9 +130,10 @@ def _open_journal(options: RunOptions, plan: Plan, run_id: str, started_at: str,
         raise
 
 
-def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Journal) -> Runner:
+def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Journal,
+            events: Events) -> Runner:
     return Runner(client, runner_limits(options), run_id, options.settings.track_id_prefix,
-                  on_sent=journal.sent, on_withdrawn=journal.withdrawn)
+                  events=events, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
 
 
 def runner_limits(options: RunOptions) -> Limits:
@@ -152,7 +164,7 @@ class _Progress:
 
 async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Client,
                     journal: Journal, report: ReportWriter, tally: _Progress,
-                    log: structlog.typing.FilteringBoundLogger) -> None:
+                    events: Events) -> None:
     """Authenticate, then let the runner send every row, journalling each outcome.
 
     If authentication fails the runner still takes every row, stopped: each gets its outcome
@@ -163,7 +175,7 @@ async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Cli
         await client.authenticate()
     except AuthenticationError as exc:
         runner.stop(f"authentication failed: {exc}", StopKind.AUTH)
-        log.error("run.auth_failed", error=str(exc))
+        events.emit(RunAuthFailed(str(exc)))
         progress = None
 
     def on_outcome(outcome: Outcome) -> None:
@@ -171,14 +183,13 @@ async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Cli
         report.add(outcome)
         tally.done += 1
         tally.sent += outcome.attempts > 0
-        if progress is not None:
-            progress.advance(outcome, runner)
 
     if progress is not None:
         progress.start(tally.settled + tally.to_send, tally.to_send)
-    ticker = asyncio.create_task(_progress_events(runner, tally, log))
+        events.subscribe(progress.on_event)
+    ticker = _progress_events(events, tally)
     try:
-        with _signals(runner, options.grace, enabled=options.handle_signals):
+        with _signals(runner, events, options.grace, enabled=options.handle_signals):
             await runner.run(plan.jobs(), on_outcome, total=tally.to_send)
     except asyncio.CancelledError:
         runner.stop("interrupted: stopped at once", StopKind.INTERRUPTED)
@@ -187,22 +198,32 @@ async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Cli
         if progress is not None:
             progress.stop()
     if runner.auth_error is not None:
-        log.error("run.auth_failed", error=str(runner.auth_error))
+        events.emit(RunAuthFailed(str(runner.auth_error)))
 
 
-async def _progress_events(runner: Runner, tally: _Progress,
-                           log: structlog.typing.FilteringBoundLogger) -> None:
-    """A `run.progress` event every PROGRESS_EVERY seconds, for logs without a display."""
-    while True:
-        await asyncio.sleep(PROGRESS_EVERY)
-        log.info("run.progress", done=tally.settled + tally.done, to_send=tally.to_send,
-                 in_flight=runner.window.in_flight, window=runner.window.size,
-                 pace=None if runner.pace.rate is None else round(runner.pace.rate, 2),
-                 pace_source=runner.pace.source)
+def _progress_events(events: Events, tally: _Progress) -> asyncio.Task[None]:
+    """A `run.progress` event every PROGRESS_EVERY seconds, for logs without a display: the
+    pool's load as its last `pool.load` event told it (subscribed before the pool starts)."""
+    last: dict[str, PoolLoad] = {}
+
+    def note(event: Event) -> None:
+        if isinstance(event, PoolLoad):
+            last["load"] = event
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            if (load := last.get("load")) is not None:
+                pace = None if load.pace is None else round(load.pace, 2)
+                events.emit(RunProgress(tally.settled + tally.done, tally.to_send,
+                                        load.in_flight, load.window, pace, load.pace_source))
+
+    events.subscribe(note)
+    return asyncio.create_task(tick())
 
 
 @contextlib.contextmanager
-def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
+def _signals(runner: Runner, events: Events, grace: float, enabled: bool) -> Iterator[None]:
     """Ctrl-C / SIGTERM: start no new row, let in-flight ones finish for up to `grace`
     seconds, then stop at once; a second signal stops at once."""
     loop = asyncio.get_running_loop()
@@ -217,9 +238,8 @@ def _signals(runner: Runner, grace: float, enabled: bool) -> Iterator[None]:
             task.cancel()
             return
         runner.stop(f"interrupted ({signum.name})", StopKind.INTERRUPTED)
-        get_logger("batch_cancel").warning(
-            "run.interrupting", grace=grace,
-            hint=f"in-flight requests get {grace:g} s; press Ctrl-C again to stop at once")
+        events.emit(RunInterrupting(
+            grace, f"in-flight requests get {grace:g} s; press Ctrl-C again to stop at once"))
         deadline.append(loop.call_later(grace, task.cancel))
 
     if enabled:

@@ -17,6 +17,8 @@ from typing import Any, Protocol, TextIO, cast
 
 import structlog
 
+from .events import Event, Events
+
 LOG_FORMATS = ("console", "json")
 
 
@@ -56,6 +58,27 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     if structlog.is_configured():
         return cast(structlog.typing.FilteringBoundLogger, structlog.get_logger(name))
     return cast(structlog.typing.FilteringBoundLogger, _SILENT)
+
+
+class LogSubscriber:
+    """Writes each logged event through structlog: its name, at its level, its keys."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
+        self._log = log
+
+    def __call__(self, event: Event) -> None:
+        if event.level is not None:
+            getattr(self._log, event.level)(event.name, **event.as_dict())
+
+
+def logged_events(name: str = "batch_cancel") -> Events:
+    """A bus whose events go to the package's logger (silent until logging is configured).
+
+    The logger is bound once: a lazy proxy would rebuild itself on every per-row event.
+    """
+    return Events(LogSubscriber(get_logger(name).bind()))
 
 
 def configure_logging(format: str = "json", level: str = "info",

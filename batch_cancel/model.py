@@ -45,13 +45,22 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+class StopKind(StrEnum):
+    """Why a run stopped early; the CLI maps each to an exit code."""
+
+    INTERRUPTED = "interrupted"
+    AUTH = "auth"
+    OUTAGE = "outage"
+    QUOTA = "quota"
+
+
 #: The exit code of a run that stopped early, by why it stopped (`StopKind`'s values, as
 #: `Summary.stop_kind` records them): one table for the CLI, the library and the oracle.
 STOP_EXIT_CODES: Mapping[str, ExitCode] = MappingProxyType({
-    "interrupted": ExitCode.INTERRUPTED,
-    "auth": ExitCode.AUTH,
-    "outage": ExitCode.STOPPED,
-    "quota": ExitCode.STOPPED,
+    StopKind.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopKind.AUTH: ExitCode.AUTH,
+    StopKind.OUTAGE: ExitCode.STOPPED,
+    StopKind.QUOTA: ExitCode.STOPPED,
 })
 
 

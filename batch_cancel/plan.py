@@ -25,7 +25,7 @@ from .send.zuora import Credentials
 if TYPE_CHECKING:
     import pandas
 
-    from .send.runner import Runner
+    from .events import Event
 
 
 class RunError(Exception):
@@ -33,10 +33,10 @@ class RunError(Exception):
 
 
 class ProgressSink(Protocol):
-    """What the run tells a progress display."""
+    """A progress display: started and stopped by the run, fed by the run's events."""
 
     def start(self, total: int, to_send: int) -> None: ...
-    def advance(self, outcome: Outcome, runner: Runner) -> None: ...
+    def on_event(self, event: Event) -> None: ...
     def stop(self) -> None: ...
 
 

@@ -1,8 +1,12 @@
-"""The live progress display for people at a terminal (rich), and the plan/summary texts."""
+"""The live progress display for people at a terminal (rich), and the plan/summary texts.
+
+The display knows the run only by its events (`events.py`): each `pool.load` counts a row and
+tells the pool's load, each `pool.paused` for a 429 starts a countdown. Its time is the
+runner's clock, so a pause is counted down on the clock that set it.
+"""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
@@ -22,18 +26,20 @@ from rich.progress import (
 )
 
 from .config import Target
-from .model import Outcome, Status, Summary
+from .events import Event, PoolLoad, PoolPausedRateLimited
+from .model import Status, Summary
 from .read.loader import LoadedInput
 from .record.journal import JournalState
+from .send.clock import Clock
 from .send.pace import Source
-from .send.runner import Runner
 
 
 class RichProgress:
     """done/total, rows/s, ETA, counts per status, in flight, and a pause when one is on."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Clock | None = None) -> None:
         self.console = console
+        self._clock = clock or Clock()
         self._progress = Progress(
             TextColumn("[bold]cancelling"),
             BarColumn(),
@@ -46,26 +52,35 @@ class RichProgress:
             transient=False,
         )
         self._task: TaskID | None = None
-        self._counts: Counter[Status] = Counter()
-        self._started = time.monotonic()
+        self._counts: Counter[str] = Counter()
+        self._started = self._clock.now()
+        self._paused_until = 0.0
 
     def start(self, total: int, to_send: int) -> None:
         """Show the bar for the rows to send."""
-        self._started = time.monotonic()
+        self._started = self._clock.now()
         self._task = self._progress.add_task("send", total=to_send, rate=0.0, detail="")
         self._progress.start()
 
-    def advance(self, outcome: Outcome, runner: Runner) -> None:
-        """Count one finished row."""
-        if self._task is None:
+    def on_event(self, event: Event) -> None:
+        """Follow the run: a 429 pause starts a countdown, a finished row moves the bar."""
+        if isinstance(event, PoolPausedRateLimited):
+            self._paused_until = max(self._paused_until, self._clock.now() + event.seconds)
+        elif isinstance(event, PoolLoad) and event.status is not None:
+            self._advance(event)
+
+    def _advance(self, load: PoolLoad) -> None:
+        """Count one finished row and show the pool's load."""
+        if self._task is None or load.status is None:
             return
-        self._counts[outcome.status] += 1
+        self._counts[load.status] += 1
         done = sum(self._counts.values())
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        detail = " ".join(f"{s.value}={n}" for s, n in self._counts.items())
-        detail += f" in_flight={runner.window.in_flight} window={runner.window.size}"
-        detail += f" pace={pace_text(runner.pace.rate, runner.pace.source)}"
-        pause = runner.paused_until - time.monotonic()
+        now = self._clock.now()
+        elapsed = max(now - self._started, 1e-6)
+        detail = " ".join(f"{status}={n}" for status, n in self._counts.items())
+        detail += f" in_flight={load.in_flight} window={load.window}"
+        detail += f" pace={pace_text(load.pace, load.pace_source)}"
+        pause = self._paused_until - now
         if pause > 0:
             detail += f" [yellow]paused {pause:.0f}s (429)[/]"
         self._progress.update(self._task, completed=done, rate=done / elapsed, detail=detail)

@@ -41,6 +41,7 @@ _LOADER_TESTS = ("tests/test_loader.py", "tests/test_loader_fastpath.py")
 
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", ("tests/test_zuora.py",)),
+    "answers": Target("batch_cancel/send/answers.py", ("tests/test_zuora.py",)),
     "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
     "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
     "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
@@ -54,7 +55,10 @@ TARGETS = {
     "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
                    ("_checked_row", "_block_reasons", "_fast_block")),
     "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
-    "runner": Target("batch_cancel/send/runner.py",
+    "row": Target("batch_cancel/send/row.py",
+                  ("tests/test_runner.py", "tests/test_reliability.py",
+                   "tests/test_flow.py"), timeout=180.0),
+    "limits": Target("batch_cancel/send/limits.py",
                      ("tests/test_runner.py", "tests/test_reliability.py",
                       "tests/test_flow.py"), timeout=180.0),
 }

@@ -23,7 +23,8 @@ from click.testing import CliRunner, Result
 
 from batch_cancel.cli import main
 from batch_cancel.model import Answer, CancelJob
-from batch_cancel.send.runner import Clock, Sender
+from batch_cancel.send.clock import Clock
+from batch_cancel.send.row import Sender
 from batch_cancel.send.zuora import InvoiceState
 from batch_cancel.sim.server import RequestRecord, Simulator, SimulatorConfig, SimulatorStats
 

@@ -316,8 +316,7 @@ def test_without_a_terminal_progress_is_a_periodic_log_event(sim, cli, make_csv,
 
 def test_the_exit_code_table_covers_every_way_a_run_ends() -> None:
     """One table in `model`: each StopKind, an unwritten report, done or not done."""
-    from batch_cancel.model import STOP_EXIT_CODES, ExitCode, Summary, exit_code
-    from batch_cancel.send.runner import StopKind
+    from batch_cancel.model import STOP_EXIT_CODES, ExitCode, StopKind, Summary, exit_code
 
     assert set(STOP_EXIT_CODES) == {kind.value for kind in StopKind}
     expected = {"interrupted": 130, "auth": 3, "outage": 4, "quota": 4}

@@ -9,8 +9,11 @@ import structlog
 
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, Verdict
+from batch_cancel.send.clock import Clock
 from batch_cancel.send.flow import INITIAL_WINDOW, Window, WindowChange
-from batch_cancel.send.runner import Clock, Limits, Runner, Sender
+from batch_cancel.send.limits import Limits
+from batch_cancel.send.pool import Runner
+from batch_cancel.send.row import Sender
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.conftest import SenderSpy, VirtualClock, starts_before_a_429_deadline
 
@@ -193,7 +196,7 @@ async def test_the_server_never_sees_more_than_the_share_of_its_limit(live_sim) 
         await runner.run(jobs, lambda o: outcomes.__setitem__(o.row, o))
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
     assert live_sim.stats.max_in_flight <= 5
-    assert runner.window.ceiling == 5
+    assert runner.limiter.window.ceiling == 5
     assert not [r for r in live_sim.stats.requests if r.status == 429]
 
 
@@ -283,8 +286,8 @@ async def test_a_concurrency_429_shrinks_the_window_without_pausing_the_pool(liv
     assert _cancel_429s(live_sim), "the scenario must provoke a concurrency 429"
     assert len(outcomes) == 40
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
-    assert runner.paused_until == 0.0  # the pool never paused for Retry-After: 120
-    assert runner.window.size < 8
+    assert runner.limiter.paused_until == 0.0  # the pool never paused for Retry-After: 120
+    assert runner.limiter.window.size < 8
 
 
 async def test_concurrency_429_pause_mode_pauses_the_whole_pool(live_sim) -> None:
@@ -317,7 +320,7 @@ async def test_a_concurrency_429_at_a_window_of_one_pauses_for_retry_after(live_
     runner, outcomes = await _run_beside_others(
         live_sim, Limits(concurrency=8, rate=None, max_attempts=10, tenant_share=1.0),
         others=4, rows=6, others_for=3.5)
-    assert runner.paused_until > 0.0
+    assert runner.limiter.paused_until > 0.0
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
 
 

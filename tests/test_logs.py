@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import pytest
 import structlog
 
-from batch_cancel.logs import SecretMask, configure
+from batch_cancel.events import (
+    PACE_SOURCES,
+    SCHEMA,
+    Events,
+    PoolLoad,
+    PoolPausedRateLimited,
+    RunFinished,
+    schema_table,
+)
+from batch_cancel.logs import LogSubscriber, SecretMask, configure
+from batch_cancel.send.pace import Source
 
 SECRET = "sim-client-secret"
 TOKEN = "eyJ0b2tlbi1vZi10ZXN0"
@@ -44,3 +56,44 @@ def test_a_configured_logger_never_writes_the_secret(log_format: str) -> None:
     assert SECRET not in text and "client_secret=***" in text, text
     if log_format == "json":
         assert json.loads(text)["error_message"] == "client_secret=***"
+
+
+def test_the_readme_event_table_is_the_schema_in_events() -> None:
+    """The README's table of events is exactly what `events.schema_table()` generates."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| event | keys |")
+    assert readme[start:readme.index("\n\n", start)] == schema_table()
+
+
+def test_every_logged_event_literal_in_the_package_is_in_the_schema() -> None:
+    """A module that still logs by name (the report, verify) uses a name events.py owns."""
+    names = {kind.name for kind in SCHEMA}
+    package = Path(__file__).parent.parent / "batch_cancel"
+    pattern = re.compile(r"\.(?:debug|info|warning|error)\(\s*\"([a-z_]+\.[a-z_]+)\"")
+    found = {name for path in package.rglob("*.py")
+             for name in pattern.findall(path.read_text(encoding="utf-8"))}
+    assert found <= names, found - names
+
+
+def test_the_pace_sources_the_schema_documents_are_the_pacer_s() -> None:
+    """`pool.pace_changed`'s documented sources are every `pace.Source` value."""
+    sources = {value for key, value in vars(Source).items() if key.isupper()}
+    assert set(PACE_SOURCES) == sources
+
+
+def test_the_log_subscriber_writes_name_level_and_keys_in_order() -> None:
+    """An event is logged under its name at its level with its fields as keys, in order;
+    a mapping field becomes one key per entry; an unlogged event writes nothing."""
+    with structlog.testing.capture_logs() as logs:
+        events = Events(LogSubscriber(structlog.get_logger("test")))
+        events.emit(PoolPausedRateLimited("rate_limited", 2.5, "rate", 429, "70"))
+        events.emit(RunFinished("r.csv", 1.5, 2.0, None, {"succeeded": 3, "failed": 1}))
+        events.emit(PoolLoad("succeeded", 1, 4, None, "unpaced"))
+    assert logs == [
+        {"event": "pool.paused", "log_level": "warning", "reason": "rate_limited",
+         "seconds": 2.5, "limit": "rate", "http_status": 429, "error_code": "70"},
+        {"event": "run.finished", "log_level": "info", "report": "r.csv", "elapsed": 1.5,
+         "rate": 2.0, "stop": None, "count_succeeded": 3, "count_failed": 1},
+    ]
+    assert list(logs[1]) == ["report", "elapsed", "rate", "stop", "count_succeeded",
+                             "count_failed", "event", "log_level"]

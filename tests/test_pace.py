@@ -8,8 +8,8 @@ import pytest
 from multidict import CIMultiDict
 
 from batch_cancel.model import Answer, Verdict
+from batch_cancel.send.answers import classify, parse_policy, rate_headers
 from batch_cancel.send.pace import DECREASE, Pace, Source, policy_rate
-from batch_cancel.send.zuora import classify, parse_policy, rate_headers
 
 ZUORA_POLICY = "2250000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
 

@@ -8,7 +8,8 @@ from collections import Counter
 
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Outcome
-from batch_cancel.send.runner import Limits, Runner
+from batch_cancel.send.limits import Limits
+from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 
 
@@ -41,7 +42,7 @@ async def test_a_policy_of_several_windows_is_paced_below_with_no_429(live_sim) 
         concurrency=8, rate=None, max_attempts=3, tenant_share=1.0, default_rate=100.0))
     assert all(o.status.value == "succeeded" for o in outcomes.values())
     assert cancel_statuses(live_sim) == {200: 24}
-    assert runner.pace.source == "tenant_policy" and runner.pace.rate == 15.0
+    assert runner.limiter.pace.source == "tenant_policy" and runner.limiter.pace.rate == 15.0
 
 
 async def test_a_rate_limit_without_policy_headers_is_found_from_429s(live_sim) -> None:
@@ -56,7 +57,7 @@ async def test_a_rate_limit_without_policy_headers_is_found_from_429s(live_sim) 
     statuses = cancel_statuses(live_sim)
     assert statuses[200] == 150
     assert statuses[429] <= 0.05 * sum(statuses.values()), statuses
-    assert runner.pace.rate is not None and runner.pace.rate <= 40.0
+    assert runner.limiter.pace.rate is not None and runner.limiter.pace.rate <= 40.0
 
 
 async def test_after_a_rate_pause_the_pool_does_not_burst_back(live_sim) -> None:
@@ -84,7 +85,7 @@ async def test_the_window_finds_an_unadvertised_concurrency_limit(live_sim) -> N
     statuses = cancel_statuses(live_sim)
     assert statuses[429] < 0.02 * sum(statuses.values()), statuses
     assert live_sim.stats.max_in_flight >= 10
-    assert 9 <= runner.window.size <= 12
+    assert 9 <= runner.limiter.window.size <= 12
 
 
 def test_the_plan_and_the_events_name_the_pace(sim, cli, make_csv) -> None:

@@ -9,9 +9,12 @@ import random
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.model import Answer, CancelJob, Outcome, Status
+from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
 from batch_cancel.record.paths import journal_path
-from batch_cancel.send.runner import Backoff, Clock, Limits, Runner, StopKind
+from batch_cancel.send.clock import Clock
+from batch_cancel.send.limits import Limits
+from batch_cancel.send.pool import Runner
+from batch_cancel.send.retry import Backoff
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from tests.conftest import read_report, requests_by_key, resends_after_acceptance
 
@@ -283,7 +286,7 @@ async def test_stop_during_a_long_429_pause_returns_at_once(live_sim) -> None:
         client = ZuoraClient(session, live_sim.url, credentials, Settings())
         runner = Runner(client, Limits(4, None, 3, tenant_share=1.0), "r", clock=clock)
         task = asyncio.create_task(runner.run(jobs(20), lambda o: outcomes.__setitem__(o.row, o)))
-        while runner.paused_until != 1120.0:  # a concurrency 429 at a window of one
+        while runner.limiter.paused_until != 1120.0:  # a concurrency 429 at a window of one
             await asyncio.wait_for(clock.napping.wait(), 30)
             clock.napping.clear()
         runner.stop("test")

@@ -10,8 +10,11 @@ import structlog
 
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Outcome, Status
+from batch_cancel.send.clock import Clock
 from batch_cancel.send.flow import INITIAL_WINDOW
-from batch_cancel.send.runner import Backoff, Clock, Limits, Runner
+from batch_cancel.send.limits import Limits
+from batch_cancel.send.pool import Runner
+from batch_cancel.send.retry import Backoff
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from tests.conftest import (
     SenderSpy,

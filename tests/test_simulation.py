@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from batch_cancel.model import CancelJob, Outcome
-from batch_cancel.send.runner import Runner
+from batch_cancel.send.pool import Runner
 from batch_cancel.sim.oracle import NEVER_LEFT, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World
 
@@ -155,11 +155,11 @@ def test_oracle_catches_a_doubt_reported_as_a_plain_failure(tmp_path: Path) -> N
     accepted, and the report says failed with nothing to check."""
 
     def forget_doubts(runner: Runner) -> None:
-        unsettled = runner._unsettled
+        unsettled = runner.rows.outcomes.unsettled
 
         def plain(*args: Any) -> Outcome:
             return dataclasses.replace(unsettled(*args), in_doubt=False)
-        runner._unsettled = plain  # type: ignore[method-assign]
+        runner.rows.outcomes.unsettled = plain  # type: ignore[method-assign]
 
     schedule = _quiet(8, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
                       references=("",) * 20, faults=(("drop_after_apply", 0.5),),
@@ -172,7 +172,7 @@ def test_oracle_catches_a_doubt_reported_as_a_plain_failure(tmp_path: Path) -> N
 def _never_read(runner: Runner) -> None:
     async def skip(*args: Any) -> None:
         return None
-    runner._settle_doubt = skip  # type: ignore[method-assign]
+    runner.rows.settle_doubt = skip  # type: ignore[method-assign]
 
 
 def test_oracle_catches_a_request_sent_before_its_journal_record(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_oracle_catches_a_request_sent_before_its_journal_record(tmp_path: Path)
     again without a read, and the oracle names the second cancel."""
 
     def unjournaled(runner: Runner) -> None:
-        runner._on_sent = None
+        runner.rows.on_sent = None
 
     schedule = _quiet(9, keys=tuple(f"INV{n}" for n in range(20)), reasons=("02",) * 20,
                       references=("",) * 20, latency=0.5, crashes=(("request", 12),),
@@ -211,7 +211,7 @@ def test_oracle_catches_a_pool_that_ignores_a_429_pause(tmp_path: Path) -> None:
     """A pause gate that never pauses lets requests start inside Retry-After: caught."""
 
     def no_pause(runner: Runner) -> None:
-        runner._pause = lambda answer: None  # type: ignore[method-assign]
+        runner.limiter.pause = lambda answer: None  # type: ignore[method-assign]
 
     schedule = _quiet(10, keys=tuple(f"INV{n}" for n in range(30)), reasons=("02",) * 30,
                       references=("",) * 30, storm=0.3, storm_retry_after=3)
@@ -223,7 +223,7 @@ def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path) -> None:
     """A window that takes the whole tenant when --tenant-share says half: caught."""
 
     def greedy(runner: Runner) -> None:
-        runner.window.share = 1.0
+        runner.limiter.window.share = 1.0
 
     settings = dataclasses.replace(Schedule.draw(11).settings, concurrency=20, tenant_share=0.5,
                                    rate=None)

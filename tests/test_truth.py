@@ -20,7 +20,9 @@ from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Outcome, Status
 from batch_cancel.record.journal import read_journal
 from batch_cancel.record.paths import journal_path
-from batch_cancel.send.runner import Clock, Limits, Runner
+from batch_cancel.send.clock import Clock
+from batch_cancel.send.limits import Limits
+from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.conftest import CliInvoker, RunningSimulator, read_report
 

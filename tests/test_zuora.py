@@ -10,15 +10,14 @@ import pytest
 
 from batch_cancel.config import Settings
 from batch_cancel.model import CancelJob, Verdict
-from batch_cancel.send import zuora
+from batch_cancel.send import answers
+from batch_cancel.send.answers import classify, retry_after
 from batch_cancel.send.zuora import (
     AuthenticationError,
     Credentials,
     ZuoraClient,
-    classify,
     invoice_path,
     open_session,
-    retry_after,
 )
 
 
@@ -115,7 +114,7 @@ def test_retry_after_as_http_date_is_understood() -> None:
 def test_retry_after_as_a_future_http_date_is_the_seconds_until_then(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A Retry-After date 90 s ahead of the wall clock means a 90 s wait, not none."""
-    monkeypatch.setattr(zuora.time, "time", lambda: 1445412480.0 - 90)  # 07:26:30 GMT
+    monkeypatch.setattr(answers.time, "time", lambda: 1445412480.0 - 90)  # 07:26:30 GMT
     assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 90.0
 
 

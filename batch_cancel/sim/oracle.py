@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import csv
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -32,16 +31,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from .. import api
 from ..api import runner_limits
 from ..config import Target
-from ..model import DONE, STOP_EXIT_CODES, Status, exit_code
+from ..events import Events
+from ..model import DONE, STOP_EXIT_CODES, Status, StopKind, exit_code
 from ..plan import Plan, RunOptions, prepare
 from ..record.journal import Journal
 from ..record.writer import ReportWriter
-from ..send.runner import Clock, Runner, StopKind
+from ..send.clock import Clock
+from ..send.pool import Runner
 from .world import DAY, Crash, Schedule, Stuck, VirtualLoop, World
 
 #: How a failing seed is replayed (printed with every failure).
@@ -53,10 +52,6 @@ RESTART = 5.0
 AFTERMATH = 600.0
 #: Runs of one chain at most (first run, resumes after crashes and after stops).
 MAX_RUNS = 6
-
-_SILENT = structlog.wrap_logger(
-    structlog.ReturnLogger(), processors=[],
-    wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
 
 
 class _LoopClock(Clock):
@@ -213,13 +208,14 @@ async def _one_run(schedule: Schedule, world: World, input_path: Path, run: int,
         "report": str(options.report), "target": "simulator", "base_url": "",
         "tenant": options.tenant, "resumed": options.resume}, clock=loop.time)
     snapshot: list[bytes] = []
+    events = Events()  # nobody listens: the oracle judges by the journal and the report
     runner = Runner(world, runner_limits(options), run_id, options.settings.track_id_prefix,
                     clock=_LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
-                    log=_SILENT, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
+                    events=events, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
     if runner_patch is not None:
         runner_patch(runner)
     sending = asyncio.ensure_future(
-        api._send_all(options, plan, runner, world, journal, report, tally, _SILENT))
+        api._send_all(options, plan, runner, world, journal, report, tally, events))
 
     def die() -> None:  # everything stops here: what the OS has of the journal is what stays
         snapshot.append(options.journal.read_bytes())
