@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import read_report
+from tests.helpers import read_report
 
 ROWS = [["Invoice Number", "Reason"], ["INV00001", "2"], ["INV00002", "2"],
         ["INV-CANCELLED-1", "2"], ["INV-NOTFOUND-1", "2"], ["INV 5", "2"]]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import read_report
-from tests.test_cli import run_args
+from tests.helpers import read_report, run_args
 
 ROWS = [["Invoice Number", "Reason"], *[[f"INV{n:05d}", "2"] for n in range(1, 21)],
         ["INV-NOTFOUND-1", "2"]]
