@@ -153,7 +153,8 @@ async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
     columns = loaded.columns + [c for c in VERIFY_COLUMNS if c not in loaded.columns]
     output = options.output_path or options.report_path
     # the report keeps its own dialect: a ;/cp1252 report opens in the same Excel the same way
-    write_report(output, columns, rows, {}, dialect=report_dialect(loaded.dialect))
+    write_report(output, columns, rows, {}, dialect=report_dialect(loaded.dialect),
+                 events=events)
     summary = VerifySummary(report_path=str(output))
     for row in rows:
         if row.status in (Status.SUCCEEDED, Status.CANCEL_FAILED):
