@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 from typing import Any
 
-from batch_cancel.config import Settings
+import pytest
+
+from batch_cancel.api import runner_limits
+from batch_cancel.config import Settings, Target
 from batch_cancel.events import (
     Event,
     Events,
@@ -16,11 +20,26 @@ from batch_cancel.events import (
     PoolResumed,
     PoolStopping,
 )
+from batch_cancel.plan import RunOptions
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
-from batch_cancel.send.reads import InvoiceReads, Key
+from batch_cancel.send.reads import InvoiceReads, Key, read_limits
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
 from tests.conftest import SenderSpy, SpyEvent, VirtualClock, starts_before_a_429_deadline
+
+
+@pytest.mark.parametrize(("target", "settings"), [
+    (Target("https://rest.zuora.com", "us-production"), Settings()),
+    (Target("http://127.0.0.1:1", "custom"),
+     Settings(concurrency=7, rate=3.5, max_attempts=9, outage_window=12.0, tenant_share=0.25,
+              concurrency_429="pause")),
+    (Target("", "simulator"), Settings(concurrency=2)),
+])
+def test_reads_keep_the_limits_a_run_with_the_same_settings_keeps(target: Target,
+                                                                  settings: Settings) -> None:
+    """The reads' limits are the run's, field for field, whatever the settings say."""
+    options = RunOptions(Path("in.csv"), target, settings=settings)
+    assert read_limits(settings, target) == runner_limits(options)
 
 
 def keys(n: int) -> list[Key]:
