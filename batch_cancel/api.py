@@ -83,7 +83,7 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
     if options.overwrite:
         options.journal.unlink(missing_ok=True)
     report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows,
-                          report_dialect(plan.loaded.dialect))
+                          report_dialect(plan.loaded.dialect), events)
     settled = plan.settled()
     tally = _Progress(settled=len(settled), to_send=to_send)
     for outcome in settled.values():

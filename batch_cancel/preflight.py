@@ -2,12 +2,12 @@
 `run --dry-run` makes the same plan.
 
 `preflight` validates the file exactly as `run` does; with `check_invoices` it also reads every
-sendable invoice (under the same concurrency cap and pacing) and says per row: cancelable
-(`eInvoiceStatus` Success), already cancelled or in progress, not found, or not in a cancelable
-state. It writes a report in the run's format: cancelable rows are `not_attempted` (so
-`run PREFLIGHT-REPORT --only not_attempted` sends exactly those), rows already cancelled or in
-progress `skipped` (nothing left to do), the others `failed` with the reason, and a
-`preflight` column holds the verdict.
+sendable invoice (under the run's own limits: pace, window, 429 pause, breaker) and says per
+row: cancelable (`eInvoiceStatus` Success), already cancelled or in progress, not found, or not
+in a cancelable state. It writes a report in the run's format: cancelable rows are
+`not_attempted` (so `run PREFLIGHT-REPORT --only not_attempted` sends exactly those), rows
+already cancelled or in progress `skipped` (nothing left to do), the others `failed` with the
+reason, and a `preflight` column holds the verdict.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target, open_target
 from .model import (
@@ -37,8 +35,8 @@ from .read.dialect import plan_note, report_dialect
 from .read.loader import InputError, LoadedInput, LoadOptions, load
 from .record.writer import write_report
 from .send.flow import ASSUMED_TENANT_LIMIT
+from .send.reads import InvoiceReads, read_limits
 from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
-from .verify import read_invoices
 
 if TYPE_CHECKING:
     import pandas
@@ -165,7 +163,7 @@ async def check_async(loaded: LoadedInput, options: PreflightOptions) -> Preflig
     rows = list(loaded.to_send())
     window = window_of(options.settings)
     started = time.monotonic()
-    states = await _read_all(options, rows, window)
+    states = await _read_all(options, rows)
     elapsed = time.monotonic() - started
     if rows:  # the reads ran `window` at a time: their mean latency, roughly
         result.latency = max(elapsed * min(window, len(rows)) / len(rows), 1e-3)
@@ -182,28 +180,19 @@ async def check_async(loaded: LoadedInput, options: PreflightOptions) -> Preflig
     return result
 
 
-async def _read_all(options: PreflightOptions, rows: list[SourceRow], window: int
+async def _read_all(options: PreflightOptions, rows: list[SourceRow]
                     ) -> dict[int, InvoiceState]:
-    """Each row's invoice, read under the run's window and pace; rows answered 429 are read
-    again after the pause asked for, up to --max-attempts rounds."""
-    settings, rate = options.settings, options.rate
-    pacer = AsyncLimiter(1, 1.0 / rate) if rate else None
-    gate = asyncio.Semaphore(window)
-    states: dict[int, InvoiceState] = {}
+    """Each row's invoice, read under the run's limits (`send.reads`): its pace, window,
+    429 pause and breaker; rows answered 429 are read again after the pause, up to
+    --max-attempts reads."""
+    settings = options.settings
     async with (open_target(options.target, options.credentials,
                             options.simulator_config) as (base_url, credentials),
                 open_session(settings.concurrency * 2) as session):
         client = ZuoraClient(session, base_url, credentials, settings)
         await client.authenticate()
-        pending = rows
-        for _ in range(settings.max_attempts):
-            answers, pause = await read_invoices(client, pending, gate, pacer)
-            states.update(answers)
-            pending = [row for row in pending if row.row not in states]
-            if not pending:
-                break
-            await asyncio.sleep(pause)
-    return states
+        reads = InvoiceReads(client, read_limits(settings, options.target))
+        return await reads.read((row.row, row.invoice_key) for row in rows)
 
 
 def _verdict_outcome(number: int, state: InvoiceState | None) -> tuple[str, Outcome]:

@@ -2,10 +2,11 @@
 
 A cancel Zuora accepted (`succeeded`) is only on its way: the e-invoice goes `CancelProcessing`
 → `Cancelled`, or `CancelFailed` when the authority refuses. `verify` reads each such invoice
-(`GET /v1/invoices/{key}`) politely, under a concurrency cap and a start rate, in rounds with
-growing waits, until every one is settled or the `--until` deadline passes, and writes the
-report again with the e-invoice columns. Rows that ended `CancelFailed` get the status
-`cancel_failed`, so `run REPORT --only cancel_failed` sends them again.
+(`GET /v1/invoices/{key}`) politely, under the run's own limits (`send.reads`: pace, window,
+429 pause, breaker), in rounds with growing waits, until every one is settled or the `--until`
+deadline passes, and writes the report again with the e-invoice columns. Rows that ended
+`CancelFailed` get the status `cancel_failed`, so `run REPORT --only cancel_failed` sends them
+again.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 from .config import Settings, Target, open_target, tenant_identity
-from .logs import get_logger
+from .events import Events, VerifyFinished, VerifyRound, VerifyStarted
+from .logs import LogSubscriber, get_logger
 from .model import (
     SETTLED_STATUSES,
     CancelState,
@@ -37,7 +38,8 @@ from .read.loader import LoadedInput, LoadOptions, load
 from .record.journal import check_same_tenant, read_journal
 from .record.paths import journal_path
 from .record.writer import write_report
-from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from .send.reads import InvoiceReads, read_limits
+from .send.zuora import Credentials, ZuoraClient, open_session
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
                   "verified_at", "verify_note")
@@ -127,70 +129,47 @@ async def verify_async(options: VerifyOptions, loaded: LoadedInput | None = None
 
 
 async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
-    log = get_logger("batch_cancel.verify")
+    events = Events(LogSubscriber(get_logger("batch_cancel.verify")))
     pending = {row.row: row for row in to_check(loaded)}
     states: dict[int, dict[str, str]] = {}
     deadline = time.monotonic() + options.until
-    log.info("verify.started", report=str(options.report_path), to_check=len(pending))
+    events.emit(VerifyStarted(str(options.report_path), len(pending)))
     settings = options.settings
-    pacer = AsyncLimiter(1, 1.0 / settings.rate) if settings.rate else None
-    gate = asyncio.Semaphore(settings.concurrency)
     wait = options.first_wait
     async with (open_target(options.target, options.credentials,
                             options.simulator_config) as (base_url, credentials),
                 open_session(settings.concurrency * 2) as session):
         client = ZuoraClient(session, base_url, credentials, settings)
         await client.authenticate()
+        reads = InvoiceReads(client, read_limits(settings, options.target), events=events)
         while pending:
-            pause = await _round(client, pending, states, gate, pacer)
-            log.info("verify.round", pending=len(pending), checked=len(states))
-            if not pending or time.monotonic() + wait > deadline:
+            await _round(reads, pending, states)
+            events.emit(VerifyRound(len(pending), len(states)))
+            if not pending or time.monotonic() + wait > deadline or reads.stop_reason:
                 break
-            await asyncio.sleep(max(wait, pause))
+            await asyncio.sleep(wait)  # a 429's pause holds the next round's reads itself
             wait = min(options.max_wait, wait * 2)
     rows = [_with_state(row, states.get(row.row)) for row in loaded.rows]
     columns = loaded.columns + [c for c in VERIFY_COLUMNS if c not in loaded.columns]
     output = options.output_path or options.report_path
     # the report keeps its own dialect: a ;/cp1252 report opens in the same Excel the same way
-    write_report(output, columns, rows, {}, dialect=report_dialect(loaded.dialect))
+    write_report(output, columns, rows, {}, dialect=report_dialect(loaded.dialect),
+                 events=events)
     summary = VerifySummary(report_path=str(output))
     for row in rows:
         if row.status in (Status.SUCCEEDED, Status.CANCEL_FAILED):
             summary.checked += 1
             status = row.extra.get("einvoice_status") or "unknown"
             summary.counts[status] = summary.counts.get(status, 0) + 1
-    log.info("verify.finished", report=str(output), **{f"count_{k}": v
-                                                        for k, v in summary.counts.items()})
+    events.emit(VerifyFinished(str(output), dict(summary.counts)))
     return summary
 
 
-async def read_invoices(client: ZuoraClient, rows: list[SourceRow], gate: asyncio.Semaphore,
-                        pacer: AsyncLimiter | None) -> tuple[dict[int, InvoiceState], float]:
-    """Read each row's invoice once, under the gate and pacer; returns the answers and the
-    longest pause a 429 asked for (rows answered 429 are left out, to be read again)."""
-    pause = 0.0
-    states: dict[int, InvoiceState] = {}
-
-    async def read(row: SourceRow) -> None:
-        nonlocal pause
-        async with gate:
-            if pacer is not None:
-                await pacer.acquire()
-            state = await client.invoice_state(row.invoice_key, f"read-{row.row}")
-        if state.answer.rate_limited:
-            pause = max(pause, state.answer.retry_after or 5.0)
-        else:
-            states[row.row] = state
-
-    await asyncio.gather(*(read(row) for row in rows))
-    return states, pause
-
-
-async def _round(client: ZuoraClient, pending: dict[int, SourceRow],
-                 states: dict[int, dict[str, str]], gate: asyncio.Semaphore,
-                 pacer: AsyncLimiter | None) -> float:
-    """Read every pending invoice once; returns the longest pause a 429 asked for."""
-    answers, pause = await read_invoices(client, list(pending.values()), gate, pacer)
+async def _round(reads: InvoiceReads, pending: dict[int, SourceRow],
+                 states: dict[int, dict[str, str]]) -> None:
+    """Read every pending invoice once (again after a 429, under the run's limits); a
+    settled one leaves `pending`."""
+    answers = await reads.read((row.row, row.invoice_key) for row in pending.values())
     for number, read in answers.items():
         if read.einvoice_status is None:
             continue  # not readable now: try again next round
@@ -203,7 +182,6 @@ async def _round(client: ZuoraClient, pending: dict[int, SourceRow],
         }
         if read.einvoice_status in SETTLED_STATUSES:
             pending.pop(number, None)
-    return pause
 
 
 def verify_note(status: str) -> str:

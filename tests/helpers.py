@@ -287,6 +287,31 @@ def resent_inside_own_pause(stats: SimulatorStats, pause: float) -> list[str]:
     return found
 
 
+def limited_to(sim: RunningSimulator, per_second: int) -> None:
+    """The simulator allows `per_second` requests per 1 s window, then answers 429 with
+    Retry-After and no RateLimit headers (nothing to learn the pace from ahead of a 429)."""
+    sim.config.rate_limit = per_second
+    sim.config.rate_window = 1.0
+    sim.config.rate_retry_after = True
+    sim.config.rate_headers = False
+
+
+#: Whole seconds a rate 429 of `limited_to`'s 1 s window names (at least 1, so always 1).
+PAUSE = 1.0
+#: A read the client sent before it saw a 429 may reach the server a little after that 429
+#: left it; none can arrive this late into the pause unless the pause was not kept.
+ON_THE_WAY = 0.25
+
+
+def reads_inside_a_pause(requests: list[RequestRecord]) -> list[str]:
+    """Invoice reads that reached the server well inside the pause an earlier 429 named:
+    later than ON_THE_WAY after the 429 left the server, earlier than PAUSE after it."""
+    reads = [r for r in requests if r.method == "GET" and r.key is not None]
+    limited = [r.finished for r in reads if r.status == 429]
+    return [f"GET {r.key} +{r.started - at:.3f} s after a 429" for r in reads for at in limited
+            if at + ON_THE_WAY < r.started < at + PAUSE - CLOCK_SLACK]
+
+
 def resends_after_acceptance(stats: SimulatorStats) -> list[str]:
     """Cancel PUTs that reached the server for an invoice after it had accepted a cancel of
     that invoice, with no GET of the invoice arriving between the acceptance and the PUT: a

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.helpers import read_report
+from tests.helpers import (
+    PAUSE,
+    limited_to,
+    read_report,
+    reads_inside_a_pause,
+    resent_inside_own_pause,
+)
 
 ROWS = [["Invoice Number", "Reason"], ["INV00001", "2"], ["INV00002", "2"],
         ["INV-CANCELLED-1", "2"], ["INV-NOTFOUND-1", "2"], ["INV 5", "2"]]
@@ -75,3 +81,37 @@ def test_preflight_sends_zuoras_headers_on_every_read(sim, cli, make_csv) -> Non
     for read in reads:
         assert (read.headers["Zuora-Entity-Ids"], read.headers["Zuora-Org-Ids"],
                 read.headers["Zuora-Version"]) == ("E-1", "O-1", "211.0")
+
+
+MANY = [["Invoice Number", "Reason"], *[[f"INV{n:05d}", "2"] for n in range(1, 49)]]
+
+
+def test_preflight_under_429s_reads_every_row_and_holds_off_during_each_pause(
+        sim, cli, make_csv) -> None:
+    """A tenant answering 429 with Retry-After: every row is read all the same (again after
+    the pause), no read reaches Zuora inside a pause, at most --concurrency in flight."""
+    limited_to(sim, 12)
+    path = make_csv(MANY)
+    report = path.with_name("plan.csv")
+    result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
+                 "--concurrency", "4", "--report", str(report), env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert "Would send 48 cancels" in result.output
+    assert {r["preflight"] for r in read_report(report)} == {"cancelable"}
+    assert any(r.status == 429 for r in sim.stats.requests if r.method == "GET")
+    assert sim.stats.cancel_requests == 0
+    early = resent_inside_own_pause(sim.stats, PAUSE) + reads_inside_a_pause(sim.stats.requests)
+    assert not early, early
+    assert sim.stats.max_in_flight <= 4
+
+
+def test_preflight_reads_are_paced_at_the_rate(sim, cli, make_csv) -> None:
+    """At --rate 3 against a tenant allowing 6 a second, no read meets a 429: the reads are
+    paced, not sent in a burst (unpaced, the first 6 would use the window up at once)."""
+    limited_to(sim, 6)
+    path = make_csv(MANY[:9])
+    result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
+                 "--rate", "3", "--report", str(path.with_name("plan.csv")), env=sim.env)
+    assert result.exit_code == 0, result.output
+    reads = [r for r in sim.stats.requests if r.method == "GET"]
+    assert len(reads) == 8 and {r.status for r in reads} == {200}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import read_report, run_args
+from tests.helpers import limited_to, read_report, reads_inside_a_pause, run_args
 
 ROWS = [["Invoice Number", "Reason"], *[[f"INV{n:05d}", "2"] for n in range(1, 21)],
         ["INV-NOTFOUND-1", "2"]]
@@ -96,3 +96,26 @@ def test_verify_simulate_reads_a_fresh_built_in_simulator(cli, make_csv) -> None
     assert result.exit_code == 6, result.output
     assert "Verified 3 accepted cancels: Success=3" in result.output
     assert {r["einvoice_status"] for r in read_report(report)} == {"Success"}
+
+
+def test_verify_under_429s_reads_every_row_and_holds_off_during_each_pause(
+        sim, cli, make_csv) -> None:
+    """A tenant answering 429 with Retry-After: every accepted cancel is followed to
+    Cancelled all the same, no read reaches Zuora inside a pause, at most --concurrency
+    reads in flight."""
+    path = make_csv([ROWS[0], *[[f"INV{n:05d}", "2"] for n in range(1, 49)]])
+    report = path.with_name("r.csv")
+    assert cli(*run_args(sim, path, "--report", str(report)), env=sim.env).exit_code == 0
+    limited_to(sim, 12)
+    sent = len(sim.stats.requests)
+    sim.stats.max_in_flight = 0
+    result = cli("verify", str(report), "--base-url", sim.url, "--concurrency", "4",
+                 "--until", "30", env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert "Verified 48 accepted cancels: Cancelled=48" in result.output
+    assert {r["einvoice_status"] for r in read_report(report)} == {"Cancelled"}
+    reads = sim.stats.requests[sent:]
+    assert any(r.status == 429 for r in reads)
+    early = reads_inside_a_pause(reads)
+    assert not early, early
+    assert sim.stats.max_in_flight <= 4

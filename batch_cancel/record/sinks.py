@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..logs import get_logger
 from ..read.sheetfacts import CsvDialect
 from .paths import ReportError
 
 #: Rows per Parquet row group: large enough for columnar compression, small enough that a
 #: million-row report never sits in memory whole.
 PARQUET_BATCH = 10_000
+
+#: Told (old encoding, new encoding) when a CSV report switches to UTF-8 midway.
+Reencoded = Callable[[str, str], None]
 
 
 class Sink(Protocol):
@@ -58,10 +60,12 @@ class _CsvSink(_FileSink):
 
     spreadsheet = True
 
-    def __init__(self, path: Path, header: list[str], dialect: CsvDialect) -> None:
+    def __init__(self, path: Path, header: list[str], dialect: CsvDialect,
+                 on_reencoded: Reencoded | None = None) -> None:
         super().__init__(path, dialect.encoding)
         self._path = path
         self._dialect = dialect
+        self._on_reencoded = on_reencoded
         self._writer = csv.writer(self._handle, delimiter=dialect.delimiter)
         self.write(header)
 
@@ -77,9 +81,8 @@ class _CsvSink(_FileSink):
         self._handle.close()
         text = self._path.read_bytes().decode(self._dialect.encoding)
         self._path.write_bytes(text.encode("utf-8-sig"))
-        get_logger("batch_cancel").warning(
-            "report.encoding_changed", old=self._dialect.encoding, new="utf-8-sig",
-            reason=f"a value does not fit {self._dialect.encoding}")
+        if self._on_reencoded is not None:
+            self._on_reencoded(self._dialect.encoding, "utf-8-sig")
         self._dialect = CsvDialect(self._dialect.delimiter, "utf-8-sig")
         self._handle = self._path.open("a", encoding="utf-8-sig", newline="")
         self._writer = csv.writer(self._handle, delimiter=self._dialect.delimiter)
@@ -161,6 +164,10 @@ _SINKS: dict[str, Callable[[Path, list[str], CsvDialect], Sink]] = {
 }
 
 
-def open_sink(path: Path, suffix: str, header: list[str], dialect: CsvDialect) -> Sink:
-    """A sink for the format `suffix` names (one of `paths.REPORT_FORMATS`), writing `path`."""
+def open_sink(path: Path, suffix: str, header: list[str], dialect: CsvDialect,
+              on_reencoded: Reencoded | None = None) -> Sink:
+    """A sink for the format `suffix` names (one of `paths.REPORT_FORMATS`), writing `path`;
+    a CSV sink tells `on_reencoded` when it switches to UTF-8."""
+    if suffix.lower() == ".csv":
+        return _CsvSink(path, header, dialect, on_reencoded)
     return _SINKS[suffix.lower()](path, header, dialect)

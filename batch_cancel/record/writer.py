@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..events import Events, ReportEncodingChanged
+from ..logs import logged_events
 from ..model import REPORT_COLUMNS, ROW_COLUMNS, Outcome, SourceRow, Status, Summary
 from ..read.dialect import DEFAULT as DEFAULT_DIALECT
 from ..read.sheetfacts import CsvDialect
@@ -42,7 +44,7 @@ class ReportWriter:
     """
 
     def __init__(self, path: Path, input_columns: list[str], rows: list[SourceRow],
-                 dialect: CsvDialect | None = None) -> None:
+                 dialect: CsvDialect | None = None, events: Events | None = None) -> None:
         if path.suffix.lower() not in REPORT_FORMATS:
             raise ReportError(f"--report {path}: unsupported format {path.suffix!r}")
         self.path = path
@@ -51,6 +53,7 @@ class ReportWriter:
         self._cursor = 0
         self._pending: dict[int, Outcome] = {}
         self._tally = Tally(rows)
+        self._events = events
         #: why the report could not be written ("" while all is well)
         self.error: str | None = None
         header = [*input_columns, *REPORT_COLUMNS]
@@ -58,7 +61,14 @@ class ReportWriter:
         os.close(fd)
         self._temp = Path(temp)
         os.chmod(self._temp, 0o600)
-        self._sink = open_sink(self._temp, path.suffix, header, dialect or DEFAULT_DIALECT)
+        self._sink = open_sink(self._temp, path.suffix, header, dialect or DEFAULT_DIALECT,
+                               self._reencoded)
+
+    def _reencoded(self, old: str, new: str) -> None:
+        """The CSV report switched to `new` midway: say so (`report.encoding_changed`), on
+        the run's bus, else on the package's logger as it is configured now."""
+        events = self._events if self._events is not None else logged_events("batch_cancel")
+        events.emit(ReportEncodingChanged(old, new, f"a value does not fit {old}"))
 
     @property
     def held(self) -> int:
@@ -168,10 +178,11 @@ def _columns(row: SourceRow, outcome: Outcome) -> dict[str, str]:
 
 def write_report(path: Path, input_columns: list[str], rows: list[SourceRow],
                  outcomes: Mapping[int, Outcome], context: dict[str, str] | None = None,
-                 dialect: CsvDialect | None = None) -> Summary:
+                 dialect: CsvDialect | None = None, events: Events | None = None) -> Summary:
     """Write a whole report at once, atomically, in the format its extension names.
 
     `context` (input, target, run id, times) goes on the .xlsx report's Summary sheet;
-    `dialect` is a CSV report's delimiter and encoding (default: comma, UTF-8 with BOM).
+    `dialect` is a CSV report's delimiter and encoding (default: comma, UTF-8 with BOM);
+    `events` is the bus its `report.encoding_changed` goes to (default: the logger).
     """
-    return ReportWriter(path, input_columns, rows, dialect).finish(context, outcomes)
+    return ReportWriter(path, input_columns, rows, dialect, events).finish(context, outcomes)

@@ -1,0 +1,168 @@
+"""Invoice reads under the run's limits (`send.reads`), as preflight and verify use them: real
+HTTP to the simulator on loopback; schedules asserted on a virtual clock, never timed."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_cancel.api import runner_limits
+from batch_cancel.config import Settings, Target
+from batch_cancel.events import (
+    Event,
+    Events,
+    PoolPausedOutage,
+    PoolPausedRateLimited,
+    PoolResumed,
+    PoolStopping,
+)
+from batch_cancel.plan import RunOptions
+from batch_cancel.send.clock import Clock
+from batch_cancel.send.limits import Limits
+from batch_cancel.send.reads import InvoiceReads, Key, read_limits
+from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
+
+
+@pytest.mark.parametrize(("target", "settings"), [
+    (Target("https://rest.zuora.com", "us-production"), Settings()),
+    (Target("http://127.0.0.1:1", "custom"),
+     Settings(concurrency=7, rate=3.5, max_attempts=9, outage_window=12.0, tenant_share=0.25,
+              concurrency_429="pause")),
+    (Target("", "simulator"), Settings(concurrency=2)),
+])
+def test_reads_keep_the_limits_a_run_with_the_same_settings_keeps(target: Target,
+                                                                  settings: Settings) -> None:
+    """The reads' limits are the run's, field for field, whatever the settings say."""
+    options = RunOptions(Path("in.csv"), target, settings=settings)
+    assert read_limits(settings, target) == runner_limits(options)
+
+
+def keys(n: int) -> list[Key]:
+    return [(row, f"INV{row:05d}") for row in range(2, 2 + n)]
+
+
+async def read_all(live_sim: Any, wanted: list[Key], limits: Limits, clock: Clock | None = None,
+                   events: list[Event] | None = None, on_event: Any = None,
+                   ) -> tuple[dict[int, InvoiceState], list[SpyEvent], InvoiceReads]:
+    """Read `wanted` through the reader, the client wrapped in a spy on the reader's clock."""
+    clock = clock or Clock()
+    seen = events if events is not None else []
+    bus = Events(seen.append, *([on_event] if on_event else []))
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    async with open_session() as session:
+        client = ZuoraClient(session, live_sim.url, credentials, Settings(timeout=10.0))
+        spy = SenderSpy(client, clock)
+        reads = InvoiceReads(spy, limits, clock=clock, rng=random.Random(7), events=bus)
+        states = await reads.read(wanted)
+    return states, spy.events, reads
+
+
+def most_in_flight(events: list[SpyEvent]) -> int:
+    """The most reads the client had started and not yet seen answered, at any moment."""
+    now = most = 0
+    for event in events:
+        now += 1 if event.kind == "start" else -1
+        most = max(most, now)
+    return most
+
+
+async def test_a_429_storm_pauses_every_reader_and_every_key_is_read(live_sim) -> None:
+    """30 % of reads met by a 429 naming 1 s: no read of any key starts before a deadline a
+    429 named (on the reader's clock), the pool pauses for exactly that, every key is read."""
+    live_sim.config.seed = 1
+    live_sim.config.storm_429 = 0.3
+    live_sim.config.storm_retry_after = 1
+    seen: list[Event] = []
+    states, calls, _ = await read_all(live_sim, keys(80), Limits(concurrency=20, rate=None,
+                                                                  max_attempts=8),
+                                      clock=FakeClock(overlap=True), events=seen)
+    assert sorted(states) == [row for row, _ in keys(80)]
+    assert {state.einvoice_status for state in states.values()} == {"Success"}
+    assert sum(1 for e in calls if e.answer and e.answer.http_status == 429) > 10
+    early = starts_before_a_429_deadline(calls)
+    assert not early, f"{len(early)} reads started during a 429 pause: {early[:5]}"
+    pauses = [e for e in seen if isinstance(e, PoolPausedRateLimited)]
+    assert pauses and {(e.seconds, e.limit) for e in pauses} == {(1.0, "rate")}
+
+
+async def test_a_key_whose_every_read_met_a_429_is_left_out(live_sim) -> None:
+    """Out of attempts on 429s: the key is left out, as never read (preflight: `unknown`)."""
+    live_sim.config.storm_429 = 1.0
+    live_sim.config.storm_retry_after = 1
+    states, calls, _ = await read_all(live_sim, keys(3), Limits(concurrency=2, rate=None,
+                                                                 max_attempts=3),
+                                      clock=FakeClock(overlap=True))
+    assert states == {}
+    assert sum(1 for e in calls if e.kind == "start") == 9  # 3 keys, 3 reads each
+
+
+async def test_reads_are_paced_at_the_rate(live_sim) -> None:
+    """At --rate 10 the reads start at least 0.1 s apart on the reader's clock, the first at
+    once: no burst at the start."""
+    clock = FakeClock(overlap=True)
+    start = clock.now()
+    _, calls, _ = await read_all(live_sim, keys(12), Limits(concurrency=4, rate=10.0,
+                                                             max_attempts=3), clock=clock)
+    starts = [e.at for e in calls if e.kind == "start"]
+    assert len(starts) == 12 and starts[0] == start
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.1 - 1e-9, gaps
+    assert clock.now() - start >= 1.1 - 1e-9
+
+
+async def test_at_most_the_window_is_in_flight(live_sim) -> None:
+    """--concurrency 3: never more than 3 reads in flight, as the client and the server see."""
+    live_sim.config.latency = 0.02
+    states, calls, _ = await read_all(live_sim, keys(24), Limits(concurrency=3, rate=None,
+                                                                  max_attempts=3))
+    assert len(states) == 24
+    assert most_in_flight(calls) <= 3
+    assert 1 <= live_sim.stats.max_in_flight <= 3
+
+
+async def test_an_outage_opens_the_breaker_and_reading_resumes_when_it_ends(live_sim) -> None:
+    """Every read answered 503: the breaker opens after the threshold, one probe at a time
+    goes through, and once the service is back every key is read (the failures while the
+    breaker was open did not use up the keys' attempts)."""
+    live_sim.config.outage_after = 0.0
+    live_sim.config.outage_for = 1e6
+    seen: list[Event] = []
+
+    def service_back(event: Event) -> None:
+        if isinstance(event, PoolPausedOutage):
+            live_sim.config.outage_after = None
+
+    limits = Limits(concurrency=4, rate=None, max_attempts=3, outage_threshold=3)
+    states, _, _ = await read_all(live_sim, keys(10), limits, clock=FakeClock(overlap=True),
+                                  events=seen, on_event=service_back)
+    assert sorted(states) == [row for row, _ in keys(10)]
+    assert {state.einvoice_status for state in states.values()} == {"Success"}
+    kinds = [type(e) for e in seen if isinstance(e, PoolPausedOutage | PoolResumed)]
+    assert kinds == [PoolPausedOutage, PoolResumed]
+
+
+async def test_an_outage_past_the_outage_window_stops_reading(live_sim) -> None:
+    """An outage that outlasts --outage-window stops the reading cleanly: no key is read,
+    the reader says why, and no read starts after the stop."""
+    live_sim.config.outage_after = 0.0
+    live_sim.config.outage_for = 1e6
+    seen: list[Event] = []
+    reads_at_stop: list[int] = []
+
+    def note_stop(event: Event) -> None:
+        if isinstance(event, PoolStopping):
+            reads_at_stop.append(live_sim.stats.invoice_reads)
+
+    limits = Limits(concurrency=4, rate=None, max_attempts=3, outage_threshold=3,
+                    outage_window=30.0)
+    states, _, reads = await read_all(live_sim, keys(10), limits, clock=FakeClock(overlap=True),
+                                      events=seen, on_event=note_stop)
+    assert all(state.einvoice_status is None for state in states.values())
+    assert "outage-window" in reads.stop_reason
+    assert [e.kind for e in seen if isinstance(e, PoolStopping)] == ["outage"]
+    assert reads_at_stop == [live_sim.stats.invoice_reads]
