@@ -53,7 +53,7 @@ TARGETS = {
     "excel": Target("batch_cancel/read/excel.py", _LOADER_TESTS,
                     ("excel_text", "format_number", "_digits", "_literal", "_general")),
     "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
-                   ("_checked_row", "_block_reasons", "_fast_block")),
+                   ("_checked_row", "_block_reasons", "fast_block")),
     "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
     "row": Target("batch_cancel/send/row.py",
                   ("tests/test_runner.py", "tests/test_reliability.py",

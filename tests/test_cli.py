@@ -13,29 +13,16 @@ import pytest
 
 from batch_cancel.model import REPORT_COLUMNS
 from batch_cancel.record.paths import journal_path
-from tests.conftest import read_report, resends_after_acceptance
-
-ROWS = [
-    ["Invoice Number", "Reason", "Document Reference ID", "Customer"],
-    ["INV00001", "1", "DM00001", "Acme MX"],
-    ["INV00002", "02", "", "Beta"],
-    ["INV-NOTFOUND-3", "03", "", "Gamma"],
-    ["INV00002", "02", "", "Beta again"],
-    ["INV 5", "02", "", "Bad key"],
-]
-
-
-def run_args(sim, path: Path, *extra: str) -> list[str]:
-    return ["run", str(path), "--base-url", sim.url, "--no-progress", *extra]
+from tests.helpers import MIXED_ROWS, read_report, resends_after_acceptance, run_args
 
 
 def test_a_run_writes_every_row_once_in_input_order(sim, cli, make_csv) -> None:
     """Each input row appears once, in order, with its own columns and the report columns."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     result = cli(*run_args(sim, path), env=sim.env)
     assert result.exit_code == 1, result.output
     report = read_report(path.with_name("input.report.csv"))
-    assert list(report[0]) == [*ROWS[0], *REPORT_COLUMNS]
+    assert list(report[0]) == [*MIXED_ROWS[0], *REPORT_COLUMNS]
     assert [r["row"] for r in report] == ["2", "3", "4", "5", "6"]
     assert [r["status"] for r in report] == ["succeeded", "succeeded", "failed", "duplicate",
                                              "invalid"]
@@ -55,14 +42,14 @@ def test_exit_code_is_0_when_every_row_succeeded_or_duplicates_one(sim, cli, mak
 
 def test_no_target_is_refused_with_a_clear_message(cli, make_csv) -> None:
     """Without --env, --base-url, ZUORA_BASE_URL or --simulate nothing runs (exit 2)."""
-    result = cli("run", str(make_csv(ROWS)))
+    result = cli("run", str(make_csv(MIXED_ROWS)))
     assert result.exit_code == 2
     assert "--env" in result.output and "--simulate" in result.output
 
 
 def test_two_targets_are_refused(cli, make_csv) -> None:
     """Naming two targets is ambiguous: refused."""
-    result = cli("run", str(make_csv(ROWS)), "--env", "sandbox", "--simulate")
+    result = cli("run", str(make_csv(MIXED_ROWS)), "--env", "sandbox", "--simulate")
     assert result.exit_code == 2 and "exactly one target" in result.output
 
 
@@ -70,14 +57,15 @@ def test_env_var_target_beside_a_flag_is_refused(cli, make_csv) -> None:
     """ZUORA_BASE_URL left exported plus --env is two targets: refused, nothing sent."""
     env = {"ZUORA_CLIENT_ID": "x", "ZUORA_CLIENT_SECRET": "y",
            "ZUORA_BASE_URL": "https://rest.apisandbox.zuora.com"}
-    result = cli("run", str(make_csv(ROWS)), "--env", "production", "--yes", env=env)
+    result = cli("run", str(make_csv(MIXED_ROWS)), "--env", "production", "--yes", env=env)
     assert result.exit_code == 2 and "ZUORA_BASE_URL" in result.output
 
 
 def test_plain_http_is_refused_except_for_loopback(cli, make_csv) -> None:
     """Credentials never travel unencrypted to another host."""
     env = {"ZUORA_CLIENT_ID": "x", "ZUORA_CLIENT_SECRET": "y"}
-    result = cli("run", str(make_csv(ROWS)), "--base-url", "http://zuora.example.com", env=env)
+    result = cli("run", str(make_csv(MIXED_ROWS)), "--base-url", "http://zuora.example.com",
+                 env=env)
     assert result.exit_code == 2 and "https://" in result.output
 
 
@@ -90,14 +78,14 @@ def test_env_var_base_url_is_a_target(sim, cli, make_csv) -> None:
 
 def test_missing_credentials_are_refused_before_any_request(sim, cli, make_csv) -> None:
     """Credentials come from the environment only; without them nothing is sent."""
-    result = cli(*run_args(sim, make_csv(ROWS)))
+    result = cli(*run_args(sim, make_csv(MIXED_ROWS)))
     assert result.exit_code == 2 and "ZUORA_CLIENT_SECRET" in result.output
     assert sim.stats.requests == []
 
 
 def test_bad_credentials_exit_3_and_send_no_cancel(sim, cli, make_csv) -> None:
     """Refused credentials abort before any cancel; the report lists every row."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     env = {**sim.env, "ZUORA_CLIENT_SECRET": "wrong-secret-123"}
     result = cli(*run_args(sim, path), env=env)
     assert result.exit_code == 3, result.output
@@ -108,7 +96,7 @@ def test_bad_credentials_exit_3_and_send_no_cancel(sim, cli, make_csv) -> None:
 
 def test_dry_run_sends_nothing(sim, cli, make_csv) -> None:
     """--dry-run validates and prints the plan; no request, no report."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     result = cli(*run_args(sim, path, "--dry-run"), env=sim.env)
     assert result.exit_code == 1  # an invalid row is in the file
     assert "To send: 3" in result.output and "row 6: invoice key has whitespace" in result.output
@@ -118,7 +106,7 @@ def test_dry_run_sends_nothing(sim, cli, make_csv) -> None:
 
 def test_report_fed_back_with_only_failed_reruns_just_those_rows(sim, cli, make_csv) -> None:
     """`run REPORT --only failed` sends only the failed rows and carries the rest over."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     first = path.with_name("first.report.csv")
     cli(*run_args(sim, path, "--report", str(first)), env=sim.env)
     before = sim.stats.cancel_requests
@@ -130,7 +118,7 @@ def test_report_fed_back_with_only_failed_reruns_just_those_rows(sim, cli, make_
     assert sim.stats.cancels()[-1].key == "INV-NOTFOUND-3"
     old, new = read_report(first), read_report(second)
     assert [r["row"] for r in new] == [r["row"] for r in old]
-    assert list(new[0]) == [*ROWS[0], *REPORT_COLUMNS]
+    assert list(new[0]) == [*MIXED_ROWS[0], *REPORT_COLUMNS]
     assert [r["status"] for r in new] == [r["status"] for r in old]
     assert new[0] == old[0]  # a carried-over row is unchanged, request id and all
     assert new[2]["track_id"] != old[2]["track_id"]
@@ -139,7 +127,7 @@ def test_report_fed_back_with_only_failed_reruns_just_those_rows(sim, cli, make_
 
 def test_only_succeeded_is_refused(sim, cli, make_csv) -> None:
     """Re-sending succeeded rows would be a second cancel: refused with exit 2."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     cli(*run_args(sim, path), env=sim.env)
     before = sim.stats.cancel_requests
     result = cli(*run_args(sim, path.with_name("input.report.csv"), "--only", "succeeded",
@@ -151,7 +139,7 @@ def test_only_succeeded_is_refused(sim, cli, make_csv) -> None:
 @pytest.mark.parametrize("suffix", [".xlsx", ".jsonl"])
 def test_xlsx_and_jsonl_reports_round_trip(sim, cli, make_csv, suffix: str) -> None:
     """Every report format can be read back as INPUT for --only."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     report = path.with_name(f"out{suffix}")
     assert cli(*run_args(sim, path, "--report", str(report)), env=sim.env).exit_code == 1
     before = sim.stats.cancel_requests
@@ -166,7 +154,7 @@ def test_xlsx_and_jsonl_reports_round_trip(sim, cli, make_csv, suffix: str) -> N
 
 def test_report_and_journal_are_private(sim, cli, make_csv) -> None:
     """Report and journal are readable by their owner only."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     cli(*run_args(sim, path), env=sim.env)
     report = path.with_name("input.report.csv")
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
@@ -176,7 +164,7 @@ def test_report_and_journal_are_private(sim, cli, make_csv) -> None:
 def test_an_existing_report_or_journal_blocks_the_run_until_resume_or_overwrite(
         sim, cli, make_csv) -> None:
     """An earlier run's record is never silently replaced."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     report = path.with_name("input.report.csv")
     journal_path(report).write_text('{"event": "outcome", "row": 2}\n')
     refused = cli(*run_args(sim, path), env=sim.env)
@@ -191,7 +179,7 @@ def test_an_existing_report_or_journal_blocks_the_run_until_resume_or_overwrite(
 def test_production_without_yes_is_refused_when_stdin_is_not_a_terminal(cli, make_csv) -> None:
     """Nobody can confirm: refused before any request (the target is never contacted)."""
     env = {"ZUORA_CLIENT_ID": "x", "ZUORA_CLIENT_SECRET": "y"}
-    result = cli("run", str(make_csv(ROWS)), "--env", "production", "--no-progress", env=env)
+    result = cli("run", str(make_csv(MIXED_ROWS)), "--env", "production", "--no-progress", env=env)
     assert result.exit_code == 2 and "--yes" in result.output
 
 
@@ -245,7 +233,7 @@ def test_python_dash_m_and_the_console_script_both_work() -> None:
 
 def test_simulate_flag_runs_in_process(cli, make_csv) -> None:
     """--simulate needs no credentials and no server of ours."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     result = cli("run", str(path), "--simulate", "--no-progress")
     assert result.exit_code == 1, result.output
     assert "Report:" in result.output

@@ -14,7 +14,7 @@ from batch_cancel.read.sheetfacts import CsvDialect
 from batch_cancel.record.writer import write_report
 from batch_cancel.send.zuora import Credentials
 from batch_cancel.verify import VerifyOptions, verify
-from tests.test_cli import run_args
+from tests.helpers import run_args
 
 
 def cp1252_report(path: Path, events: Events | None = None) -> None:

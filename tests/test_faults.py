@@ -25,7 +25,7 @@ import pytest
 from click.testing import Result
 
 from batch_cancel.sim.server import RequestRecord, SimulatorStats
-from tests.conftest import (
+from tests.helpers import (
     RunningSimulator,
     read_report,
     requests_by_key,

@@ -8,14 +8,14 @@ import random
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.model import Answer, CancelJob, Outcome, Status, Verdict
+from batch_cancel.model import Answer, Outcome, Status, Verdict
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.flow import INITIAL_WINDOW, Window, WindowChange
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.row import Sender
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
-from tests.conftest import SenderSpy, VirtualClock, starts_before_a_429_deadline
+from tests.helpers import FakeClock, SenderSpy, jobs, starts_before_a_429_deadline
 
 CLEAN = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                concurrency_remaining=30)
@@ -23,77 +23,78 @@ THROTTLED = Answer(Verdict.RETRY, http_status=429, rate_limited=True, concurrenc
                    concurrency_limit=40)
 
 
-class Ticks:
-    """A clock the test moves by hand."""
+async def held(window: Window, places: int) -> None:
+    """Take `places` places in the window and give them back: the most of ours the window
+    has seen in flight is then at least `places`."""
+    for _ in range(places):
+        await window.acquire()
+    for _ in range(places):
+        window.release()
 
-    def __init__(self) -> None:
-        self.t = 0.0
 
-    def __call__(self) -> float:
-        return self.t
-
-
-def throttle(window: Window) -> WindowChange | None:
-    """A concurrency 429 met with the window full (our places as the tenant counted them)."""
-    window._peak = window.size
+async def throttle(window: Window, places: int | None = None) -> WindowChange | None:
+    """A concurrency 429 met with the window full (our places as the tenant counted them),
+    or with `places` of ours in flight; every place is back by the time it is read."""
+    await held(window, window.size if places is None else places)
     return window.observe(THROTTLED)
 
 
-def grow(window: Window, answers: int, answer: Answer = CLEAN) -> None:
+def grow(window: Window, clock: FakeClock, answers: int, answer: Answer = CLEAN) -> None:
     """Feed answers spread over time, a bit over a second apart (Zuora's sampling interval)."""
-    clock = window._clock  # the test's Ticks
     for _ in range(answers):
-        assert isinstance(clock, Ticks)
         clock.t += 1.1
         window.observe(answer)
 
 
 def test_window_starts_small_and_doubles_until_the_ceiling() -> None:
     """Slow start: 4, 8, 16, then the ceiling, never a burst at start."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
     sizes = [window.size]
     for _ in range(4):
-        grow(window, window.size)
+        grow(window, ticks, window.size)
         sizes.append(window.size)
     assert sizes == [INITIAL_WINDOW, 8, 16, 20, 20]
 
 
 def test_window_never_exceeds_the_share_of_the_advertised_limit() -> None:
     """With Concurrency-Limit-Limit 40 and share 0.5 the window stays at 20 or below."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
-    grow(window, 500)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
+    grow(window, ticks, 500)
     assert window.ceiling == 20 and window.size == 20
-    grow(window, 50, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=10))
+    grow(window, ticks, 50, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=10))
     assert window.size == 5
 
 
 def test_window_never_exceeds_the_concurrency_flag() -> None:
     """--concurrency caps the window even when the tenant's share is larger."""
-    window = Window(max_size=6, share=1.0, clock=Ticks())
-    grow(window, 200)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=6, share=1.0, clock=ticks.now)
+    grow(window, ticks, 200)
     assert window.size == 6
 
 
-def test_a_429_within_the_burst_clamps_below_what_we_held() -> None:
+async def test_a_429_within_the_burst_clamps_below_what_we_held() -> None:
     """A second 429 within the second, met at fewer of ours in flight: two below that, at once."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=1.0, clock=ticks)
-    grow(window, 300, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40))
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=1.0, clock=ticks.now)
+    grow(window, ticks, 300, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40))
     assert window.size == 40
-    throttle(window)
+    await throttle(window)
     assert window.size == 20
-    window._peak = 13  # the tenant refused our 13th: it allows 12 (no Remaining advertised)
-    change = window.observe(THROTTLED)
+    # the tenant refused our 13th: it allows 12 (no Remaining advertised)
+    change = await throttle(window, 13)
     assert change is not None and (change.old, change.new) == (20, 12)
 
 
-def test_without_remaining_the_window_stays_one_below_the_refused_count() -> None:
+async def test_without_remaining_the_window_stays_one_below_the_refused_count() -> None:
     """No Concurrency-Limit headers: the 13th refused says 12 fit, and nobody else is seen."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=1.0, clock=ticks)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=1.0, clock=ticks.now)
     bare = Answer(Verdict.SUCCEEDED, http_status=200)
-    grow(window, 100, bare)
-    window._peak = 13
+    grow(window, ticks, 100, bare)
+    await held(window, 13)
     window.observe(Answer(Verdict.RETRY, http_status=429, rate_limited=True,
                           concurrency_limited=True))
     assert window.size == 12
@@ -105,43 +106,51 @@ def test_without_remaining_the_window_stays_one_below_the_refused_count() -> Non
 
 def test_a_rate_429_leaves_the_window_alone() -> None:
     """Too many starts per second says nothing of how many may be in flight: the pace acts."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
-    grow(window, 200)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
+    grow(window, ticks, 200)
     rate_429 = Answer(Verdict.RETRY, http_status=429, rate_limited=True, concurrency_limit=40)
     assert window.observe(rate_429) is None and window.size == 20
 
 
-def test_a_429_halves_the_window_once_per_second() -> None:
+async def test_a_429_halves_the_window_once_per_second() -> None:
     """Multiplicative decrease, with a cooldown so one burst of 429s counts once."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=0.5, clock=ticks)
-    grow(window, 200)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
+    grow(window, ticks, 200)
     assert window.size == 20
-    change = throttle(window)
+    for _ in range(20):
+        await window.acquire()  # the whole window in flight
+    window.release()  # the first refused request's answer
+    change = window.observe(THROTTLED)
     assert change is not None and (change.old, change.new, change.reason) == (20, 10, "429")
-    window._peak = 20  # another request of the same burst, refused while we still held 20
+    window.release()  # another request of the same burst, refused while we still held 20
     assert window.observe(THROTTLED) is None and window.size == 10
+    for _ in range(18):
+        window.release()
     ticks.t += 1.1
-    throttle(window)
+    await throttle(window)
     assert window.size == 5
 
 
-def test_the_window_grows_back_by_one_per_window_of_clean_answers() -> None:
+async def test_the_window_grows_back_by_one_per_window_of_clean_answers() -> None:
     """Additive increase after a decrease: +1 for each full window of clean answers."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
-    grow(window, 200)
-    throttle(window)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
+    grow(window, ticks, 200)
+    await throttle(window)
     assert window.size == 10
-    grow(window, 10)
+    grow(window, ticks, 10)
     assert window.size == 11
-    grow(window, 11)
+    grow(window, ticks, 11)
     assert window.size == 12
 
 
 def test_a_tenant_filled_by_others_shrinks_the_window_without_a_429() -> None:
     """Remaining 0 while little of it is ours: shrink to what is ours before Zuora says 429."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
-    grow(window, 200)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
+    grow(window, ticks, 200)
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                           concurrency_remaining=0))
     assert window.size == 1
@@ -149,8 +158,9 @@ def test_a_tenant_filled_by_others_shrinks_the_window_without_a_429() -> None:
 
 async def test_a_tenant_filled_by_our_own_requests_does_not_shrink_the_window() -> None:
     """Remaining 0 because our own window fills the limit is not congestion."""
-    window = Window(max_size=40, share=1.0, clock=Ticks())
-    grow(window, 500, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40))
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=40, share=1.0, clock=ticks.now)
+    grow(window, ticks, 500, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40))
     assert window.size == 40
     for _ in range(39):
         await window.acquire()  # 40 were in flight; this answer's request just left
@@ -161,16 +171,17 @@ async def test_a_tenant_filled_by_our_own_requests_does_not_shrink_the_window() 
 
 def test_outage_answers_do_not_move_the_window() -> None:
     """5xx and dropped connections are the breaker's concern, not congestion."""
-    window = Window(max_size=64, share=0.5, clock=Ticks())
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
     before = window.size
-    grow(window, 50, Answer(Verdict.RETRY, http_status=503, in_doubt=True))
-    grow(window, 50, Answer(Verdict.RETRY, in_doubt=True))
+    grow(window, ticks, 50, Answer(Verdict.RETRY, http_status=503, in_doubt=True))
+    grow(window, ticks, 50, Answer(Verdict.RETRY, in_doubt=True))
     assert window.size == before
 
 
 async def test_waiters_get_places_as_they_free_up_and_when_the_window_grows() -> None:
     """acquire() blocks at the window size and resumes on release."""
-    window = Window(max_size=8, share=1.0, clock=Ticks())
+    window = Window(max_size=8, share=1.0, clock=FakeClock(start=0.0).now)
     assert window.size == 4
     for _ in range(4):
         await window.acquire()
@@ -192,8 +203,7 @@ async def test_the_server_never_sees_more_than_the_share_of_its_limit(live_sim) 
         client = ZuoraClient(session, live_sim.url, credentials, Settings())
         runner = Runner(client, Limits(concurrency=32, rate=None, max_attempts=3,
                                        tenant_share=0.5), "r", rng=random.Random(1))
-        jobs = [CancelJob(n, f"INV{n:05d}", "02") for n in range(2, 82)]
-        await runner.run(jobs, lambda o: outcomes.__setitem__(o.row, o))
+        await runner.run(jobs(80), lambda o: outcomes.__setitem__(o.row, o))
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
     assert live_sim.stats.max_in_flight <= 5
     assert runner.limiter.window.ceiling == 5
@@ -202,7 +212,7 @@ async def test_the_server_never_sees_more_than_the_share_of_its_limit(live_sim) 
 
 def test_the_window_grows_only_into_the_places_the_tenant_had_free() -> None:
     """Growth stops one short of Remaining plus what we held when it was sampled."""
-    window = Window(max_size=64, share=1.0, clock=Ticks())
+    window = Window(max_size=64, share=1.0, clock=FakeClock(start=0.0).now)
     tight = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=10,
                    concurrency_remaining=3)
     window.in_flight = 3  # 4 were in flight when Zuora counted; this answer's just left
@@ -217,8 +227,8 @@ def test_the_window_grows_only_into_the_places_the_tenant_had_free() -> None:
 
 def test_a_stale_sample_counts_the_fewest_requests_we_held_since_the_last_one() -> None:
     """Zuora samples Remaining once a second: credit only what we surely held then."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=1.0, clock=ticks)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=1.0, clock=ticks.now)
     window.in_flight = 1
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
     ticks.t += 0.6
@@ -261,10 +271,9 @@ async def _run_beside_others(live_sim, limits: Limits, others: int, rows: int,
             spy.append(SenderSpy(client, clock or Clock()))
             sender = spy[-1]
         runner = Runner(sender, limits, "r", rng=random.Random(3), clock=clock)
-        jobs = [CancelJob(n, f"INV{n:05d}", "02") for n in range(2, 2 + rows)]
         try:
             await asyncio.wait_for(
-                runner.run(jobs, lambda o: outcomes.__setitem__(o.row, o)), 60)
+                runner.run(jobs(rows), lambda o: outcomes.__setitem__(o.row, o)), 60)
         finally:
             stop.set()
             await background
@@ -299,7 +308,7 @@ async def test_concurrency_429_pause_mode_pauses_the_whole_pool(live_sim) -> Non
     live_sim.config.concurrency_sample_interval = 1.0
     limits = Limits(concurrency=8, rate=None, max_attempts=5, tenant_share=1.0,
                     pause_on_concurrency_429=True)
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     spy: list[SenderSpy] = []
     with structlog.testing.capture_logs() as logs:
         _, outcomes = await _run_beside_others(live_sim, limits, others=3, rows=20,
@@ -324,28 +333,28 @@ async def test_a_concurrency_429_at_a_window_of_one_pauses_for_retry_after(live_
     assert all(o.status is Status.SUCCEEDED for o in outcomes.values())
 
 
-def test_after_a_429_the_window_stays_below_the_size_that_met_it_for_a_while() -> None:
+async def test_after_a_429_the_window_stays_below_the_size_that_met_it_for_a_while() -> None:
     """Remaining shows others' places as free between their requests: do not regrow into them."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=0.5, clock=ticks)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=0.5, clock=ticks.now)
     roomy = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                    concurrency_remaining=30)
-    grow(window, 100, roomy)
+    grow(window, ticks, 100, roomy)
     assert window.size == 20
-    throttle(window)
+    await throttle(window)
     assert window.size == 10
     for _ in range(200):
         ticks.t += 0.01  # two seconds of clean answers that advertise plenty of room
         window.observe(roomy)
     assert window.size == 18  # two below the 20 that met the 429
     ticks.t += 30.0
-    grow(window, 40, roomy)
+    grow(window, ticks, 40, roomy)
     assert window.size == 20  # the memory fades: probing past it again
 
 
 def test_the_room_keeps_a_place_spare_per_ten_requests_of_other_clients() -> None:
     """Remaining counts others' requests between two calls as free: leave room for them."""
-    window = Window(max_size=64, share=1.0, clock=Ticks())
+    window = Window(max_size=64, share=1.0, clock=FakeClock(start=0.0).now)
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                           concurrency_remaining=17))
     assert window.room == 18 - 1 - 2  # 1 ours + 17 free; others hold 22: 2 more spare
@@ -353,8 +362,8 @@ def test_the_room_keeps_a_place_spare_per_ten_requests_of_other_clients() -> Non
 
 def test_an_exact_remaining_is_trusted_as_it_comes() -> None:
     """Remaining that changes from one answer to the next counts our requests in flight now."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=1.0, clock=ticks)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=1.0, clock=ticks.now)
     window.in_flight = 1
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
     ticks.t += 0.01

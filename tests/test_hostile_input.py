@@ -39,8 +39,7 @@ import pytest
 
 from batch_cancel import plan
 from batch_cancel.model import REPORT_COLUMNS
-from tests.conftest import read_report
-from tests.test_loader import patch_cells
+from tests.helpers import patch_cells, read_report
 
 Build = Callable[[Path], Path]
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

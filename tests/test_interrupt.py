@@ -6,32 +6,26 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_report, resends_after_acceptance, server_stats, wait_for_server
-
-BIN = Path(sys.executable).with_name("batch-cancel")
+from tests.helpers import (
+    BIN,
+    SimulatorProcess,
+    read_report,
+    resends_after_acceptance,
+    server_stats,
+    wait_for_server,
+)
 
 
 @pytest.fixture
-def sim_process() -> Iterator[str]:
+def sim_process(simulator_process: Callable[..., SimulatorProcess]) -> str:
     """`batch-cancel simulate` as its own process, slow enough to interrupt mid-run."""
-    process = subprocess.Popen([str(BIN), "simulate", "--port", "0", "--latency", "0.05"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    url = line.strip().rsplit(" ", 1)[-1]
-    assert url.startswith("http://127.0.0.1:"), line
-    try:
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(10)
+    return simulator_process("--latency", "0.05").url
 
 
 def test_sigint_stops_cleanly_with_every_row_reported_and_exit_130(sim_process: str,
@@ -70,17 +64,9 @@ def test_sigint_stops_cleanly_with_every_row_reported_and_exit_130(sim_process: 
 
 
 @pytest.fixture
-def slow_sim_process() -> Iterator[str]:
+def slow_sim_process(simulator_process: Callable[..., SimulatorProcess]) -> str:
     """A simulator whose every answer takes 3 s: requests are surely in flight at Ctrl-C."""
-    process = subprocess.Popen([str(BIN), "simulate", "--port", "0", "--latency", "3"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
-    try:
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(10)
+    return simulator_process("--latency", "3").url
 
 
 def test_grace_period_bounds_the_wait_and_resume_checks_rows_left_in_doubt(

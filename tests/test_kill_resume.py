@@ -1,7 +1,7 @@
 """SIGKILL in the middle of a run, then `--resume`: nothing lost, nothing cancelled twice.
 
-Real processes on both sides: a simulator started with `python -c` (latency, and 5 % of cancels
-applied with the answer lost, so some rows are in doubt at any moment) and `batch-cancel run`
+Real processes on both sides: `batch-cancel simulate` (latency, and 5 % of cancels applied
+with the answer lost, so some rows are in doubt at any moment) and `batch-cancel run`
 killed with SIGKILL, which no handler can catch: only what the journal already holds survives.
 Kill points are counted from the first cancel the simulator sees, not from process start, so
 every case really kills a run that is sending (start-up takes a few tenths of a second).
@@ -14,79 +14,30 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import read_report, resends_after_acceptance, server_stats
+from tests.helpers import BIN, SimulatorProcess, read_report, resends_after_acceptance
 
-BIN = Path(sys.executable).with_name("batch-cancel")
 ROWS = 600
 CLIENT_ID = "sim-client-id"
 CLIENT_SECRET = "sim-client-secret"
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 
-SIMULATOR_CODE = """
-from batch_cancel.sim.server import SimulatorConfig, serve
-serve(SimulatorConfig(latency=0.02, drop_after_apply=0.05, cancel_delay=0.05, seed={seed}),
-      "127.0.0.1", 0)
-"""
-
-
-def get_json(url: str) -> Any:
-    """GET a simulator control endpoint (these are never recorded as requests)."""
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        return json.load(answer)
-
-
-class SimProcess:
-    """A simulator in its own process, read through its /_sim/ endpoints."""
-
-    def __init__(self, seed: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SIMULATOR_CODE.format(seed=seed)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        self.url = line.strip().rsplit(" ", 1)[-1]
-        assert self.url.startswith("http://127.0.0.1:"), line
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = get_json(f"{self.url}/_sim/stats")
-        return stats
-
-    def requests(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = get_json(f"{self.url}/_sim/requests")["requests"]
-        return records
-
-    def tokens(self) -> list[str]:
-        tokens: list[str] = get_json(f"{self.url}/_sim/tokens")["tokens"]
-        return tokens
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
 
 @pytest.fixture
-def sim_process(request: pytest.FixtureRequest) -> Iterator[SimProcess]:
-    """A seeded simulator process (seed from the test's `seed` parameter, else 1)."""
+def sim_process(request: pytest.FixtureRequest,
+                simulator_process: Callable[..., SimulatorProcess]) -> SimulatorProcess:
+    """A seeded simulator process (seed from the test's `seed` parameter, else 1): some
+    latency, and 5 % of cancels applied with the answer lost."""
     seed = getattr(request, "param", 1)
-    sim = SimProcess(seed)
-    try:
-        yield sim
-    finally:
-        sim.stop()
+    return simulator_process("--latency", "0.02", "--drop-after-apply", "0.05",
+                             "--cancel-delay", "0.05", "--seed", str(seed))
 
 
 @pytest.fixture
@@ -100,7 +51,7 @@ def job(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path / "R.csv"
 
 
-def command(sim: SimProcess, path: Path, report: Path, *extra: str) -> list[str]:
+def command(sim: SimulatorProcess, path: Path, report: Path, *extra: str) -> list[str]:
     return [str(BIN), "run", str(path), "--base-url", sim.url, "--report", str(report),
             "--no-progress", "--log-format", "json", "--concurrency", "8", *extra]
 
@@ -108,14 +59,14 @@ def command(sim: SimProcess, path: Path, report: Path, *extra: str) -> list[str]
 ENV = {**os.environ, "ZUORA_CLIENT_ID": CLIENT_ID, "ZUORA_CLIENT_SECRET": CLIENT_SECRET}
 
 
-def run_and_kill(sim: SimProcess, path: Path, report: Path, after: float,
+def run_and_kill(sim: SimulatorProcess, path: Path, report: Path, after: float,
                  tmp_path: Path) -> None:
     """Start the job, SIGKILL it `after` seconds after the first cancel reached the server."""
     with (tmp_path / "killed.out").open("w") as out:
         process = subprocess.Popen(command(sim, path, report), env=ENV, stdout=out,
                                    stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
-        while sim.stats()["cancel_requests"] == 0:
+        while sim.get("stats")["cancel_requests"] == 0:
             assert process.poll() is None, (tmp_path / "killed.out").read_text()
             assert time.monotonic() < deadline, "no cancel reached the simulator"
             time.sleep(0.01)
@@ -127,11 +78,11 @@ def run_and_kill(sim: SimProcess, path: Path, report: Path, after: float,
     time.sleep(0.2)  # requests the dead client left behind finish on the server
 
 
-def assert_journal_holds_no_secret(journal: Path, sim: SimProcess) -> None:
+def assert_journal_holds_no_secret(journal: Path, sim: SimulatorProcess) -> None:
     """The journal exists and holds neither the client secret nor any bearer token issued."""
     assert journal.exists(), f"no journal at {journal}"
     text = journal.read_text(encoding="utf-8")
-    tokens = sim.tokens()
+    tokens = sim.get("tokens")["tokens"]
     assert tokens
     for secret in (CLIENT_SECRET, *tokens):
         assert secret not in text, "the journal holds a secret"
@@ -152,7 +103,8 @@ def journal_records(journal: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("sim_process", "after"), [(11, 0.3), (12, 0.8), (13, 1.5), (14, 2.5)],
                          indirect=["sim_process"], ids=["0.3s", "0.8s", "1.5s", "2.5s"])
 def test_resume_after_sigkill_finishes_every_row_without_a_second_cancel(
-        sim_process: SimProcess, job: tuple[Path, Path], tmp_path: Path, after: float) -> None:
+        sim_process: SimulatorProcess, job: tuple[Path, Path], tmp_path: Path,
+        after: float) -> None:
     """Killed mid-run, one --resume finishes: every row once, all cancelled once, rows in doubt
     read before anything is resent, and the journal holds no secret."""
     path, report = job
@@ -161,9 +113,9 @@ def test_resume_after_sigkill_finishes_every_row_without_a_second_cancel(
     assert_journal_holds_no_secret(journal, sim_process)
     records = journal_records(journal)
     finished = {r["row"]: r for r in records if r.get("event") == "outcome"}
-    before = sim_process.stats()
+    before = sim_process.get("stats")
     applied_before = set(before["accepted_cancels"])
-    seen_before = len(sim_process.requests())
+    seen_before = len(sim_process.get("requests")["requests"])
     assert 0 < len(applied_before) < ROWS, "the kill did not land mid-run"
 
     resumed = subprocess.run([*command(sim_process, path, report), "--resume"], env=ENV,
@@ -173,10 +125,10 @@ def test_resume_after_sigkill_finishes_every_row_without_a_second_cancel(
     rows = read_report(report)
     assert [r["row"] for r in rows] == [str(n) for n in range(2, ROWS + 2)]
     assert Counter(r["status"] for r in rows) == {"succeeded": ROWS}
-    stats = sim_process.stats()
+    stats = sim_process.get("stats")
     assert len(stats["accepted_cancels"]) == ROWS
     # across the killed run and the resume: no cancel after an accepted one without a read
-    resent = resends_after_acceptance(server_stats(sim_process.url))
+    resent = resends_after_acceptance(sim_process.stats())
     assert not resent, resent[:10]
     # finished rows keep their outcome
     for r in rows:
@@ -184,12 +136,12 @@ def test_resume_after_sigkill_finishes_every_row_without_a_second_cancel(
         if earlier is not None and earlier.get("status") == "succeeded":
             assert r["status"] == "succeeded" and r["track_id"] == earlier["track_id"], r
     # a key the killed run sent is first read, never blindly resent, by the resumed run
-    new = sim_process.requests()[seen_before:]
+    new = sim_process.get("requests")["requests"][seen_before:]
     first_after: dict[str, dict[str, Any]] = {}
     for record in new:
         if record["key"] is not None:
             first_after.setdefault(record["key"], record)
-    sent_before = {r["key"] for r in sim_process.requests()[:seen_before]
+    sent_before = {r["key"] for r in sim_process.get("requests")["requests"][:seen_before]
                    if r["method"] == "PUT" and r["key"] is not None}
     for key in sent_before:
         record = first_after.get(key)
@@ -210,15 +162,15 @@ def test_resume_after_sigkill_finishes_every_row_without_a_second_cancel(
 
 @pytest.mark.parametrize("sim_process", [21], indirect=True)
 def test_rerun_after_sigkill_without_resume_or_overwrite_is_refused(
-        sim_process: SimProcess, job: tuple[Path, Path], tmp_path: Path) -> None:
+        sim_process: SimulatorProcess, job: tuple[Path, Path], tmp_path: Path) -> None:
     """After a kill, the same command without --resume/--overwrite exits 2 naming both flags,
     and sends nothing."""
     path, report = job
     run_and_kill(sim_process, path, report, 0.5, tmp_path)
-    before = sim_process.stats()
+    before = sim_process.get("stats")
     again = subprocess.run(command(sim_process, path, report), env=ENV, capture_output=True,
                            text=True, timeout=60, check=False)
     assert again.returncode == 2, again.stdout + again.stderr
     message = again.stdout + again.stderr
     assert "--resume" in message and "--overwrite" in message, message
-    assert sim_process.stats() == before
+    assert sim_process.get("stats") == before

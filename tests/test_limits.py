@@ -25,7 +25,7 @@ from batch_cancel.send.clock import Stop
 from batch_cancel.send.limits import Limiter, Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.retry import Backoff, RetryPolicy
-from tests.conftest import VirtualClock
+from tests.helpers import FakeClock
 
 OK = Answer(Verdict.SUCCEEDED, http_status=200)
 BUSY = Answer(Verdict.RETRY, http_status=200, error_code="50000050",
@@ -34,7 +34,7 @@ DOWN = Answer(Verdict.RETRY, http_status=503, error_message="unavailable")
 RATE_429 = Answer(Verdict.RETRY, http_status=429, rate_limited=True, retry_after=2.0)
 
 
-def limiter(limits: Limits, clock: VirtualClock, seen: list[Event] | None = None
+def limiter(limits: Limits, clock: FakeClock, seen: list[Event] | None = None
             ) -> tuple[Limiter, Stop, list[tuple[str, StopKind]]]:
     stop = Stop(clock)
     stops: list[tuple[str, StopKind]] = []
@@ -43,7 +43,7 @@ def limiter(limits: Limits, clock: VirtualClock, seen: list[Event] | None = None
                     lambda reason, kind: stops.append((reason, kind)), lambda: 0), stop, stops)
 
 
-async def request(meter: Limiter, clock: VirtualClock, answer: Answer, starts: list[float],
+async def request(meter: Limiter, clock: FakeClock, answer: Answer, starts: list[float],
                   took: float = 0.0) -> None:
     """One request through the interface: wait, start (recorded), take `took`, answer."""
     ticket = await meter.wait_can_start()
@@ -57,7 +57,7 @@ async def request(meter: Limiter, clock: VirtualClock, answer: Answer, starts: l
 
 async def test_three_workers_start_exactly_one_interval_apart() -> None:
     """At --rate 10 three workers together start at 0, 0.1, 0.2 ... s: no burst, no drift."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     meter, _, _ = limiter(Limits(concurrency=3, rate=10.0, max_attempts=1), clock)
     starts: list[float] = []
 
@@ -71,7 +71,7 @@ async def test_three_workers_start_exactly_one_interval_apart() -> None:
 
 async def test_the_window_holds_a_start_until_a_place_is_free() -> None:
     """Unpaced, with a window of 2: the third request starts when a place is given back."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     meter, _, _ = limiter(Limits(concurrency=2, rate=None, max_attempts=1), clock)
     starts: list[float] = []
     await asyncio.gather(request(meter, clock, OK, starts, took=0.5),
@@ -84,7 +84,7 @@ async def test_the_window_holds_a_start_until_a_place_is_free() -> None:
 async def test_a_rate_429_pauses_every_start_until_its_deadline() -> None:
     """A 429 naming 2 s at t=0.2: one `pool.paused` event, the pace learned from what was
     accepted, and no request starts before t=2.2."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     seen: list[Event] = []
     meter, _, _ = limiter(Limits(concurrency=3, rate=10.0, max_attempts=1), clock, seen)
     starts: list[float] = []
@@ -104,7 +104,7 @@ async def test_a_rate_429_pauses_every_start_until_its_deadline() -> None:
 async def test_an_outage_opens_the_breaker_and_one_probe_closes_it() -> None:
     """Three 503s in a row open the breaker (one `pool.paused` outage event); the next start
     is a probe at exactly the first backoff ceiling; its answer closes the breaker."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     seen: list[Event] = []
     limits = Limits(concurrency=2, rate=None, max_attempts=1, outage_threshold=3,
                     backoff=Backoff(base=1.0, cap=8.0))
@@ -126,7 +126,7 @@ async def test_an_outage_opens_the_breaker_and_one_probe_closes_it() -> None:
 
 async def test_an_outage_past_the_outage_window_stops_the_run() -> None:
     """Probes that keep failing past --outage-window stop the run (kind `outage`)."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     limits = Limits(concurrency=1, rate=None, max_attempts=1, outage_threshold=1,
                     outage_window=5.0, backoff=Backoff(base=1.0, cap=2.0))
     meter, _, stops = limiter(limits, clock)
@@ -139,7 +139,7 @@ async def test_an_outage_past_the_outage_window_stops_the_run() -> None:
 
 async def test_a_stop_releases_a_waiter_holding_nothing() -> None:
     """A start waiting for the pacer returns None at once when the run stops."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     meter, stop, _ = limiter(Limits(concurrency=2, rate=0.001, max_attempts=1), clock)
     await request(meter, clock, OK, [])
     waiting = asyncio.ensure_future(meter.wait_can_start())
@@ -185,7 +185,7 @@ async def test_a_row_gives_up_when_its_next_wait_would_pass_the_budget() -> None
     """With a 2.5 s budget and waits of exactly 1, 2, 4 s (base 1, no jitter spread: the rng
     always draws the ceiling) the row tries at 0 and 1, then gives up: waiting 2 s more would
     end at 3 s, past the budget."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     seen: list[Event] = []
 
     class Ceiling(random.Random):

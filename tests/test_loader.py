@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
 from batch_cancel.read.excel import excel_text
 from batch_cancel.read.loader import InputError, LoadedInput, LoadOptions, load
 from batch_cancel.read.validate import MAX_KEY_LENGTH, problem_in_reference
+from tests.helpers import patch_cells
 
 MakeFile = Callable[..., Path]
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -59,31 +58,6 @@ def write_xlsx(path: Path, rows: list[list[object]]) -> Path:
         book.active.append(row)
     book.save(path)
     return path
-
-
-def patch_cells(path: Path, cells: dict[str, tuple[str | None, str]]) -> None:
-    """Rewrite cells of the first sheet as raw XML: {ref: (t attribute, inner XML)}.
-
-    openpyxl cannot write a formula's cached value, which is what Excel saves and what the
-    loader must read; so the workbook is written with placeholders and its XML edited. The
-    cell's style (its number format) is kept.
-    """
-    with zipfile.ZipFile(path) as archive:
-        parts = {info.filename: archive.read(info.filename) for info in archive.infolist()}
-    name = "xl/worksheets/sheet1.xml"
-    xml = parts[name].decode("utf-8")
-    for ref, (cell_type, inner) in cells.items():
-        pattern = re.compile(rf'<c r="{ref}"(?P<style> s="\d+")?[^>]*>.*?</c>', re.DOTALL)
-        type_attr = f' t="{cell_type}"' if cell_type else ""
-        xml, count = pattern.subn(
-            lambda m, t=type_attr, i=inner, r=ref: f'<c r="{r}"{m.group("style") or ""}{t}>{i}</c>',
-            xml,
-        )
-        assert count == 1, f"placeholder cell {ref} not found"
-    parts[name] = xml.encode("utf-8")
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for part, data in parts.items():
-            archive.writestr(part, data)
 
 
 # --- every cell read as text -----------------------------------------------------------------

@@ -56,7 +56,7 @@ def load_both(path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
     """The file loaded with the fast path, then without; and how many blocks took it."""
     monkeypatch.setattr(tables, "BLOCK_ROWS", 5)  # many blocks, fast and slow ones mixed
     fast_blocks = 0
-    real = plain_rows._fast_block
+    real = plain_rows.fast_block
 
     def counting(*args: Any) -> bool:
         nonlocal fast_blocks
@@ -64,9 +64,9 @@ def load_both(path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
         fast_blocks += taken
         return taken
 
-    monkeypatch.setattr(plain_rows, "_fast_block", counting)
+    monkeypatch.setattr(plain_rows, "fast_block", counting)
     fast = load(path, LoadOptions(**options))
-    monkeypatch.setattr(plain_rows, "_fast_block", lambda *args: False)
+    monkeypatch.setattr(plain_rows, "fast_block", lambda *args: False)
     slow = load(path, LoadOptions(**options))
     return fast, slow, fast_blocks
 
@@ -206,7 +206,7 @@ def test_first_nonblank_line_matches_splitting_the_whole_text() -> None:
                         for _ in range(rng.randrange(0, 40000)))
         text = blank + rng.choice(["a;b", "a,b\tc", "", " x "]) + rng.choice(["\r\n", "\n", ""])
         expected = next((line for line in text.splitlines() if line.strip()), "")
-        assert text_files._first_nonblank_line(text) == expected
+        assert text_files.first_nonblank_line(text) == expected
 
 
 def test_a_bad_row_above_an_unreadable_one_is_reported_first(tmp_path: Path) -> None:

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from multidict import CIMultiDict
 
 from batch_cancel.model import Answer, Verdict
 from batch_cancel.send.answers import classify, parse_policy, rate_headers
 from batch_cancel.send.pace import DECREASE, Pace, Source, policy_rate
+from tests.helpers import FakeClock
 
 ZUORA_POLICY = "2250000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
-
-
-class FakeClock:
-    """Time that moves only when someone sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 9))
-        self.t += seconds
-        await asyncio.sleep(0)
 
 
 def ok(**fields: object) -> Answer:

@@ -11,10 +11,7 @@ from batch_cancel.model import CancelJob, Outcome
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
-
-
-def jobs(n: int) -> list[CancelJob]:
-    return [CancelJob(row, f"INV{row:05d}", "02") for row in range(2, 2 + n)]
+from tests.helpers import jobs
 
 
 async def run_jobs(live_sim, job_list: list[CancelJob], limits: Limits

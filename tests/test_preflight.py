@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from batch_cancel.sim.server import RequestRecord
-from tests.conftest import CLOCK_SLACK, read_report, resent_inside_own_pause
+from tests.helpers import (
+    PAUSE,
+    limited_to,
+    read_report,
+    reads_inside_a_pause,
+    resent_inside_own_pause,
+)
 
 ROWS = [["Invoice Number", "Reason"], ["INV00001", "2"], ["INV00002", "2"],
         ["INV-CANCELLED-1", "2"], ["INV-NOTFOUND-1", "2"], ["INV 5", "2"]]
@@ -76,31 +81,6 @@ def test_preflight_sends_zuoras_headers_on_every_read(sim, cli, make_csv) -> Non
     for read in reads:
         assert (read.headers["Zuora-Entity-Ids"], read.headers["Zuora-Org-Ids"],
                 read.headers["Zuora-Version"]) == ("E-1", "O-1", "211.0")
-
-
-#: Whole seconds a rate 429 of the simulator's 1 s window names (at least 1, so always 1).
-PAUSE = 1.0
-#: A read the client sent before it saw a 429 may reach the server a little after that 429
-#: left it; none can arrive this late into the pause unless the pause was not kept.
-ON_THE_WAY = 0.25
-
-
-def reads_inside_a_pause(requests: list[RequestRecord]) -> list[str]:
-    """Invoice reads that reached the server well inside the pause an earlier 429 named:
-    later than ON_THE_WAY after the 429 left the server, earlier than PAUSE after it."""
-    reads = [r for r in requests if r.method == "GET" and r.key is not None]
-    limited = [r.finished for r in reads if r.status == 429]
-    return [f"GET {r.key} +{r.started - at:.3f} s after a 429" for r in reads for at in limited
-            if at + ON_THE_WAY < r.started < at + PAUSE - CLOCK_SLACK]
-
-
-def limited_to(sim, per_second: int) -> None:
-    """The simulator allows `per_second` requests per 1 s window, then answers 429 with
-    Retry-After and no RateLimit headers (nothing to learn the pace from ahead of a 429)."""
-    sim.config.rate_limit = per_second
-    sim.config.rate_window = 1.0
-    sim.config.rate_retry_after = True
-    sim.config.rate_headers = False
 
 
 MANY = [["Invoice Number", "Reason"], *[[f"INV{n:05d}", "2"] for n in range(1, 49)]]

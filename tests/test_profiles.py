@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import read_report
+from tests.helpers import read_report
 
 ROWS = [["invoice", "reason"], ["A1", "2"], ["A2", "2"]]
 

@@ -8,14 +8,14 @@ from rich.console import Console
 
 from batch_cancel.events import PoolLoad, PoolPausedRateLimited, PoolWindowChanged
 from batch_cancel.progress import RichProgress
-from tests.conftest import VirtualClock
+from tests.helpers import FakeClock
 
 
 def test_the_display_counts_rows_and_shows_load_and_pause_from_events() -> None:
     """Each `pool.load` with a status counts a row and shows the load it carries; a 429's
     `pool.paused` counts down on the clock that set it; other events change nothing."""
     out = io.StringIO()
-    clock = VirtualClock(start=50.0)
+    clock = FakeClock(start=50.0, overlap=True)
     display = RichProgress(Console(file=out, width=200, color_system=None), clock)
     display.start(total=3, to_send=3)
     display.on_event(PoolLoad(None, 0, 4, 10.0, "rate_flag"))  # the run starts: no row

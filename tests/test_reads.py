@@ -25,7 +25,7 @@ from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.reads import InvoiceReads, Key, read_limits
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
-from tests.conftest import SenderSpy, SpyEvent, VirtualClock, starts_before_a_429_deadline
+from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
 
 
 @pytest.mark.parametrize(("target", "settings"), [
@@ -80,7 +80,7 @@ async def test_a_429_storm_pauses_every_reader_and_every_key_is_read(live_sim) -
     seen: list[Event] = []
     states, calls, _ = await read_all(live_sim, keys(80), Limits(concurrency=20, rate=None,
                                                                   max_attempts=8),
-                                      clock=VirtualClock(), events=seen)
+                                      clock=FakeClock(overlap=True), events=seen)
     assert sorted(states) == [row for row, _ in keys(80)]
     assert {state.einvoice_status for state in states.values()} == {"Success"}
     assert sum(1 for e in calls if e.answer and e.answer.http_status == 429) > 10
@@ -96,7 +96,7 @@ async def test_a_key_whose_every_read_met_a_429_is_left_out(live_sim) -> None:
     live_sim.config.storm_retry_after = 1
     states, calls, _ = await read_all(live_sim, keys(3), Limits(concurrency=2, rate=None,
                                                                  max_attempts=3),
-                                      clock=VirtualClock())
+                                      clock=FakeClock(overlap=True))
     assert states == {}
     assert sum(1 for e in calls if e.kind == "start") == 9  # 3 keys, 3 reads each
 
@@ -104,7 +104,7 @@ async def test_a_key_whose_every_read_met_a_429_is_left_out(live_sim) -> None:
 async def test_reads_are_paced_at_the_rate(live_sim) -> None:
     """At --rate 10 the reads start at least 0.1 s apart on the reader's clock, the first at
     once: no burst at the start."""
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     start = clock.now()
     _, calls, _ = await read_all(live_sim, keys(12), Limits(concurrency=4, rate=10.0,
                                                              max_attempts=3), clock=clock)
@@ -138,7 +138,7 @@ async def test_an_outage_opens_the_breaker_and_reading_resumes_when_it_ends(live
             live_sim.config.outage_after = None
 
     limits = Limits(concurrency=4, rate=None, max_attempts=3, outage_threshold=3)
-    states, _, _ = await read_all(live_sim, keys(10), limits, clock=VirtualClock(),
+    states, _, _ = await read_all(live_sim, keys(10), limits, clock=FakeClock(overlap=True),
                                   events=seen, on_event=service_back)
     assert sorted(states) == [row for row, _ in keys(10)]
     assert {state.einvoice_status for state in states.values()} == {"Success"}
@@ -160,7 +160,7 @@ async def test_an_outage_past_the_outage_window_stops_reading(live_sim) -> None:
 
     limits = Limits(concurrency=4, rate=None, max_attempts=3, outage_threshold=3,
                     outage_window=30.0)
-    states, _, reads = await read_all(live_sim, keys(10), limits, clock=VirtualClock(),
+    states, _, reads = await read_all(live_sim, keys(10), limits, clock=FakeClock(overlap=True),
                                       events=seen, on_event=note_stop)
     assert all(state.einvoice_status is None for state in states.values())
     assert "outage-window" in reads.stop_reason

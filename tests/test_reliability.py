@@ -11,35 +11,11 @@ import structlog
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
 from batch_cancel.record.paths import journal_path
-from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.retry import Backoff
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
-from tests.conftest import read_report, requests_by_key, resends_after_acceptance
-
-
-class FakeClock(Clock):
-    """Time moves only when the runner sleeps; `on_sleep` lets a test change the world."""
-
-    def __init__(self, on_sleep=None) -> None:
-        self.t = 1000.0
-        self.sleeps: list[float] = []
-        self.on_sleep = on_sleep
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        if self.on_sleep is not None:
-            self.on_sleep(self)
-        await asyncio.sleep(0)
-
-
-def jobs(n: int, prefix: str = "INV") -> list[CancelJob]:
-    return [CancelJob(row, f"{prefix}{row:05d}", "02") for row in range(2, 2 + n)]
+from tests.helpers import FakeClock, jobs, read_report, requests_by_key, resends_after_acceptance
 
 
 async def run_jobs(live_sim, job_list, limits: Limits, client_wrapper=None, **kwargs):
@@ -69,7 +45,8 @@ async def test_an_outage_opens_the_breaker_and_probes_one_request_at_a_time(live
 
     limits = Limits(concurrency=6, rate=None, max_attempts=3, outage_threshold=5,
                     backoff=Backoff(base=1.0, cap=8.0))
-    outcomes, runner = await run_jobs(live_sim, jobs(60), limits, clock=FakeClock(end_outage))
+    outcomes, runner = await run_jobs(live_sim, jobs(60), limits,
+                                      clock=FakeClock(on_sleep=end_outage))
     assert runner.stop_kind is None
     assert [o.status for o in outcomes.values()] == [Status.SUCCEEDED] * 60
     failed_requests = [r for r in live_sim.stats.requests if r.status == 503]
@@ -257,39 +234,23 @@ def test_journal_records_sent_before_outcome_and_holds_no_secret(sim, cli, make_
         assert secret not in text
 
 
-class FrozenClock(Clock):
-    """A clock whose time stands still and whose sleeps never end: only a stop can wake a
-    waiting worker, so a run that finishes proves the stop did it."""
-
-    def __init__(self) -> None:
-        self.naps: list[float] = []
-        self.napping = asyncio.Event()
-
-    def now(self) -> float:
-        return 1000.0
-
-    async def sleep(self, seconds: float) -> None:
-        self.naps.append(seconds)
-        self.napping.set()
-        await asyncio.Event().wait()
-
-
 async def test_stop_during_a_long_429_pause_returns_at_once(live_sim) -> None:
     """A stop while the pool waits out Retry-After: 120 ends the wait, it does not spin or sleep."""
     live_sim.config.concurrency_limit = 1
     live_sim.config.latency = 0.2
     live_sim.config.concurrency_retry_after = 120
     outcomes: dict[int, Outcome] = {}
-    clock = FrozenClock()
+    napping = asyncio.Event()
+    clock = FakeClock(wakes=False, on_sleep=lambda _clock: napping.set())
     credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
     async with open_session() as session:
         client = ZuoraClient(session, live_sim.url, credentials, Settings())
         runner = Runner(client, Limits(4, None, 3, tenant_share=1.0), "r", clock=clock)
         task = asyncio.create_task(runner.run(jobs(20), lambda o: outcomes.__setitem__(o.row, o)))
         while runner.limiter.paused_until != 1120.0:  # a concurrency 429 at a window of one
-            await asyncio.wait_for(clock.napping.wait(), 30)
-            clock.napping.clear()
+            await asyncio.wait_for(napping.wait(), 30)
+            napping.clear()
         runner.stop("test")
         await asyncio.wait_for(task, 30)  # a bound for a hang: no nap ever ends by itself
     assert len(outcomes) == 20
-    assert max(clock.naps) > 119.0  # the pool was waiting out Retry-After when stopped
+    assert max(clock.sleeps) > 119.0  # the pool was waiting out Retry-After when stopped

@@ -10,12 +10,12 @@ import openpyxl
 import pytest
 
 from batch_cancel.model import Outcome, Status
-from tests.test_cli import ROWS, run_args
+from tests.helpers import MIXED_ROWS, run_args
 
 
 def test_xlsx_report_opens_on_a_summary_then_formatted_rows(sim, cli, make_csv) -> None:
     """Summary sheet first (run, counts, top errors), Rows with frozen header, filter, colours."""
-    path = make_csv(ROWS)
+    path = make_csv(MIXED_ROWS)
     report = path.with_name("out.xlsx")
     assert cli(*run_args(sim, path, "--report", str(report)), env=sim.env).exit_code == 1
     book = openpyxl.load_workbook(report)

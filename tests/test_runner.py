@@ -16,34 +16,15 @@ from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.retry import Backoff
 from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
-from tests.conftest import (
+from tests.helpers import (
+    FakeClock,
     SenderSpy,
     SpyEvent,
-    VirtualClock,
+    jobs,
     resends_after_acceptance,
     resent_inside_own_pause,
     starts_before_a_429_deadline,
 )
-
-
-class FakeClock(Clock):
-    """Time that moves only when the runner sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        await asyncio.sleep(0)
-
-
-def jobs(n: int, start: int = 2, prefix: str = "INV") -> list[CancelJob]:
-    return [CancelJob(row, f"{prefix}{row:05d}", "02") for row in range(start, start + n)]
 
 
 async def run_jobs(live_sim, job_list: list[CancelJob], limits: Limits, **kwargs: object
@@ -290,13 +271,13 @@ STORM_HEADERS = {"retry_after": 1, "reset_only": None}
 
 
 async def run_storm(live_sim, headers: str) -> tuple[dict[int, Outcome], list[SpyEvent],
-                                                     VirtualClock]:
+                                                     FakeClock]:
     """150 rows, 100 workers, 30% of calls met by a rate 429 naming 1 s, on a virtual clock."""
     live_sim.config.seed = 1
     live_sim.config.storm_429 = 0.3
     live_sim.config.storm_retry_after = STORM_HEADERS[headers]
     live_sim.config.storm_reset = 1
-    clock = VirtualClock()
+    clock = FakeClock(overlap=True)
     spies: list[SenderSpy] = []
 
     def wrap(inner: ZuoraClient) -> SenderSpy:

@@ -19,7 +19,7 @@ import pytest
 from click.testing import Result
 
 from batch_cancel.model import Status
-from tests.conftest import CliInvoker, RunningSimulator, read_report, resends_after_acceptance
+from tests.helpers import CliInvoker, RunningSimulator, read_report, resends_after_acceptance
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "input_samples"
 README = SAMPLES_DIR / "README.md"

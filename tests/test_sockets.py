@@ -16,14 +16,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningSimulator, read_report, resends_after_acceptance
+from tests.helpers import BIN, RunningSimulator, read_report, resends_after_acceptance
 
-BIN = Path(sys.executable).with_name("batch-cancel")
 ROWS = 40
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 FAULTS = ("drop", "drop_after_apply", "truncated_after_apply", "html_504_after_apply",

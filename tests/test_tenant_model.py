@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from batch_cancel.sim import rules as tenant_model
 from batch_cancel.sim.rules import TenantModel
+from tests.helpers import FakeClock
 
 
 @dataclass
@@ -20,9 +21,9 @@ class Rules:
 
 def test_second_cancel_is_refused_on_the_models_clock() -> None:
     """A cancel is accepted once; the second gets category 30; the status settles on time."""
-    now = [100.0]
+    clock = FakeClock(start=100.0)
     accepted: list[str] = []
-    model = TenantModel(Rules(), lambda: now[0], accepted.append)
+    model = TenantModel(Rules(), clock.now, accepted.append)
     first = model.cancel("INV1", '{"reason": "02"}')
     second = model.cancel("INV1", '{"reason": "02"}')
     assert (first.status, first.payload) == (200, {"success": True})
@@ -30,7 +31,7 @@ def test_second_cancel_is_refused_on_the_models_clock() -> None:
     assert second.payload["reasons"][0]["code"] == tenant_model.CODE_STATE
     assert accepted == ["INV1"]
     assert model.status_of("INV1") == "CancelProcessing"
-    now[0] += 2.0
+    clock.t += 2.0
     assert model.status_of("INV1") == "Cancelled"
 
 

@@ -24,7 +24,7 @@ from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
-from tests.conftest import CliInvoker, RunningSimulator, read_report
+from tests.helpers import CliInvoker, FakeClock, RunningSimulator, read_report
 
 CANCEL_ACCEPTED = frozenset({"CancelProcessing", "Cancelled"})
 
@@ -220,35 +220,20 @@ async def test_a_row_in_doubt_stopped_before_its_check_stays_in_doubt(
     assert live_sim.stats.requests == []
 
 
-class _StopOnSleep(Clock):
-    """A clock whose first sleep (the backoff between two attempts) stops the run."""
-
-    def __init__(self) -> None:
-        self.runner: Runner | None = None
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-        assert self.runner is not None
-        self.runner.stop("stopped between attempts")
-        await asyncio.sleep(0)
-
-
 async def test_a_row_stopped_between_attempts_while_in_doubt_stays_in_doubt(
         live_sim: RunningSimulator) -> None:
     """The first answer is lost after the cancel took effect; the run stops during the
     backoff: the row is reported in doubt (a resume reads it), not not_attempted."""
     live_sim.config.drop_after_apply = 1.0
-    clock = _StopOnSleep()
+    runners: list[Runner] = []
 
-    def bind(runner: Runner) -> None:
-        clock.runner = runner
+    def stop_the_run(_clock: FakeClock) -> None:
+        """The first sleep (the backoff between two attempts) stops the run."""
+        runners[0].stop("stopped between attempts")
 
+    clock = FakeClock(start=0.0, on_sleep=stop_the_run)
     outcomes = await _run(live_sim, [CancelJob(2, "INV00002", "02")], Limits(1, None, 5),
-                          before=bind, clock=clock)
+                          before=runners.append, clock=clock)
     assert (outcomes[2].status, outcomes[2].in_doubt) == (Status.FAILED, True)
     assert "in doubt" in outcomes[2].error_message
     assert live_sim.stats.cancel_requests == 1

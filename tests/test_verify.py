@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import read_report
-from tests.test_cli import run_args
-from tests.test_preflight import limited_to, reads_inside_a_pause
+from tests.helpers import limited_to, read_report, reads_inside_a_pause, run_args
 
 ROWS = [["Invoice Number", "Reason"], *[[f"INV{n:05d}", "2"] for n in range(1, 21)],
         ["INV-NOTFOUND-1", "2"]]

@@ -19,6 +19,7 @@ from batch_cancel.send.zuora import (
     invoice_path,
     open_session,
 )
+from tests.helpers import FakeClock
 
 
 def body(data: object) -> bytes:
@@ -283,26 +284,29 @@ async def test_token_is_renewed_ahead_of_expiry(live_sim, lifetime: int,
     """A token is replaced before use once a tenth of its life (at most 300 s) is left, on the
     client's own clock: not a moment sooner, and never after a 401."""
     live_sim.config.token_ttl = float(lifetime)
-    now = [0.0]
+    clock = FakeClock(start=0.0)
     async with open_session() as session:
         credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
-        client = ZuoraClient(session, live_sim.url, credentials, Settings(),
-                             clock=lambda: now[0])
+        client = ZuoraClient(session, live_sim.url, credentials, Settings(), clock=clock.now)
         await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
-        now[0] = renewed_at - 0.001
+        clock.t = renewed_at - 0.001
         await client.cancel(CancelJob(3, "INV3", "02"), "t-3")
         assert live_sim.stats.token_requests == 1
-        now[0] = renewed_at
+        clock.t = renewed_at
         await client.cancel(CancelJob(4, "INV4", "02"), "t-4")
         assert live_sim.stats.token_requests == 2
     assert all(r.status != 401 for r in live_sim.stats.requests)
 
 
-async def test_the_session_never_resends_a_request_on_its_own() -> None:
-    """aiohttp's silent retry of an idempotent request (a PUT) on a dropped keep-alive
-    connection is switched off: a resend is the runner's decision, after a check."""
+async def test_the_session_never_resends_a_request_on_its_own(live_sim) -> None:
+    """aiohttp's silent retry of an idempotent request (a PUT) on a dropped connection is
+    switched off: the dropped cancel reached the server once and comes back in doubt; a
+    resend is the runner's decision, after a check."""
+    live_sim.config.drop = 1.0
     async with open_session() as session:
-        assert session._retry_connection is False
+        answer = await client_for(session, live_sim).cancel(CancelJob(2, "INV2", "02"), "t-2")
+    assert answer.in_doubt and answer.http_status is None
+    assert [r.method for r in live_sim.stats.cancels()] == ["PUT"]
 
 
 async def test_bad_credentials_raise_authentication_error_without_the_secret(live_sim) -> None:

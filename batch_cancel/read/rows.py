@@ -2,7 +2,7 @@
 every data row checked, normalised and marked, in input order.
 
 Most rows of a big file are plain ones (a clean key, a usual reason spelling, no reference):
-a block of such rows is built column by column in C (`_fast_block`); any other block goes row
+a block of such rows is built column by column in C (`fast_block`); any other block goes row
 by row through the rules of `validate`. Both give the very same rows (tests prove it).
 """
 
@@ -126,7 +126,7 @@ def _layout(path: Path, columns: list[str], options: LoadOptions) -> _Layout:
 def _build_rows(blocks: Iterable[Block], layout: _Layout, fast: bool = True
                 ) -> list[SourceRow]:
     """Rows in input order. A block whose every row passes the one-match checks (the usual
-    case) is built by `_fast_block`; any other block goes row by row through `_checked_row`
+    case) is built by `fast_block`; any other block goes row by row through `_checked_row`
     and the rule-by-rule checks. `fast=False` sends every block that way (for tests).
 
     A sendable row claims its key, compared without case, unless an earlier one did: then
@@ -140,20 +140,21 @@ def _build_rows(blocks: Iterable[Block], layout: _Layout, fast: bool = True
         codes[""] = layout.default_reason  # a blank reason cell takes --reason
     fast = fast and not layout.collapse
     for numbers, cells in blocks:
-        if not (fast and _fast_block(numbers, cells, layout, codes, first, rows)):
+        if not (fast and fast_block(numbers, cells, layout, codes, first, rows)):
             rows.extend(_checked_row(number, row_cells, layout, first.setdefault)
                         for number, row_cells in zip(numbers, cells, strict=True))
     return rows
 
 
-def _fast_block(numbers: Sequence[int], cells: list[list[str]], layout: _Layout,
-                codes: dict[str, str], first: dict[str, int], out: list[SourceRow]) -> bool:
+def fast_block(numbers: Sequence[int], cells: list[list[str]], layout: _Layout,
+               codes: dict[str, str], first: dict[str, int], out: list[SourceRow]) -> bool:
     """Build a block's rows column by column (`map`, in C) if every row is a plain one: key
     accepted by `CLEAN_KEY`, reason cell one of `codes`, reference cell empty. Else build
     nothing, claim nothing and return False.
 
     Gives the rows `_checked_row` would: `CLEAN_KEY` accepts only keys `key_problem`
     accepts, unchanged by strip(); `codes` holds only cells `normalise_reason` maps to them.
+    Public so the tests can count the blocks it takes and switch it off, to prove this.
     """
     keys = list(map(itemgetter(layout.key), cells))
     if not all(map(CLEAN_KEY.fullmatch, keys)):

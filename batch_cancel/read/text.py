@@ -56,13 +56,13 @@ def decode_text(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]
 
 def sniff_delimiter(text: str) -> str:
     """The delimiter of the header line: whichever of `,` `;` tab it holds most."""
-    first = _first_nonblank_line(text)
+    first = first_nonblank_line(text)
     counts = {d: first.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
 
 
-def _first_nonblank_line(text: str) -> str:
+def first_nonblank_line(text: str) -> str:
     """`next(line for line in text.splitlines() if line.strip())`, without splitting the
     whole text: a growing head of it is split, less its last (maybe cut) line."""
     size = 1 << 16
