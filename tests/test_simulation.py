@@ -84,10 +84,11 @@ def _world_answer(schedule: Schedule, call: str) -> Any:
     loop = VirtualLoop()
     try:
         world = World(schedule, loop)
+        client = world.connect()  # the real client, its token code included
         job = CancelJob(2, "INV1", "02")
         if call == "cancel":
-            return loop.run_until_complete(world.cancel(job, "t-2")), world
-        return loop.run_until_complete(world.invoice_state("INV1", "t-2")), world
+            return loop.run_until_complete(client.cancel(job, "t-2")), world
+        return loop.run_until_complete(client.invoice_state("INV1", "t-2")), world
     finally:
         loop.close()
 
