@@ -16,7 +16,7 @@ import pytest
 from batch_cancel.model import CancelJob, Outcome
 from batch_cancel.send.runner import Runner
 from batch_cancel.sim.oracle import NEVER_LEFT, check_seed, run_schedule, shrink
-from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World
+from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
 CHUNK = 100
@@ -252,3 +252,57 @@ def test_a_resume_never_calls_a_cancel_of_the_run_it_resumes_already_done_before
     The journal remembers the request was in doubt, so the resume says `succeeded`."""
     result = check_seed(seed)
     assert not [v for v in result.violations if "skipped, but" in v], result.explain()
+
+
+def test_a_token_revoked_early_meets_a_401_and_the_client_refreshes(tmp_path: Path) -> None:
+    """Tokens that stop working long before their expires_in: the real client's requests meet
+    401s mid-run, it fetches a new token and resends, and the run completes."""
+    schedule = _quiet(12, keys=tuple(f"INV{n}" for n in range(30)), reasons=("02",) * 30,
+                      references=("",) * 30, latency=0.5, token_ttl=3600.0,
+                      token_lifetime=2.0, token_refusals=(), interrupt=None,
+                      settings=dataclasses.replace(Schedule.draw(12).settings, concurrency=2,
+                                                   rate=None))
+    loop = VirtualLoop()
+    world = World(schedule, loop)
+    client = world.connect()
+    try:
+        for n in range(6):
+            answer = loop.run_until_complete(client.cancel(CancelJob(n + 2, f"INV{n}", "02"),
+                                                           f"t-{n}"))
+            assert answer.http_status == 200
+            loop.run_until_complete(asyncio.sleep(1.0))
+    finally:
+        loop.close()
+    assert [r.result for r in world.requests].count("401") >= 2
+    assert len(world.token_requests) >= 3
+    result = run_schedule(schedule, tmp_path)
+    assert result.ok and result.exit_code == 0, result.explain(schedule)
+
+
+@pytest.mark.parametrize("mode", ["503", "429", "drop", "invalid_client"])
+def test_a_refusing_token_endpoint_stops_the_run_for_auth_and_a_resume_finishes(
+        tmp_path: Path, mode: str) -> None:
+    """The token endpoint refuses for ten minutes from the start: the client tries three times
+    (invalid_client: once), the run stops for authentication with every row reported, and the
+    resume after the refusal sends them all."""
+    schedule = _quiet(13, keys=tuple(f"INV{n}" for n in range(10)), reasons=("02",) * 10,
+                      references=("",) * 10, interrupt=None,
+                      token_refusals=((0.0, 600.0, mode),))
+    result = run_schedule(schedule, tmp_path)
+    assert result.ok, result.explain(schedule)
+    assert result.runs == 2 and result.exit_code == 0
+    tries = 1 if mode == "invalid_client" else 3
+    assert result.token_requests == tries + 1
+
+
+def test_oracle_catches_the_client_secret_in_an_output(tmp_path: Path) -> None:
+    """A run whose stop reason carries the client secret is caught by the secrets check."""
+    schedule = _quiet(14, keys=("INV1", "INV2"), reasons=("02", "02"), references=("", ""),
+                      interrupt=None, token_refusals=())
+
+    def leak(runner: Runner) -> None:
+        runner.stop_reason = f"debug: {client_secret(schedule.seed)}"
+
+    result = run_schedule(schedule, tmp_path, leak)
+    assert any("the client secret appears" in v for v in result.violations), (
+        result.explain(schedule))

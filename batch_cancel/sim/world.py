@@ -36,7 +36,7 @@ from .transport import BASE_URL, session_for, wire_headers
 
 __all__ = [
     "CANCEL_FAULTS", "DAY", "HORIZON", "OUTAGE_MODES", "Accepted", "Crash", "Request",
-    "Schedule", "Stuck", "TokenRequest", "VirtualLoop", "World",
+    "Schedule", "Stuck", "TokenRequest", "VirtualLoop", "World", "client_secret",
 ]
 
 #: Seconds an answer takes to travel back (every answer, the immediate 429s included).
@@ -47,6 +47,11 @@ CLIENT_ID: Final = "sim-client-id"
 
 #: What an exchange ends in: an answer, or the exception aiohttp raises for none.
 Outcome = Reply | aiohttp.ClientError | TimeoutError
+
+
+def client_secret(seed: int) -> str:
+    """The client secret of a seed's world (drawn, so a leak of it cannot be a coincidence)."""
+    return f"sim-secret-{random.Random(f'secret|{seed}').getrandbits(64):016x}"
 
 
 class Crash(BaseException):
@@ -93,7 +98,7 @@ class World:
         issue = random.Random(f"tokens|{schedule.seed}|issue")
         self.tokens = TokenBook(loop.time, lambda: f"{issue.getrandbits(128):032x}")
         #: the client secret of this seed: no output of a run may hold it
-        self.secret = f"sim-secret-{random.Random(f'secret|{schedule.seed}').getrandbits(64):016x}"
+        self.secret = client_secret(schedule.seed)
         self.requests: list[Request] = []
         self.accepted: list[Accepted] = []
         self.token_requests: list[TokenRequest] = []
