@@ -10,6 +10,7 @@ exactly when the token endpoint refused for good, and no secret or token in any 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -251,9 +252,25 @@ def _fatal_refusal(requests: list[TokenRequest]) -> float | None:
 def _no_secret_in_outputs(world: World, ledgers: list[Ledger]) -> Iterator[str]:
     """Neither the client secret nor any token issued appears in a report, journal, log event,
     stop reason or error of any run."""
-    secrets = {"the client secret": world.secret}
-    secrets.update((f"token {n + 1}", token) for n, token in enumerate(world.tokens.issued()))
+    tokens = set(world.tokens.issued())
     for ledger in ledgers:
-        for name, value in secrets.items():
-            if value in ledger.outputs:
-                yield f"run {ledger.run}: {name} appears in what the run wrote or said"
+        if world.secret in ledger.outputs:
+            yield f"run {ledger.run}: the client secret appears in what the run wrote or said"
+        leaked = tokens.intersection(_hex_windows(ledger.outputs, _TOKEN_LENGTH))
+        if leaked:
+            yield (f"run {ledger.run}: {len(leaked)} access tokens appear in what the run "
+                   "wrote or said")
+
+
+#: Characters in a token the world issues (hex; see `World`).
+_TOKEN_LENGTH = 32
+_HEX_RUN = re.compile(rf"[0-9a-f]{{{_TOKEN_LENGTH},}}")
+
+
+def _hex_windows(text: str, length: int) -> Iterator[str]:
+    """Every `length`-character stretch of hex digits in `text`: one pass finds a token
+    wherever it sits, where looking for each of thousands of tokens would take one each."""
+    for match in _HEX_RUN.finditer(text):
+        run = match.group()
+        for start in range(len(run) - length + 1):
+            yield run[start:start + length]
