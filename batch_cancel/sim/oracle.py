@@ -22,13 +22,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .chain import Checked, check_seed, run_schedule
-from .promises import KNOWN, NEVER_LEFT, is_known, judge
+from .promises import KNOWN, NEVER_LEFT, RESENT_AFTER_401, is_known, judge
 from .schedule import Schedule
 from .shrink import shrink
 
 __all__ = [
-    "KNOWN", "NEVER_LEFT", "Checked", "check_many", "check_seed", "is_known", "judge", "main",
-    "run_schedule", "shrink", "summarise",
+    "KNOWN", "NEVER_LEFT", "RESENT_AFTER_401", "Checked", "check_many", "check_seed",
+    "is_known", "judge", "main", "run_schedule", "shrink", "summarise",
 ]
 
 
