@@ -185,10 +185,10 @@ def _until_resume(schedule: Schedule, ledger: Ledger, now: float) -> float | Non
         return DAY - now % DAY + 1  # the quota is back tomorrow
     if ledger.stop_kind == StopKind.OUTAGE:
         return 5000.0
-    if ledger.stop_kind == StopKind.AUTH:
-        ends = [start + length for start, length, _ in schedule.token_refusals
-                if start + length > now]
-        return max(ends) - now + 1 if ends else None  # once the token endpoint is back
+    if ledger.stop_kind == StopKind.AUTH and schedule.token_refusals:
+        # once the token endpoint answers again (a stop with no refusal is the oracle's)
+        ends = [start + length - now + 1 for start, length, _ in schedule.token_refusals]
+        return max(RESTART, *ends)
     return None
 
 
