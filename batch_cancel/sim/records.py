@@ -1,7 +1,8 @@
-"""What the simulated world remembers of a run, for the oracle to judge afterwards.
+"""What a simulated run leaves behind, for the oracle to judge afterwards.
 
-Every /v1 request (who sent it, when, how many of ours were in flight, what the tenant did and
-what the client was told), every cancel the tenant accepted, and every token request.
+The world remembers every /v1 request (who sent it, when, how many of ours were in flight, what
+the tenant did and what the client was told), every cancel the tenant accepted, and every token
+request; the chain keeps a `Ledger` of each process (its report, exit code, and all it wrote).
 """
 
 from __future__ import annotations
