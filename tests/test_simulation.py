@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from batch_cancel.model import CancelJob, Outcome
-from batch_cancel.send.runner import Runner
+from batch_cancel.send.runner import Runner, StopKind
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
 
@@ -318,3 +318,24 @@ def test_the_clients_resend_after_a_401_waits_for_the_pool(seed: int) -> None:
     result = check_seed(seed)
     assert not [v for v in result.violations + result.known if RESENT_AFTER_401 in v], (
         result.explain())
+
+
+def test_oracle_catches_an_access_token_in_an_output(tmp_path: Path) -> None:
+    """A run whose stop reason carries the bearer token in use is caught by the secrets check."""
+    schedule = _quiet(15, keys=("INV1", "INV2"), reasons=("02", "02"), references=("", ""),
+                      interrupt=None, token_refusals=())
+
+    def leak(runner: Runner) -> None:
+        client = runner._sender
+        cancel = client.cancel
+
+        async def leaky(job: CancelJob, track_id: str) -> Any:
+            answer = await cancel(job, track_id)
+            token = client._token  # type: ignore[attr-defined]
+            runner.stop(f"debug: bearer {token}", StopKind.INTERRUPTED)
+            return answer
+        client.cancel = leaky  # type: ignore[method-assign]
+
+    result = run_schedule(schedule, tmp_path, leak)
+    assert any("access tokens appear" in v for v in result.violations), (
+        result.explain(schedule))
