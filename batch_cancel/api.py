@@ -85,7 +85,7 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
     report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows,
                           report_dialect(plan.loaded.dialect), events)
     settled = plan.settled()
-    tally = _Progress(settled=len(settled), to_send=to_send)
+    tally = Progress(settled=len(settled), to_send=to_send)
     for outcome in settled.values():
         report.add(outcome)
     journal = _open_journal(options, plan, run_id, started_at, report)
@@ -96,7 +96,7 @@ async def _run(options: RunOptions, plan: Plan, run_id: str) -> Summary:
                     open_session(options.settings.concurrency * 2) as session):
             client = ZuoraClient(session, base_url, credentials, options.settings)
             runner = _runner(client, options, run_id, journal, events)
-            await _send_all(options, plan, runner, client, journal, report, tally, events)
+            await send_all(options, plan, runner, client, journal, report, tally, events)
     finally:
         journal.close()
         context = {"input": options.input_label, "target": options.target.name,
@@ -153,7 +153,7 @@ class Client(Sender, Protocol):
 
 
 @dataclass(slots=True)
-class _Progress:
+class Progress:
     """Rows finished so far (resumed ones included) and rows sent, for events and the summary."""
 
     settled: int
@@ -162,8 +162,8 @@ class _Progress:
     sent: int = 0
 
 
-async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Client,
-                    journal: Journal, report: ReportWriter, tally: _Progress,
+async def send_all(options: RunOptions, plan: Plan, runner: Runner, client: Client,
+                    journal: Journal, report: ReportWriter, tally: Progress,
                     events: Events) -> None:
     """Authenticate, then let the runner send every row, journalling each outcome.
 
@@ -201,7 +201,7 @@ async def _send_all(options: RunOptions, plan: Plan, runner: Runner, client: Cli
         events.emit(RunAuthFailed(str(runner.auth_error)))
 
 
-def _progress_events(events: Events, tally: _Progress) -> asyncio.Task[None]:
+def _progress_events(events: Events, tally: Progress) -> asyncio.Task[None]:
     """A `run.progress` event every PROGRESS_EVERY seconds, for logs without a display: the
     pool's load as its last `pool.load` event told it (subscribed before the pool starts)."""
     last: dict[str, PoolLoad] = {}

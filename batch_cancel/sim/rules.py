@@ -32,6 +32,7 @@ __all__ = [
     "Reply",
     "TenantModel",
     "TenantRules",
+    "draw_fault",
 ]
 
 # the e-invoice states are the client's own vocabulary (`model.EInvoiceStatus`): one spelling
@@ -77,11 +78,16 @@ EARLY_FAULTS: Final = frozenset({"fail_500", "fail_503", "html_502", "drop", "re
 class TenantRules(Protocol):
     """The settings the model reads, live (a test may change them while a server runs)."""
 
-    seed: int
-    cancel_delay: float
-    cancel_failed_rate: float
-    unknown_marker: str
-    cancelled_marker: str
+    @property
+    def seed(self) -> int: ...
+    @property
+    def cancel_delay(self) -> float: ...
+    @property
+    def cancel_failed_rate(self) -> float: ...
+    @property
+    def unknown_marker(self) -> str: ...
+    @property
+    def cancelled_marker(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +222,23 @@ class TenantModel:
         invoice.will_fail = outcome_draw < self.rules.cancel_failed_rate
         if self.on_accept is not None:
             self.on_accept(key)
+
+
+def draw_fault(seed: int, key: str, attempt: int,
+               shares: tuple[tuple[str, float], ...]) -> str | None:
+    """At most one fault for a cancel PUT, from one uniform number.
+
+    The generator is seeded from (seed, key, attempt number for that key) rather than shared:
+    the same requests then get the same faults whatever order concurrent workers reach the
+    tenant in, so a failing run or a benchmark replays exactly.
+    """
+    draw = random.Random(f"{seed}|fault|{key}|{attempt}").random()
+    threshold = 0.0
+    for name, share in shares:
+        threshold += share
+        if draw < threshold:
+            return name
+    return None
 
 
 # --------------------------------------------------------------------- answer shapes
