@@ -229,7 +229,9 @@ class Answer:
     connection, 5xx): before sending it again the runner reads the invoice first.
     `retry_after` is the pause Zuora asked for (seconds), `rate_limited` marks a 429, and
     `concurrency_limited` one that refused the request for the tenant's concurrency limit
-    (code 50000070) rather than its rate.
+    (code 50000070) rather than its rate. `token_refused` marks a 401: nothing was applied, the
+    client drops the token, and the caller sends again when its limits allow (never the
+    client on its own: a resend must wait out a pause and not leave after a stop).
     """
 
     verdict: Verdict
@@ -250,6 +252,9 @@ class Answer:
     quota_reset: float | None = None
     #: every `(quota, seconds)` window of the `RateLimit-Limit` policy
     rate_windows: tuple[tuple[int, float], ...] = ()
+    #: a 401 refused the token; the client's next request gets a new one: the same request
+    #: goes again, through the limits like any other, and is not counted as an attempt
+    token_refused: bool = False
 
     @property
     def category(self) -> int | None:

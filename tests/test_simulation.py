@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from batch_cancel.model import CancelJob, Outcome, StopKind
+from batch_cancel.model import Answer, CancelJob, Outcome, StopKind
 from batch_cancel.send.pool import Runner
+from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
 
@@ -257,7 +258,8 @@ def test_a_resume_never_calls_a_cancel_of_the_run_it_resumes_already_done_before
 
 def test_a_token_revoked_early_meets_a_401_and_the_client_refreshes(tmp_path: Path) -> None:
     """Tokens that stop working long before their expires_in: the real client's requests meet
-    401s mid-run, it fetches a new token and resends, and the run completes."""
+    401s mid-run, it drops the token and says so (`token_refused`), the caller sends again
+    with a new one, and the run completes."""
     schedule = _quiet(12, keys=tuple(f"INV{n}" for n in range(30)), reasons=("02",) * 30,
                       references=("",) * 30, latency=0.5, token_ttl=3600.0,
                       token_lifetime=2.0, token_refusals=(), interrupt=None,
@@ -268,8 +270,11 @@ def test_a_token_revoked_early_meets_a_401_and_the_client_refreshes(tmp_path: Pa
     client = world.connect()
     try:
         for n in range(6):
-            answer = loop.run_until_complete(client.cancel(CancelJob(n + 2, f"INV{n}", "02"),
-                                                           f"t-{n}"))
+            job = CancelJob(n + 2, f"INV{n}", "02")
+            answer = loop.run_until_complete(client.cancel(job, f"t-{n}"))
+            if answer.token_refused:
+                assert answer.http_status == 401
+                answer = loop.run_until_complete(client.cancel(job, f"t-{n}"))
             assert answer.http_status == 200
             loop.run_until_complete(asyncio.sleep(1.0))
     finally:
@@ -309,13 +314,13 @@ def test_oracle_catches_the_client_secret_in_an_output(tmp_path: Path) -> None:
         result.explain(schedule))
 
 
-@pytest.mark.xfail(strict=True, reason="send/zuora.py: the resend after a 401 bypasses the "
-                   "runner's pause gate and stop (not fixed yet)")
 @pytest.mark.parametrize("seed", [3803, 6726, 11778])
 def test_the_clients_resend_after_a_401_waits_for_the_pool(seed: int) -> None:
     """Seeds 3803 and 11778 (20,000-seed search): a request answered 401 while another row's
-    429 paused the pool is resent at once with a new token, inside the pause; seed 6726: one
-    waiting for the token lock when the run stopped for auth is resent after the stop."""
+    429 paused the pool was resent at once with a new token, inside the pause; seed 6726: one
+    waiting for the token lock when the run stopped for auth was resent after the stop. The
+    client now hands the 401 back (`token_refused`) and the row sends again through the
+    limits."""
     result = check_seed(seed)
     assert not [v for v in result.violations + result.known if RESENT_AFTER_401 in v], (
         result.explain())
@@ -335,3 +340,24 @@ def test_oracle_catches_an_access_token_in_an_output(tmp_path: Path) -> None:
     result = run_schedule(schedule, tmp_path, leak)
     assert any("access tokens appear" in v for v in result.violations), (
         result.explain(schedule))
+
+
+def test_a_token_fetch_that_failed_for_good_is_not_repeated_by_waiting_callers() -> None:
+    """Seed 6726's second finding: workers queued on the token lock when the fetch failed for
+    good each started their own three tries. Now they all get the same failure: the token
+    endpoint is asked exactly TOKEN_TRIES times, however many requests were waiting."""
+    schedule = _quiet(16, token_refusals=((0.0, 600.0, "503"),), interrupt=None)
+    loop = VirtualLoop()
+    world = World(schedule, loop)
+    client = world.connect()
+
+    async def many() -> list[BaseException | Answer]:
+        return await asyncio.gather(*(client.cancel(CancelJob(n, f"INV{n}", "02"), f"t-{n}")
+                                      for n in range(2, 10)), return_exceptions=True)
+    try:
+        results = loop.run_until_complete(many())
+    finally:
+        loop.close()
+    assert all(isinstance(r, AuthenticationError) for r in results)
+    assert len(world.token_requests) == TOKEN_TRIES
+    assert not [r for r in world.requests if r.kind == "cancel"]

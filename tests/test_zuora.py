@@ -271,10 +271,31 @@ async def test_expired_token_is_refreshed_once_for_all_workers(live_sim) -> None
         client = client_for(session, live_sim)
         await client.authenticate()
         live_sim.simulator.expire_tokens()
-        answers = await asyncio.gather(*(client.cancel(CancelJob(n, f"INV{n}", "02"), f"t-{n}")
-                                         for n in range(2, 22)))
-    assert all(a.verdict is Verdict.SUCCEEDED for a in answers)
+        first = await asyncio.gather(*(client.cancel(CancelJob(n, f"INV{n}", "02"), f"t-{n}")
+                                       for n in range(2, 22)))
+        again = await asyncio.gather(*(client.cancel(CancelJob(n, f"INV{n}", "02"), f"u-{n}")
+                                       for n in range(2, 22)))
+    assert all(a.token_refused and a.verdict is Verdict.RETRY for a in first)
+    assert all(a.verdict is Verdict.SUCCEEDED and not a.token_refused for a in again)
     assert live_sim.stats.token_requests == 2
+
+
+async def test_a_401_comes_back_to_the_caller_and_is_not_resent_by_the_client(live_sim) -> None:
+    """A 401 drops the token and comes back as `token_refused`: the resend is the runner's,
+    through its limits (a pause that began meanwhile is waited out, a stop is obeyed), and
+    the new token is fetched as that request leaves."""
+    async with open_session() as session:
+        client = client_for(session, live_sim)
+        await client.authenticate()
+        live_sim.simulator.expire_tokens()
+        answer = await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
+        assert answer.token_refused and answer.http_status == 401
+        assert answer.verdict is Verdict.RETRY and not answer.in_doubt
+        assert [r.status for r in live_sim.stats.cancels()] == [401]
+        assert live_sim.stats.token_requests == 1  # the new token comes with the next request
+        state = await client.invoice_state("INV2", "r-2")
+        assert state.einvoice_status is not None and not state.answer.token_refused
+        assert live_sim.stats.token_requests == 2
 
 
 @pytest.mark.parametrize(("lifetime", "renewed_at"), [(3600, 3300.0), (1000, 900.0),
@@ -326,6 +347,8 @@ async def test_401_with_a_fresh_token_aborts(live_sim) -> None:
     live_sim.config.token_ttl = 0.0  # every token is dead on arrival
     async with open_session() as session:
         client = client_for(session, live_sim)
+        first = await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
+        assert first.token_refused
         with pytest.raises(AuthenticationError):
             await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
     assert live_sim.stats.cancel_requests == 2

@@ -129,6 +129,8 @@ class InvoiceReads:
             # a read's answer may close the breaker: here the read endpoint is the one in use
             self.limiter.finished(ticket, last.answer)
             answer = last.answer
+            if answer.token_refused:
+                continue  # a 401 and a new token: read again, not counted
             if last.einvoice_status is not None or answer.verdict is not Verdict.RETRY:
                 return last
             counted += self.limiter.counts(answer)

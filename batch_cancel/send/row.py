@@ -101,6 +101,8 @@ class RowLife:
                 if self._stop.is_set:
                     return self.outcomes.stopped(job, state)
                 continue  # a 429 paused the pool while the journal took the record
+            if answer.token_refused:
+                continue  # a 401 and a new token: nothing applied, the same request again
             if answer.verdict is Verdict.SUCCEEDED:
                 return self.outcomes.answered(job, state, answer)
             if answer.in_doubt or (answer.category == CATEGORY_RULE and state.ever_doubt):
@@ -195,6 +197,8 @@ class RowLife:
                 self._limiter.finished(ticket, None)
                 raise
             self._limiter.finished(ticket, read.answer, cancel=False)
+            if read.answer.token_refused:
+                continue  # a 401 and a new token: read again, not counted
             reads += 1
             if (read.einvoice_status is not None or read.answer.verdict is not Verdict.RETRY
                     or reads >= self._policy.max_attempts):

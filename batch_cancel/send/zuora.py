@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +19,7 @@ from yarl import URL
 
 from .._version import __version__
 from ..config import Settings
-from ..model import Answer, CancelJob
+from ..model import Answer, CancelJob, Verdict
 from .answers import InvoiceState as InvoiceState
 from .answers import classify as classify
 from .answers import invoice_state_from as invoice_state_from
@@ -28,6 +28,10 @@ from .answers import parse_json, short
 
 #: Refresh a token this long before Zuora says it expires (Zuora's own samples use 300 s).
 REFRESH_MARGIN = 300.0
+#: A token refused with a 401 this soon after it was fetched (for an earlier 401) is not
+#: stale: the credentials lack permission. Older, it may have been revoked meanwhile (a run
+#: paused for minutes): it is renewed again.
+FRESH_TOKEN = 5.0
 #: Tries of one token request when the token endpoint fails in a way that may pass.
 TOKEN_TRIES = 3
 
@@ -87,6 +91,13 @@ class ZuoraClient:
         self._token: str | None = None
         self._expires_at = 0.0
         self._generation = 0
+        #: a 401 refused the token of generation `_refused_at`, and no request with a newer
+        #: token has got through since
+        self._refused = False
+        self._refused_at = -1
+        self._fetched_at = 0.0
+        #: a token fetch that failed for good: every later caller gets it, none asks again
+        self._failed: AuthenticationError | None = None
         self._lock = asyncio.Lock()
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._static_headers = self._optional_headers(settings)
@@ -119,14 +130,26 @@ class ZuoraClient:
         return self._token, self._generation
 
     async def _refresh(self, stale_generation: int) -> None:
-        """Fetch a new token unless another caller already replaced the stale one."""
+        """Fetch a new token unless another caller already replaced the stale one.
+
+        Callers queue on one lock (single flight). A fetch that failed for good is kept and
+        raised to every caller after it: the run is stopping, and the token endpoint (100
+        requests a minute per IP) is not asked again by each waiting worker.
+        """
         async with self._lock:
+            if self._failed is not None:
+                raise self._failed
             if self._generation != stale_generation and self._clock() < self._expires_at:
                 return
-            token, lifetime = await self._fetch_token_patiently()
+            try:
+                token, lifetime = await self._fetch_token_patiently()
+            except AuthenticationError as exc:
+                self._failed = exc
+                raise
             self._token = token
             margin = min(REFRESH_MARGIN, lifetime / 10)
-            self._expires_at = self._clock() + max(lifetime - margin, 0.0)
+            self._fetched_at = self._clock()
+            self._expires_at = self._fetched_at + max(lifetime - margin, 0.0)
             self._generation += 1
 
     async def _fetch_token_patiently(self) -> tuple[str, float]:
@@ -180,7 +203,7 @@ class ZuoraClient:
     # --- calls ---------------------------------------------------------------------------
 
     async def cancel(self, job: CancelJob, track_id: str) -> Answer:
-        """Send one cancel and classify the answer (on a 401: new token, one more try)."""
+        """Send one cancel and classify the answer (a 401: a new token, `token_refused`)."""
         url = f"{self._base}/v1/invoices/{invoice_path(job.invoice_key)}/e-invoice/cancel"
         answer, _ = await self._call("PUT", url, track_id, cancel_body(job))
         return answer
@@ -193,18 +216,32 @@ class ZuoraClient:
 
     async def _call(self, method: str, url: str, track_id: str,
                     body: str | None) -> tuple[Answer, Any]:
+        """One request; on a 401, the token dropped and an answer saying so, never a resend.
+
+        The resend is the caller's: it goes through the limits like any request, so it waits
+        out a pool-wide pause and never leaves after a stop; the new token is fetched when
+        that request is about to leave (a token fetched at the 401 could die while the run
+        waits). A 401 on a token fetched after an earlier 401 and used within FRESH_TOKEN
+        seconds of its fetch is not a stale token: the credentials lack permission for this
+        tenant or entity.
+        """
         token, generation = await self._bearer()
         answer, data = await self._send(method, url, track_id, body, token)
-        if answer.http_status == 401:
-            await self._refresh(generation)
-            token, _ = await self._bearer()
-            answer, data = await self._send(method, url, track_id, body, token)
-            if answer.http_status == 401:
-                raise AuthenticationError(
-                    "Zuora answered 401 Unauthorized even with a fresh token; the credentials "
-                    "may lack permission for this tenant or entity (check --entity-ids)"
-                )
-        return answer, data
+        if answer.http_status != 401:
+            if self._refused and generation > self._refused_at:
+                self._refused = False  # a token newer than the refused one works
+            return answer, data
+        if (self._refused and self._refused_at < generation == self._generation
+                and self._clock() - self._fetched_at <= FRESH_TOKEN):
+            raise AuthenticationError(
+                "Zuora answered 401 Unauthorized even with a fresh token; the credentials "
+                "may lack permission for this tenant or entity (check --entity-ids)"
+            )
+        self._refused_at = max(self._refused_at, generation) if self._refused else generation
+        self._refused = True
+        if generation == self._generation:
+            self._expires_at = 0.0  # the next request fetches a new one (single flight)
+        return replace(answer, verdict=Verdict.RETRY, token_refused=True), data
 
     async def _send(self, method: str, url: str, track_id: str, body: str | None,
                     token: str) -> tuple[Answer, Any]:

@@ -69,7 +69,7 @@ class _IdleSelector(selectors.BaseSelector):
 class VirtualLoop(asyncio.SelectorEventLoop):
     """An asyncio loop on virtual time: when nothing is ready it jumps to the next timer.
 
-    Everything on the loop sees this time (`loop.time()`, `asyncio.sleep`, aiolimiter's
+    Everything on the loop sees this time (`loop.time()`, `asyncio.sleep`, the pacer's
     pacer), so the schedule a run follows is the one real time would give, without the waits.
     """
 
