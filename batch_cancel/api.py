@@ -43,6 +43,8 @@ from .send.zuora import AuthenticationError, ZuoraClient, open_session
 
 #: Seconds between `run.progress` events when no progress display is shown.
 PROGRESS_EVERY = 10.0
+#: While nothing moves (a long pause, a quota spread over a day) the gap doubles up to this.
+PROGRESS_QUIET_MAX = 300.0
 
 
 def _utc_now() -> str:
@@ -187,7 +189,7 @@ async def send_all(options: RunOptions, plan: Plan, runner: Runner, client: Clie
     if progress is not None:
         progress.start(tally.settled + tally.to_send, tally.to_send)
         events.subscribe(progress.on_event)
-    ticker = _progress_events(events, tally)
+    ticker = progress_events(events, tally)
     try:
         with _signals(runner, events, options.grace, enabled=options.handle_signals):
             await runner.run(plan.jobs(), on_outcome, total=tally.to_send)
@@ -201,9 +203,11 @@ async def send_all(options: RunOptions, plan: Plan, runner: Runner, client: Clie
         events.emit(RunAuthFailed(str(runner.auth_error)))
 
 
-def _progress_events(events: Events, tally: Progress) -> asyncio.Task[None]:
+def progress_events(events: Events, tally: Progress) -> asyncio.Task[None]:
     """A `run.progress` event every PROGRESS_EVERY seconds, for logs without a display: the
-    pool's load as its last `pool.load` event told it (subscribed before the pool starts)."""
+    pool's load as its last `pool.load` event told it (subscribed before the pool starts).
+    While nothing changes the gap doubles, up to PROGRESS_QUIET_MAX: a heartbeat, not a
+    line every 10 s through an hour's pause."""
     last: dict[str, PoolLoad] = {}
 
     def note(event: Event) -> None:
@@ -211,12 +215,17 @@ def _progress_events(events: Events, tally: Progress) -> asyncio.Task[None]:
             last["load"] = event
 
     async def tick() -> None:
+        gap, said = PROGRESS_EVERY, None
         while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            if (load := last.get("load")) is not None:
-                pace = None if load.pace is None else round(load.pace, 2)
-                events.emit(RunProgress(tally.settled + tally.done, tally.to_send,
-                                        load.in_flight, load.window, pace, load.pace_source))
+            await asyncio.sleep(gap)
+            if (load := last.get("load")) is None:
+                continue
+            pace = None if load.pace is None else round(load.pace, 2)
+            progress = RunProgress(tally.settled + tally.done, tally.to_send, load.in_flight,
+                                   load.window, pace, load.pace_source)
+            gap = min(gap * 2, PROGRESS_QUIET_MAX) if progress == said else PROGRESS_EVERY
+            said = progress
+            events.emit(progress)
 
     events.subscribe(note)
     return asyncio.create_task(tick())

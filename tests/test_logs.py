@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -97,3 +98,34 @@ def test_the_log_subscriber_writes_name_level_and_keys_in_order() -> None:
     ]
     assert list(logs[1]) == ["report", "elapsed", "rate", "stop", "count_succeeded",
                              "count_failed", "event", "log_level"]
+
+
+def test_run_progress_is_a_heartbeat_that_slows_down_while_nothing_moves() -> None:
+    """`run.progress` every 10 s while rows finish; while nothing changes (an hour's pause,
+    a quota spread over a day) the gap doubles up to 300 s, and a change brings it back to
+    10 s. Asserted on virtual time."""
+    from batch_cancel import api
+    from batch_cancel.events import Events, PoolLoad, RunProgress
+    from batch_cancel.sim.clock import VirtualLoop
+
+    loop = VirtualLoop()
+    said: list[float] = []
+    events = Events(lambda e: said.append(loop.time()) if isinstance(e, RunProgress) else None)
+    tally = api.Progress(settled=0, to_send=5)
+
+    async def scenario() -> None:
+        ticker = api.progress_events(events, tally)
+        events.emit(PoolLoad(None, 0, 4, 10.0, "default"))
+        await asyncio.sleep(925)
+        tally.done = 1  # a row finished: back to every 10 s
+        await asyncio.sleep(330)
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+
+    start = loop.time()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert [round(t - start) for t in said] == [10, 20, 40, 80, 160, 320, 620, 920, 1220, 1230,
+                                                 1250]
