@@ -60,25 +60,41 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     return cast(structlog.typing.FilteringBoundLogger, _SILENT)
 
 
+#: structlog's numeric level of each event level.
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
 class LogSubscriber:
-    """Writes each logged event through structlog: its name, at its level, its keys."""
+    """Writes each logged event through structlog: its name, at its level, its keys.
+
+    The logger is bound once: structlog's lazy proxy would rebuild a bound logger on every
+    per-row event.
+    """
 
     __slots__ = ("_log",)
 
     def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
-        self._log = log
+        self._log = log.bind()
 
     def __call__(self, event: Event) -> None:
         if event.level is not None:
             getattr(self._log, event.level)(event.name, **event.as_dict())
 
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether events of `kind` are written at all: logged, at or above the level (a
+        logger that cannot say is taken to write everything)."""
+        if kind.level is None:
+            return False
+        enabled = getattr(self._log, "is_enabled_for", None)
+        return True if enabled is None else bool(enabled(_LEVELS[kind.level]))
+
 
 def logged_events(name: str = "batch_cancel") -> Events:
     """A bus whose events go to the package's logger (silent until logging is configured).
 
-    The logger is bound once: a lazy proxy would rebuild itself on every per-row event.
     """
-    return Events(LogSubscriber(get_logger(name).bind()))
+    return Events(LogSubscriber(get_logger(name)))
 
 
 def configure_logging(format: str = "json", level: str = "info",
