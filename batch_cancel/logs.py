@@ -72,22 +72,30 @@ class LogSubscriber:
     per-row event.
     """
 
-    __slots__ = ("_log",)
+    __slots__ = ("_log", "_writes")
 
     def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
         self._log = log.bind()
+        #: whether events of a kind are written, asked of the logger once per kind
+        self._writes: dict[type[Event], bool] = {}
 
     def __call__(self, event: Event) -> None:
-        if event.level is not None:
-            getattr(self._log, event.level)(event.name, **event.as_dict())
+        writes = self._writes.get(type(event))
+        if writes is None:
+            writes = self.wants(type(event))
+        if writes:  # an event below the level is not turned into keys only to be dropped
+            getattr(self._log, str(event.level))(event.name, **event.as_dict())
 
     def wants(self, kind: type[Event]) -> bool:
         """Whether events of `kind` are written at all: logged, at or above the level (a
         logger that cannot say is taken to write everything)."""
-        if kind.level is None:
-            return False
-        enabled = getattr(self._log, "is_enabled_for", None)
-        return True if enabled is None else bool(enabled(_LEVELS[kind.level]))
+        writes = self._writes.get(kind)
+        if writes is None:
+            enabled = getattr(self._log, "is_enabled_for", None)
+            writes = kind.level is not None and (
+                enabled is None or bool(enabled(_LEVELS[kind.level])))
+            self._writes[kind] = writes
+        return writes
 
 
 def logged_events(name: str = "batch_cancel") -> Events:
