@@ -104,10 +104,10 @@ class Runner:
 
     async def _worker(self, queue: asyncio.Queue[CancelJob | None],
                       finish: Callable[[Outcome, RowState], None]) -> None:
-        outcomes = self.rows.outcomes
+        outcomes, stop = self.rows.outcomes, self._stop
         while (job := await queue.get()) is not None:
             state = RowState.of(job)
-            if self.stopping:
+            if stop.is_set:
                 finish(outcomes.stopped(job, state), state)
                 continue
             try:
