@@ -420,8 +420,8 @@ def contended(rep: Report, work: Path, quick: bool) -> None:
     rep.check(name, "batch-cancel rows/s vs (40-24)/0.05 = 320", bc["rows_per_s"],
               f">= {0.9 * bound:.0f}", bc["rows_per_s"] >= 0.9 * bound)
     worse = bg_beside - bg_alone
-    rep.check(name, "background 429 share: beside - alone (points)", worse, "<= 2 points",
-              worse <= 2.0)
+    rep.check(name, "background 429 share: beside - alone (points)", worse, "<= 1 point",
+              worse <= 1.0)  # issue 14 (it was 2 points before)
     rep.scenarios[name] = {"rows": n, "bound_rows_per_s": bound, "clients": strip(rows),
                            "batch_cancel_429_pct": bc_429, "batch_cancel_cancel_statuses":
                            dict(bc_status), "background_alone_429_pct": bg_alone,

@@ -145,14 +145,21 @@ class Pace:
         """Wait for this start's slot (first come, first served); return at once if stopped."""
         if self.rate is None and self._clock.now() >= self._hold_until:
             return  # unpaced: the hot path of a run with no rate limit at all
-        if not self._turn.locked() and not self._stopped() and not self._take_slot():
-            return  # nobody queued and the slot is due: no lock to take and give back
+        if self.try_start():
+            return
         async with self._turn:
             while not self._stopped():
                 wait = self._take_slot()
                 if not wait:
                     return
                 await self._nap(wait)
+
+    def try_start(self) -> bool:
+        """Take this start's slot at once if nobody is queued for one and it is due (no lock
+        to take and give back, no coroutine to await); False: `wait_can_start` for it."""
+        if self.rate is None and self._clock.now() >= self._hold_until:
+            return True
+        return not self._turn.locked() and not self._stopped() and not self._take_slot()
 
     def _take_slot(self) -> float:
         """Take this start's slot if it is due (0.0); else the seconds until it may be."""
