@@ -99,9 +99,7 @@ class LogSubscriber:
 
 
 def logged_events(name: str = "batch_cancel") -> Events:
-    """A bus whose events go to the package's logger (silent until logging is configured).
-
-    """
+    """A bus whose events go to the package's logger (silent until logging is configured)."""
     return Events(LogSubscriber(get_logger(name)))
 
 

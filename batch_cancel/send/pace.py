@@ -143,8 +143,6 @@ class Pace:
 
     async def wait_can_start(self) -> None:
         """Wait for this start's slot (first come, first served); return at once if stopped."""
-        if self.rate is None and self._clock.now() >= self._hold_until:
-            return  # unpaced: the hot path of a run with no rate limit at all
         if self.try_start():
             return
         async with self._turn:
@@ -158,7 +156,7 @@ class Pace:
         """Take this start's slot at once if nobody is queued for one and it is due (no lock
         to take and give back, no coroutine to await); False: `wait_can_start` for it."""
         if self.rate is None and self._clock.now() >= self._hold_until:
-            return True
+            return True  # unpaced: the hot path of a run with no rate limit at all
         return not self._turn.locked() and not self._stopped() and not self._take_slot()
 
     def _take_slot(self) -> float:
