@@ -330,17 +330,38 @@ def _keys_cell(shapes: list[type[Event]]) -> str:
 Subscriber = Callable[[Event], None]
 
 
-class Events:
-    """The bus a run's parts emit on; each subscriber gets every event, in emit order."""
+def _wanted_by(subscriber: Subscriber, kind: type[Event]) -> bool:
+    """Whether `subscriber` wants events of `kind`: it says so with a `wants(kind)` method;
+    a plain callable wants everything."""
+    wants = getattr(subscriber, "wants", None)
+    return True if wants is None else bool(wants(kind))
 
-    __slots__ = ("_subscribers",)
+
+class Events:
+    """The bus a run's parts emit on; each subscriber gets every event, in emit order.
+
+    `wants(kind)` lets an emitter skip building a per-row event nobody takes (a `row.finished`
+    below the log level, with no other subscriber): it is asked once per kind and remembered
+    until the next `subscribe`.
+    """
+
+    __slots__ = ("_subscribers", "_wanted")
 
     def __init__(self, *subscribers: Subscriber) -> None:
         self._subscribers = list(subscribers)
+        self._wanted: dict[type[Event], bool] = {}
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Deliver every later event to `subscriber` too."""
         self._subscribers.append(subscriber)
+        self._wanted.clear()
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether any subscriber wants events of `kind` (emitting one anyway is harmless)."""
+        wanted = self._wanted.get(kind)
+        if wanted is None:
+            wanted = self._wanted[kind] = any(_wanted_by(s, kind) for s in self._subscribers)
+        return wanted
 
     def emit(self, event: Event) -> None:
         """Hand `event` to each subscriber."""

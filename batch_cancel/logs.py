@@ -60,25 +60,47 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     return cast(structlog.typing.FilteringBoundLogger, _SILENT)
 
 
-class LogSubscriber:
-    """Writes each logged event through structlog: its name, at its level, its keys."""
+#: structlog's numeric level of each event level.
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
 
-    __slots__ = ("_log",)
+
+class LogSubscriber:
+    """Writes each logged event through structlog: its name, at its level, its keys.
+
+    The logger is bound once: structlog's lazy proxy would rebuild a bound logger on every
+    per-row event.
+    """
+
+    __slots__ = ("_log", "_writes")
 
     def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
-        self._log = log
+        self._log = log.bind()
+        #: whether events of a kind are written, asked of the logger once per kind
+        self._writes: dict[type[Event], bool] = {}
 
     def __call__(self, event: Event) -> None:
-        if event.level is not None:
-            getattr(self._log, event.level)(event.name, **event.as_dict())
+        writes = self._writes.get(type(event))
+        if writes is None:
+            writes = self.wants(type(event))
+        if writes:  # an event below the level is not turned into keys only to be dropped
+            getattr(self._log, str(event.level))(event.name, **event.as_dict())
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether events of `kind` are written at all: logged, at or above the level (a
+        logger that cannot say is taken to write everything)."""
+        writes = self._writes.get(kind)
+        if writes is None:
+            enabled = getattr(self._log, "is_enabled_for", None)
+            writes = kind.level is not None and (
+                enabled is None or bool(enabled(_LEVELS[kind.level])))
+            self._writes[kind] = writes
+        return writes
 
 
 def logged_events(name: str = "batch_cancel") -> Events:
-    """A bus whose events go to the package's logger (silent until logging is configured).
-
-    The logger is bound once: a lazy proxy would rebuild itself on every per-row event.
-    """
-    return Events(LogSubscriber(get_logger(name).bind()))
+    """A bus whose events go to the package's logger (silent until logging is configured)."""
+    return Events(LogSubscriber(get_logger(name)))
 
 
 def configure_logging(format: str = "json", level: str = "info",

@@ -31,7 +31,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 #: Rounds of batch-cancel vs the raw loop in the CPU-bound scenario (full size).
-CPU_ROUNDS = 2
+CPU_ROUNDS = 3
 BC = str(Path(PY).parent / "batch-cancel")
 CLIENTS = str(HERE / "clients.py")
 ENV = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
@@ -308,7 +308,7 @@ def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
     data = write_csv(work / "s3.csv", n)
     # batch-cancel and the raw loop run alternately, ROUNDS times each, and the faster run of
     # each counts: on a shared 2-core machine one run alone can lose 30% to a neighbour.
-    rounds = 1 if quick else CPU_ROUNDS
+    rounds = 2 if quick else CPU_ROUNDS
     tries: dict[str, list[dict[str, Any]]] = {"batch-cancel": [], "raw aiohttp c64": []}
     for round_no in range(rounds):
         tries["batch-cancel"].append(run_bc(data, FAST, work, f"s3-bc-{round_no}",
@@ -321,9 +321,20 @@ def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
                                               "s3-requests")
     client_table(rows, None)
     bc, raw = rows["batch-cancel"], rows["raw aiohttp c64"]
+    # the target (issue 14): wall to wall, the whole process of each side (start-up, CSV
+    # load, token, report), the fastest of the alternated runs of each, every row answered
+    walls = {label: min(r["wall"] for r in runs if r["ok"] == n) if any(
+        r["ok"] == n for r in runs) else float("inf") for label, runs in tries.items()}
+    wall_ratio = walls["raw aiohttp c64"] / walls["batch-cancel"]
+    rep.check(name, f"batch-cancel / raw aiohttp, wall to wall (best of {rounds})", wall_ratio,
+              ">= 0.80", wall_ratio >= 0.8)
     ratio = bc["rows_per_s"] / raw["rows_per_s"] if raw["rows_per_s"] else 0.0
-    rep.check(name, f"batch-cancel / raw aiohttp rows/s (best of {rounds})", ratio, ">= 0.80",
-              ratio >= 0.8)
+    rep.info(name, f"batch-cancel / raw aiohttp rows/s, run clocks (best of {rounds})", ratio,
+             "each side's own clock, start-up and report excluded")
+    rep.info(name, "wall s of every round, batch-cancel", 0.0, " ".join(
+        f"{r['wall']:.2f}" for r in tries["batch-cancel"]))
+    rep.info(name, "wall s of every round, raw aiohttp", 0.0, " ".join(
+        f"{r['wall']:.2f}" for r in tries["raw aiohttp c64"]))
     rep.info(name, "rows/s of every round, batch-cancel", 0.0, " ".join(
         f"{r['rows_per_s']:.0f}" for r in tries["batch-cancel"]))
     rep.info(name, "rows/s of every round, raw aiohttp", 0.0, " ".join(
@@ -409,8 +420,8 @@ def contended(rep: Report, work: Path, quick: bool) -> None:
     rep.check(name, "batch-cancel rows/s vs (40-24)/0.05 = 320", bc["rows_per_s"],
               f">= {0.9 * bound:.0f}", bc["rows_per_s"] >= 0.9 * bound)
     worse = bg_beside - bg_alone
-    rep.check(name, "background 429 share: beside - alone (points)", worse, "<= 2 points",
-              worse <= 2.0)
+    rep.check(name, "background 429 share: beside - alone (points)", worse, "<= 1 point",
+              worse <= 1.0)  # issue 14 (it was 2 points before)
     rep.scenarios[name] = {"rows": n, "bound_rows_per_s": bound, "clients": strip(rows),
                            "batch_cancel_429_pct": bc_429, "batch_cancel_cancel_statuses":
                            dict(bc_status), "background_alone_429_pct": bg_alone,

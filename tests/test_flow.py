@@ -369,4 +369,33 @@ def test_an_exact_remaining_is_trusted_as_it_comes() -> None:
     ticks.t += 0.01
     window.in_flight = 15
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=24))
-    assert window.room == 16 + 24 - 1  # not 2 + 24: no sample is stale here
+    assert window.room == 16 + 24  # not 2 + 24: no sample is stale here (and nobody else
+    # holds a place of the 40: none is kept spare)
+
+
+def test_the_room_keeps_a_place_spare_only_while_others_hold_some() -> None:
+    """Alone on the tenant the whole share may be used; with others in sight, one spare."""
+    window = Window(max_size=64, share=1.0, clock=Ticks())
+    window.in_flight = 39
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                          concurrency_remaining=0))
+    assert window.room == 40
+    window.in_flight = 29
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                          concurrency_remaining=1))  # exact: it changed at once
+    assert window.room == 31 - 1 - 0  # others hold 9: one place spare
+
+
+def test_an_exact_remaining_lets_slow_start_grow_straight_into_the_room() -> None:
+    """Remaining advertised exactly says how many places are free: no round trips to probe."""
+    ticks = Ticks()
+    window = Window(max_size=64, share=1.0, clock=ticks)
+    window.in_flight = 3
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                          concurrency_remaining=36))
+    assert window.size == INITIAL_WINDOW  # one value: not known to be exact yet
+    ticks.t += 0.01
+    window.in_flight = 2
+    window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
+                          concurrency_remaining=30))  # others took 7 meanwhile
+    assert window.size == 3 + 30 - 1 - 0  # ours + free - 1 spare (others hold 7: 0 more)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..events import Events, ReportEncodingChanged
@@ -118,7 +118,7 @@ class ReportWriter:
                         outcome = outcomes.get(row.row)
                     self._emit(row, outcome)
                 self._cursor = len(self._rows)
-                self._sink.close(self._tally.summary_lines(context or {}))
+                self._sink.close(self._summary_lines(context or {}))
                 os.replace(self._temp, self.path)
         except OSError as exc:
             self._fail(exc)
@@ -128,6 +128,11 @@ class ReportWriter:
         summary = self._tally.summary(self.path)
         summary.report_error = self.error or ""
         return summary
+
+    def _summary_lines(self, context: dict[str, str]) -> Iterator[tuple[list[object], bool]]:
+        """The Summary sheet's lines, built only if the sink reads them: a CSV report does
+        not load openpyxl (half a second of start-up on a busy machine)."""
+        yield from self._tally.summary_lines(context)
 
     def _fail(self, exc: OSError) -> None:
         self.error = f"{type(exc).__name__}: {exc.strerror or exc}"

@@ -8,13 +8,14 @@ start), then grows by one per window of clean answers; a concurrency 429, or
 a second, so one burst of 429s counts once). It never exceeds `--concurrency`, nor
 `--tenant-share` of the limit Zuora advertises in `Concurrency-Limit-Limit`, nor the places the
 tenant had free for us: the advertised Remaining plus what we had in flight when that value was
-sampled (the fewer of the last two samples), one place kept spare. Zuora refreshes Remaining
-only once a second, so "what we had in flight" is the least we held in the last second or two:
-a stale sample then understates our part rather than overstating the room (a server that
-advertises Remaining exactly is recognised and trusted as is). After a concurrency 429 the
-window stays HURT_MARGIN below the number of our requests in flight that met it, for
-HURT_MEMORY seconds: with no Concurrency-Limit headers at all, that is how the limit is
-learned. Rate 429s are the pace's business (`pace.py`), not the window's.
+sampled (the fewer of the last two samples), one place kept spare while others hold some;
+when Remaining is advertised exactly, slow start grows straight into that room. Zuora
+refreshes Remaining only once a second, so "what we had in flight" is the least we held in
+the last second or two: a stale sample then understates our part rather than overstating the
+room (a server that advertises Remaining exactly is recognised and trusted as is). After a
+concurrency 429 the window stays HURT_MARGIN below the number of our requests in flight that
+met it, for HURT_MEMORY seconds: with no Concurrency-Limit headers at all, that is how the
+limit is learned. Rate 429s are the pace's business (`pace.py`), not the window's.
 """
 
 from __future__ import annotations
@@ -110,11 +111,15 @@ class Window:
     def room(self) -> int | None:
         """The places the tenant had for us in its last two samples (the fewer), None if never
         advertised. One place is kept spare, and one more per OTHERS_BETWEEN_CALLS requests
-        of other clients: a sample counts theirs that are between two calls as free."""
+        of other clients: a sample counts theirs that are between two calls as free. With
+        no other client in sight none is kept: the ceiling still caps the window at our
+        share of the tenant."""
         if not self._available:
             return None
         available = self._available[-1] if self._exact else min(self._available)
         others = max(0, self.tenant_limit - available)
+        if not others:
+            return available  # nobody else holds a place: none to keep spare for them
         return available - 1 - others // OTHERS_BETWEEN_CALLS
 
     async def acquire(self) -> None:
@@ -154,13 +159,19 @@ class Window:
             # the tenant is full while we use under half our window: others took it
             return self._decrease(old, "tenant headroom", self.in_flight + 1)
         self._clean += 1
-        if self._clean < self.size or self.size >= self.ceiling:
+        if self.size >= self.ceiling:
             return None
-        self._clean = 0
-        step = self.size if self._slow_start else 1
-        grown = min(self.ceiling, self.size + step, self._limit_now())
+        if self._slow_start and self._exact:
+            # the tenant says exactly how many places are free: no round trips to probe them
+            grown = min(self.ceiling, self._limit_now())
+        elif self._clean < self.size:
+            return None
+        else:
+            step = self.size if self._slow_start else 1
+            grown = min(self.ceiling, self.size + step, self._limit_now())
         if grown <= self.size:
             return None
+        self._clean = 0
         self.size = grown
         return self._changed(old, "slow start" if self._slow_start else "clean answers")
 

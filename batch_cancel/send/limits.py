@@ -74,6 +74,11 @@ class Ticket:
     probe: bool
 
 
+#: The two tickets there are: values, shared rather than built per request.
+PLAIN = Ticket(probe=False)
+PROBE = Ticket(probe=True)
+
+
 class Limiter:
     """When a request may start: the pause gate, the pacer, the breaker and the window."""
 
@@ -108,7 +113,7 @@ class Limiter:
         probe = await self._admitted()
         if self._stop.is_set or not await self._take_place(probe):
             return None
-        return Ticket(probe)
+        return PROBE if probe else PLAIN
 
     def started(self, ticket: Ticket) -> None:
         """The request of `ticket` leaves now."""
@@ -176,10 +181,13 @@ class Limiter:
     async def _admitted(self) -> bool:
         """Wait for the pool-wide pause, the pacer and an open breaker; True when probing."""
         while not self._stop.is_set:
-            await self.gate.wait()
+            if self.paused():  # else there is nothing to wait out
+                await self.gate.wait()
             await self.pace.wait_can_start()
             if self.paused():
                 continue  # a 429 came in while this worker waited for the pacer
+            if not self.breaker.is_open:
+                return False  # the common case, without a coroutine to admit it
             return await self.breaker.admit(self._stopping, self._stop.nap)
         return False
 
@@ -203,7 +211,7 @@ class Limiter:
                 self.breaker.abandon_probe()
             raise
         if self._stop.is_set:
-            self.give_back(Ticket(probe))
+            self.give_back(PROBE if probe else PLAIN)
             return False
         return True
 

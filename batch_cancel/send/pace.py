@@ -143,26 +143,39 @@ class Pace:
 
     async def wait_can_start(self) -> None:
         """Wait for this start's slot (first come, first served); return at once if stopped."""
-        if self.rate is None and self._clock.now() >= self._hold_until:
-            return  # unpaced: the hot path of a run with no rate limit at all
+        if self.try_start():
+            return
         async with self._turn:
             while not self._stopped():
-                now = self._clock.now()
-                if now < self._hold_until:
-                    await self._nap(self._hold_until - now)
-                    continue
-                rate = self.rate
-                if rate is None:
-                    self._slot = now
+                wait = self._take_slot()
+                if not wait:
                     return
-                interval = 1.0 / rate
-                due = self._slot + interval
-                if due - now <= (TOLERANCE if rate > FINE_RATE else 0.0):
-                    # a slot missed by less than an interval (the loop woke us late) is kept,
-                    # so the next one is not pushed back; an older one is idle time, no credit
-                    self._slot = due if now - due < interval else now
-                    return
-                await self._nap(due - now)
+                await self._nap(wait)
+
+    def try_start(self) -> bool:
+        """Take this start's slot at once if nobody is queued for one and it is due (no lock
+        to take and give back, no coroutine to await); False: `wait_can_start` for it."""
+        if self.rate is None and self._clock.now() >= self._hold_until:
+            return True  # unpaced: the hot path of a run with no rate limit at all
+        return not self._turn.locked() and not self._stopped() and not self._take_slot()
+
+    def _take_slot(self) -> float:
+        """Take this start's slot if it is due (0.0); else the seconds until it may be."""
+        now = self._clock.now()
+        if now < self._hold_until:
+            return self._hold_until - now
+        rate = self.rate
+        if rate is None:
+            self._slot = now
+            return 0.0
+        interval = 1.0 / rate
+        due = self._slot + interval
+        if due - now <= (TOLERANCE if rate > FINE_RATE else 0.0):
+            # a slot missed by less than an interval (the loop woke us late) is kept, so the
+            # next one is not pushed back; an older one is idle time, no credit
+            self._slot = due if now - due < interval else now
+            return 0.0
+        return due - now
 
     def started(self) -> None:
         """A request left (counted against the quota Remaining last showed)."""

@@ -104,10 +104,10 @@ class Runner:
 
     async def _worker(self, queue: asyncio.Queue[CancelJob | None],
                       finish: Callable[[Outcome, RowState], None]) -> None:
-        outcomes = self.rows.outcomes
+        outcomes, stop = self.rows.outcomes, self._stop
         while (job := await queue.get()) is not None:
             state = RowState.of(job)
-            if self.stopping:
+            if stop.is_set:
                 finish(outcomes.stopped(job, state), state)
                 continue
             try:
@@ -124,8 +124,9 @@ class Runner:
                                          f"unexpected error: {type(exc).__name__}: {exc}",
                                          in_doubt=state.in_flight or state.doubt)
             finish(outcome, state)
-            self._events.emit(RowFinished(job.row, outcome.status.value, outcome.attempts,
-                                          outcome.http_status, outcome.error_code))
+            if self._events.wants(RowFinished):  # debug level: usually nobody listens
+                self._events.emit(RowFinished(job.row, outcome.status.value, outcome.attempts,
+                                              outcome.http_status, outcome.error_code))
 
     def _load(self, status: Status | None) -> None:
         """Tell subscribers the pool's load (a progress display), and the status of the row
