@@ -375,7 +375,7 @@ def test_an_exact_remaining_is_trusted_as_it_comes() -> None:
 
 def test_the_room_keeps_a_place_spare_only_while_others_hold_some() -> None:
     """Alone on the tenant the whole share may be used; with others in sight, one spare."""
-    window = Window(max_size=64, share=1.0, clock=Ticks())
+    window = Window(max_size=64, share=1.0, clock=FakeClock(start=0.0).now)
     window.in_flight = 39
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                           concurrency_remaining=0))
@@ -388,8 +388,8 @@ def test_the_room_keeps_a_place_spare_only_while_others_hold_some() -> None:
 
 def test_an_exact_remaining_lets_slow_start_grow_straight_into_the_room() -> None:
     """Remaining advertised exactly says how many places are free: no round trips to probe."""
-    ticks = Ticks()
-    window = Window(max_size=64, share=1.0, clock=ticks)
+    ticks = FakeClock(start=0.0)
+    window = Window(max_size=64, share=1.0, clock=ticks.now)
     window.in_flight = 3
     window.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=40,
                           concurrency_remaining=36))
