@@ -119,6 +119,7 @@ def test_success_false_without_reasons_is_a_refusal_only_in_2xx(status: int,
     (201, 'answer without "success": true; check the invoice in Zuora'),
     (299, 'answer without "success": true; check the invoice in Zuora'),
     (300, "HTTP 300"),
+    (301, "HTTP 301"),
 ])
 def test_a_json_object_without_success_or_reasons_names_what_is_missing_in_2xx(
         status: int, message: str) -> None:

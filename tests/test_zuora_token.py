@@ -193,11 +193,11 @@ async def test_a_token_endpoint_slower_than_the_timeout_is_tried_again(
         zuora: tuple[FakeZuora, str]) -> None:
     """A token request without an answer within --timeout counts as a passing failure."""
     fake, url = zuora
-    fake.token_script = [dataclasses.replace(token("tok-late"), delay=1.0),
+    fake.token_script = [dataclasses.replace(token("tok-late"), delay=30.0),
                          token("tok-second")]
     pauses = Pauses()
     async with open_session() as session:
-        answer = await client(session, url, pauses, timeout=0.2).cancel(JOB, "t-2")
+        answer = await client(session, url, pauses, timeout=0.5).cancel(JOB, "t-2")
     assert answer.verdict is Verdict.SUCCEEDED
     assert (pauses.seconds, len(fake.token_forms)) == ([1.0], 2)
     assert fake.bearers() == ["Bearer tok-second"]
