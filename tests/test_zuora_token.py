@@ -408,3 +408,19 @@ def test_an_invoice_state_cannot_be_changed() -> None:
         state.einvoice_status = "Failed"  # type: ignore[misc]
     with pytest.raises(TypeError):
         vars(state)
+
+
+async def test_a_cancel_dropped_on_a_reused_connection_is_sent_once(
+        zuora: tuple[FakeZuora, str]) -> None:
+    """aiohttp would silently resend a PUT whose kept-alive connection drops; the client's
+    session does not: the dropped cancel reached Zuora once and comes back in doubt."""
+    fake, url = zuora
+    fake.call_script = [Reply(200, b'{"success": true}'), Reply(drop=True)]
+    async with open_session() as session:
+        zuora_client = client(session, url)
+        first = await zuora_client.cancel(JOB, "t-2")
+        second = await zuora_client.cancel(CancelJob(3, "INV3", "02"), "t-3")
+    assert first.verdict is Verdict.SUCCEEDED
+    assert (second.verdict, second.in_doubt, second.http_status) == (Verdict.RETRY, True, None)
+    assert [path for _, path, _ in fake.calls] == ["/v1/invoices/INV1/e-invoice/cancel",
+                                                  "/v1/invoices/INV3/e-invoice/cancel"]
