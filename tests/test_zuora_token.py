@@ -344,25 +344,32 @@ async def test_an_answer_other_than_401_is_returned_without_a_new_token(
 
 
 @pytest.mark.parametrize("status", [403, 404, 500])
-async def test_a_401_then_another_refusal_returns_that_refusal(
+async def test_a_401_is_a_refused_token_and_the_next_call_gets_a_new_one(
         zuora: tuple[FakeZuora, str], status: int) -> None:
-    """After a 401 the resend with a fresh token answers for itself: only a second 401 is
-    an authentication failure."""
+    """A 401 comes back as a retry with the token refused (the client never resends on its
+    own); the next call fetches a new token and its answer, whatever it is, stands."""
     fake, url = zuora
     fake.call_script = [Reply(401, b""), Reply(status, b"")]
     async with open_session() as session:
-        answer = await client(session, url).cancel(JOB, "t-2")
+        zuora_client = client(session, url)
+        refused = await zuora_client.cancel(JOB, "t-2")
+        answer = await zuora_client.cancel(JOB, "t-2")
+    assert (refused.verdict, refused.token_refused, refused.http_status) == (
+        Verdict.RETRY, True, 401)
     assert answer.http_status == status
     assert fake.bearers() == ["Bearer tok-1", "Bearer tok-2"]
 
 
-async def test_a_401_on_a_read_renews_the_token_and_reads_again(
+async def test_a_401_on_a_read_is_a_refused_token_and_the_next_read_gets_a_new_one(
         zuora: tuple[FakeZuora, str]) -> None:
-    """The in-doubt read gets the same one renewal as a cancel; a GET sends no Content-Type."""
+    """The in-doubt read is treated like a cancel on a 401; a GET sends no Content-Type."""
     fake, url = zuora
     fake.call_script = [Reply(401, b"")]
     async with open_session() as session:
-        state = await client(session, url).invoice_state("INV/7", "t-7")
+        zuora_client = client(session, url)
+        refused = await zuora_client.invoice_state("INV/7", "t-7")
+        state = await zuora_client.invoice_state("INV/7", "t-7")
+    assert (refused.einvoice_status, refused.answer.token_refused) == (None, True)
     assert state.einvoice_status == "Success"
     assert [(method, path) for method, path, _ in fake.calls] == [
         ("GET", "/v1/invoices/INV%2F7"), ("GET", "/v1/invoices/INV%2F7")]
