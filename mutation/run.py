@@ -38,10 +38,14 @@ class Target:
 
 
 _LOADER_TESTS = ("tests/test_loader.py", "tests/test_loader_fastpath.py")
+#: the client's tests: the pure functions first (quickest to fail), then the token over
+#: loopback, then the client against the simulator
+_ZUORA_TESTS = ("tests/test_zuora_answers.py", "tests/test_zuora_token.py",
+                "tests/test_zuora.py")
 
 TARGETS = {
-    "zuora": Target("batch_cancel/send/zuora.py", ("tests/test_zuora.py",)),
-    "answers": Target("batch_cancel/send/answers.py", ("tests/test_zuora.py",)),
+    "zuora": Target("batch_cancel/send/zuora.py", _ZUORA_TESTS),
+    "answers": Target("batch_cancel/send/answers.py", _ZUORA_TESTS),
     "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
     "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
     "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
