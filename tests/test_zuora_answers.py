@@ -40,6 +40,25 @@ def test_a_bare_gateway_or_server_error_is_retried_and_in_doubt_by_its_status_al
         Verdict.RETRY, http_status=status, error_message=f"HTTP {status}", in_doubt=True)
 
 
+@pytest.mark.parametrize("status", [501, 505, 507, 520, 522, 524, 599])
+def test_any_other_bare_5xx_is_in_doubt_too(status: int) -> None:
+    """A 5xx without a Zuora code came from something between the client and Zuora (a
+    proxy's 524 "origin timed out", a 501 page): the cancel may have been applied behind it,
+    so it is read before anything is resent, never called final."""
+    answer = classify(status, {}, b"<html>origin timed out</html>")
+    assert answer.verdict is Verdict.RETRY and answer.in_doubt
+    assert classify(status, {}, b"") == Answer(
+        Verdict.RETRY, http_status=status, error_message=f"HTTP {status}", in_doubt=True)
+
+
+def test_a_5xx_with_a_final_zuora_code_is_decided_by_its_category() -> None:
+    """A Zuora body on a 5xx outside the retryable four keeps Zuora's word: category 40
+    (not found) is final."""
+    body = b'{"success": false, "reasons": [{"code": 59210040, "message": "not found"}]}'
+    answer = classify(501, {}, body)
+    assert answer.verdict is Verdict.FINAL and not answer.in_doubt
+
+
 def test_a_bare_429_is_a_rate_limit_retried_without_doubt() -> None:
     """An empty 429 was refused before it was applied: retried, nothing in doubt."""
     assert classify(429, {}, b"") == Answer(

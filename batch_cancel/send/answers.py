@@ -89,8 +89,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
                       rate_windows=windows)
     code, message = _reason(data, body, status)
     category = int(code) % 100 if code.isdigit() else None
-    retry = status in RETRY_STATUSES or category in RETRY_CATEGORIES
-    in_doubt = status in RETRY_STATUSES - {429} or category in DOUBT_CATEGORIES
+    # a 5xx without a Zuora code came from something between (a proxy's 520-524, a 501 or
+    # 505 page): the request may have reached Zuora and been applied
+    bare_5xx = status >= 500 and category is None
+    retry = status in RETRY_STATUSES or bare_5xx or category in RETRY_CATEGORIES
+    in_doubt = status in RETRY_STATUSES - {429} or bare_5xx or category in DOUBT_CATEGORIES
     if not _readable(status, data, category):
         # a 2xx we cannot read (cut off, HTML, no boolean `success`) may well be a cancel that
         # took effect; so may any answer that carries neither a Zuora code nor a known status
