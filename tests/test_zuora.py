@@ -9,10 +9,11 @@ import aiohttp
 import pytest
 
 from batch_cancel.config import Settings
-from batch_cancel.model import CancelJob, Verdict
+from batch_cancel.model import Answer, CancelJob, Verdict
 from batch_cancel.send import answers
 from batch_cancel.send.answers import classify, retry_after
 from batch_cancel.send.zuora import (
+    FRESH_TOKEN,
     AuthenticationError,
     Credentials,
     ZuoraClient,
@@ -384,3 +385,42 @@ async def test_invoice_state_reads_einvoice_status(live_sim) -> None:
         missing = await client.invoice_state("INV-NOTFOUND-1", "t-10")
     assert (before.einvoice_status, after.einvoice_status) == ("Success", "CancelProcessing")
     assert missing.einvoice_status is None and missing.answer.verdict is Verdict.FINAL
+
+
+async def _refused_twice(live_sim, seconds_after_fetch: float, success_between: bool) -> Answer:
+    """A 401, a new token, then (optionally a success with it, then) a 401 on that new token
+    `seconds_after_fetch` after it was fetched, on the client's own clock."""
+    clock = FakeClock(start=0.0)
+    credentials = Credentials(live_sim.config.client_id, live_sim.config.client_secret)
+    async with open_session() as session:
+        client = ZuoraClient(session, live_sim.url, credentials, Settings(), clock=clock.now)
+        await client.authenticate()
+        live_sim.simulator.expire_tokens()
+        first = await client.cancel(CancelJob(2, "INV2", "02"), "t-2")
+        assert first.token_refused
+        await client.authenticate()  # the new token, fetched at 0.0
+        if success_between:
+            assert (await client.cancel(CancelJob(3, "INV3", "02"), "t-3")).http_status == 200
+        live_sim.simulator.expire_tokens()
+        clock.t = seconds_after_fetch
+        return await client.cancel(CancelJob(4, "INV4", "02"), "t-4")
+
+
+async def test_a_401_on_the_token_fetched_for_a_401_moments_before_stops_the_run(
+        live_sim) -> None:
+    """Within FRESH_TOKEN seconds of its fetch, a refused new token is a permissions problem."""
+    with pytest.raises(AuthenticationError):
+        await _refused_twice(live_sim, FRESH_TOKEN, success_between=False)
+
+
+async def test_a_401_on_a_new_token_used_later_is_a_token_revoked_meanwhile(live_sim) -> None:
+    """Past FRESH_TOKEN seconds the new token may have been revoked while the run waited: it
+    is dropped and the request goes again, the run goes on."""
+    answer = await _refused_twice(live_sim, FRESH_TOKEN + 0.001, success_between=False)
+    assert answer.token_refused and answer.http_status == 401
+
+
+async def test_a_new_token_that_worked_once_clears_the_refusal(live_sim) -> None:
+    """Once a request got through with the new token, a later 401 is a stale token again."""
+    answer = await _refused_twice(live_sim, 1.0, success_between=True)
+    assert answer.token_refused and answer.http_status == 401
