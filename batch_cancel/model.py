@@ -269,6 +269,16 @@ class Answer:
         return self.http_status is None or self.http_status >= 500
 
 
+@dataclass(frozen=True, slots=True)
+class InvoiceState:
+    """What `GET /v1/invoices/{key}` says of an invoice's e-invoice."""
+
+    einvoice_status: str | None
+    answer: Answer
+    einvoice_error_code: str = ""
+    einvoice_error_message: str = ""
+
+
 #: `Outcome` field metadata: where a field goes. `report`: a report column (after the row's
 #: own four, in field order); `journal`: a key of the journal's `outcome` record.
 _IN_REPORT: Mapping[str, bool] = {"report": True, "journal": True}

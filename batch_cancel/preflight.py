@@ -25,6 +25,7 @@ from .model import (
     CancelState,
     EInvoiceStatus,
     ExitCode,
+    InvoiceState,
     Outcome,
     SourceRow,
     Status,
@@ -36,7 +37,7 @@ from .read.loader import InputError, LoadedInput, LoadOptions, load
 from .record.writer import write_report
 from .send.flow import ASSUMED_TENANT_LIMIT
 from .send.reads import InvoiceReads, read_limits
-from .send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from .send.zuora import Credentials, ZuoraClient, open_session
 
 if TYPE_CHECKING:
     import pandas

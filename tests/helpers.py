@@ -28,10 +28,9 @@ from typing import Any
 
 from click.testing import Result
 
-from batch_cancel.model import Answer, CancelJob
+from batch_cancel.model import Answer, CancelJob, InvoiceState
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.row import Sender
-from batch_cancel.send.zuora import InvoiceState
 from batch_cancel.sim.server import RequestRecord, Simulator, SimulatorConfig, SimulatorStats
 
 #: The installed `batch-cancel` command, for tests that need a real process.

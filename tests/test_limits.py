@@ -19,8 +19,7 @@ from batch_cancel.events import (
     PoolResumed,
     RowRetryScheduled,
 )
-from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind, Verdict
-from batch_cancel.send.answers import InvoiceState
+from batch_cancel.model import Answer, CancelJob, InvoiceState, Outcome, Status, StopKind, Verdict
 from batch_cancel.send.clock import Stop
 from batch_cancel.send.limits import Limiter, Limits
 from batch_cancel.send.pool import Runner

@@ -20,11 +20,12 @@ from batch_cancel.events import (
     PoolResumed,
     PoolStopping,
 )
+from batch_cancel.model import InvoiceState
 from batch_cancel.plan import RunOptions
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.reads import InvoiceReads, Key, read_limits
-from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
 
 

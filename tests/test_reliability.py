@@ -9,12 +9,12 @@ import random
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
+from batch_cancel.model import Answer, CancelJob, InvoiceState, Outcome, Status, StopKind
 from batch_cancel.record.paths import journal_path
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.retry import Backoff
-from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.helpers import FakeClock, jobs, read_report, requests_by_key, resends_after_acceptance
 
 

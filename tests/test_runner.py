@@ -9,13 +9,13 @@ import pytest
 import structlog
 
 from batch_cancel.config import Settings
-from batch_cancel.model import Answer, CancelJob, Outcome, Status
+from batch_cancel.model import Answer, CancelJob, InvoiceState, Outcome, Status
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.flow import INITIAL_WINDOW
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.retry import Backoff
-from batch_cancel.send.zuora import Credentials, InvoiceState, ZuoraClient, open_session
+from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.helpers import (
     FakeClock,
     SenderSpy,

@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from batch_cancel.config import Settings
-from batch_cancel.model import Answer, CancelJob, Verdict
-from batch_cancel.send.answers import InvoiceState, no_answer
+from batch_cancel.model import Answer, CancelJob, InvoiceState, Verdict
+from batch_cancel.send.answers import no_answer
 from batch_cancel.send.zuora import AuthenticationError, Credentials, ZuoraClient, open_session
 
 CLIENT_ID, CLIENT_SECRET = "client-1", "s3cr3t-value-xyz"

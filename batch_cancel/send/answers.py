@@ -10,14 +10,13 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import aiohttp
 import orjson
 
-from ..model import Answer, Verdict
+from ..model import Answer, InvoiceState, Verdict
 
 #: HTTP statuses worth another try: the tenant's limits and the gateway's transient failures.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -30,16 +29,6 @@ CONCURRENCY_LIMIT_CODE = "50000070"
 DOUBT_CATEGORIES = frozenset({60, 99})
 _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
-
-
-@dataclass(frozen=True, slots=True)
-class InvoiceState:
-    """What `GET /v1/invoices/{key}` says of an invoice's e-invoice."""
-
-    einvoice_status: str | None
-    answer: Answer
-    einvoice_error_code: str = ""
-    einvoice_error_message: str = ""
 
 
 def no_answer(exc: TimeoutError | aiohttp.ClientError, timeout: float) -> Answer:

@@ -12,8 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..model import Answer, CancelJob, Outcome, Status, Verdict, unsettled_hint
-from .answers import InvoiceState
+from ..model import Answer, CancelJob, InvoiceState, Outcome, Status, Verdict, unsettled_hint
 from .clock import Stop
 
 if TYPE_CHECKING:

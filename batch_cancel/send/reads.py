@@ -19,8 +19,7 @@ from typing import Protocol
 from ..config import Settings, Target
 from ..events import Events, PoolStopping
 from ..logs import logged_events
-from ..model import StopKind, Verdict
-from .answers import InvoiceState
+from ..model import InvoiceState, StopKind, Verdict
 from .clock import Clock, Stop
 from .limits import Limiter, Limits
 

@@ -13,8 +13,16 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..events import Events, RowRetryScheduled
-from ..model import Answer, CancelJob, CancelState, Outcome, Status, Verdict, cancel_state
-from .answers import InvoiceState
+from ..model import (
+    Answer,
+    CancelJob,
+    CancelState,
+    InvoiceState,
+    Outcome,
+    Status,
+    Verdict,
+    cancel_state,
+)
 from .clock import Clock, Stop
 from .limits import Limiter
 from .outcomes import Outcomes

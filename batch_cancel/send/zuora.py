@@ -19,8 +19,7 @@ from yarl import URL
 
 from .._version import __version__
 from ..config import Settings
-from ..model import Answer, CancelJob, Verdict
-from .answers import InvoiceState as InvoiceState
+from ..model import Answer, CancelJob, InvoiceState, Verdict
 from .answers import classify as classify
 from .answers import invoice_state_from as invoice_state_from
 from .answers import no_answer as no_answer
