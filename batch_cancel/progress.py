@@ -115,7 +115,9 @@ class ConsoleLines:
 
 def pace_text(rate: float | None, source: str) -> str:
     """A pace as the plan and the progress line show it: `150/s (tenant_policy)`."""
-    return f"{rate:.4g}/s ({source})" if rate is not None else f"unpaced ({source})"
+    if rate is not None:
+        return f"{rate:.4g}/s ({source})"
+    return "unpaced" if source == Source.UNPACED else f"unpaced ({source})"
 
 
 def plan_pace(rate_flag: float | None, default: float | None) -> str:
