@@ -36,7 +36,7 @@ from .plan import Plan, RunError, RunOptions, dry_run, prepare
 from .read.dialect import report_dialect
 from .record.journal import Journal
 from .record.writer import ReportWriter
-from .send.limits import Limits
+from .send.limits import limits_for
 from .send.pool import Runner
 from .send.row import Sender
 from .send.zuora import AuthenticationError, ZuoraClient, open_session
@@ -134,18 +134,9 @@ def _open_journal(options: RunOptions, plan: Plan, run_id: str, started_at: str,
 
 def _runner(client: ZuoraClient, options: RunOptions, run_id: str, journal: Journal,
             events: Events) -> Runner:
-    return Runner(client, runner_limits(options), run_id, options.settings.track_id_prefix,
+    return Runner(client, limits_for(options.settings, options.target), run_id,
+                  options.settings.track_id_prefix,
                   events=events, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
-
-
-def runner_limits(options: RunOptions) -> Limits:
-    """The runner's share of a run's settings (the target's default rate if none is set)."""
-    settings = options.settings
-    return Limits(concurrency=settings.concurrency, rate=settings.rate,
-                  default_rate=options.target.default_rate if settings.rate is None else None,
-                  max_attempts=settings.max_attempts, outage_window=settings.outage_window,
-                  tenant_share=settings.tenant_share,
-                  pause_on_concurrency_429=settings.concurrency_429 == "pause")
 
 
 class Client(Sender, Protocol):

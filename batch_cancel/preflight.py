@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Settings, Target, open_target
+from .config import Settings, Target
 from .model import (
     CancelState,
     EInvoiceStatus,
@@ -36,8 +36,8 @@ from .read.dialect import plan_note, report_dialect
 from .read.loader import InputError, LoadedInput, LoadOptions, load
 from .record.writer import write_report
 from .send.flow import ASSUMED_TENANT_LIMIT
-from .send.reads import InvoiceReads, read_limits
-from .send.zuora import Credentials, ZuoraClient, open_session
+from .send.reads import open_reads
+from .send.zuora import Credentials
 
 if TYPE_CHECKING:
     import pandas
@@ -186,13 +186,8 @@ async def _read_all(options: PreflightOptions, rows: list[SourceRow]
     """Each row's invoice, read under the run's limits (`send.reads`): its pace, window,
     429 pause and breaker; rows answered 429 are read again after the pause, up to
     --max-attempts reads."""
-    settings = options.settings
-    async with (open_target(options.target, options.credentials,
-                            options.simulator_config) as (base_url, credentials),
-                open_session(settings.concurrency * 2) as session):
-        client = ZuoraClient(session, base_url, credentials, settings)
-        await client.authenticate()
-        reads = InvoiceReads(client, read_limits(settings, options.target))
+    async with open_reads(options.target, options.credentials, options.simulator_config,
+                          options.settings) as reads:
         return await reads.read((row.row, row.invoice_key) for row in rows)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from .config import Settings, Target, open_target, tenant_identity
+from .config import Settings, Target, tenant_identity
 from .events import Events, VerifyFinished, VerifyRound, VerifyStarted
 from .logs import LogSubscriber, get_logger
 from .model import (
@@ -38,8 +38,8 @@ from .read.loader import LoadedInput, LoadOptions, load
 from .record.journal import check_same_tenant, read_journal
 from .record.paths import journal_path
 from .record.writer import write_report
-from .send.reads import InvoiceReads, read_limits
-from .send.zuora import Credentials, ZuoraClient, open_session
+from .send.reads import InvoiceReads, open_reads
+from .send.zuora import Credentials
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
                   "verified_at", "verify_note")
@@ -136,12 +136,8 @@ async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
     events.emit(VerifyStarted(str(options.report_path), len(pending)))
     settings = options.settings
     wait = options.first_wait
-    async with (open_target(options.target, options.credentials,
-                            options.simulator_config) as (base_url, credentials),
-                open_session(settings.concurrency * 2) as session):
-        client = ZuoraClient(session, base_url, credentials, settings)
-        await client.authenticate()
-        reads = InvoiceReads(client, read_limits(settings, options.target), events=events)
+    async with open_reads(options.target, options.credentials, options.simulator_config,
+                          settings, events) as reads:
         while pending:
             await _round(reads, pending, states)
             events.emit(VerifyRound(len(pending), len(states)))

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import itertools
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batch_cancel.api import runner_limits
 from batch_cancel.config import Settings, Target
 from batch_cancel.events import (
     Event,
@@ -21,10 +19,9 @@ from batch_cancel.events import (
     PoolStopping,
 )
 from batch_cancel.model import InvoiceState
-from batch_cancel.plan import RunOptions
 from batch_cancel.send.clock import Clock
-from batch_cancel.send.limits import Limits
-from batch_cancel.send.reads import InvoiceReads, Key, read_limits
+from batch_cancel.send.limits import Limits, limits_for
+from batch_cancel.send.reads import InvoiceReads, Key
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
 
@@ -36,11 +33,17 @@ from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_de
               concurrency_429="pause")),
     (Target("", "simulator"), Settings(concurrency=2)),
 ])
-def test_reads_keep_the_limits_a_run_with_the_same_settings_keeps(target: Target,
-                                                                  settings: Settings) -> None:
-    """The reads' limits are the run's, field for field, whatever the settings say."""
-    options = RunOptions(Path("in.csv"), target, settings=settings)
-    assert read_limits(settings, target) == runner_limits(options)
+def test_a_commands_limits_carry_its_settings_and_the_default_rate_only_without_rate(
+        target: Target, settings: Settings) -> None:
+    """One function makes the limits of a run's cancels and of preflight's and verify's
+    reads: every limit from the settings, the target's default rate only while --rate names
+    none."""
+    limits = limits_for(settings, target)
+    assert (limits.concurrency, limits.rate, limits.max_attempts, limits.outage_window,
+            limits.tenant_share) == (settings.concurrency, settings.rate, settings.max_attempts,
+                                     settings.outage_window, settings.tenant_share)
+    assert limits.default_rate == (target.default_rate if settings.rate is None else None)
+    assert limits.pause_on_concurrency_429 is (settings.concurrency_429 == "pause")
 
 
 def keys(n: int) -> list[Key]:

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..config import Settings, Target
 from ..events import (
     Events,
     PoolPaceChanged,
@@ -65,6 +66,16 @@ class Limits:
     def retry(self) -> RetryPolicy:
         """One row's retry policy: attempts, backoff and time budget."""
         return RetryPolicy(self.max_attempts, self.backoff, self.retry_budget)
+
+
+def limits_for(settings: Settings, target: Target) -> Limits:
+    """The limits of every request of a command (a run's cancels and reads, preflight's and
+    verify's reads) from its settings: the target's default rate while --rate names none."""
+    return Limits(concurrency=settings.concurrency, rate=settings.rate,
+                  default_rate=target.default_rate if settings.rate is None else None,
+                  max_attempts=settings.max_attempts, outage_window=settings.outage_window,
+                  tenant_share=settings.tenant_share,
+                  pause_on_concurrency_429=settings.concurrency_429 == "pause")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Protocol
 
-from ..config import Settings, Target
+from ..config import Settings, Target, open_target
 from ..events import Events, PoolStopping
 from ..logs import logged_events
 from ..model import InvoiceState, StopKind, Verdict
 from .clock import Clock, Stop
-from .limits import Limiter, Limits
+from .limits import Limiter, Limits, limits_for
+from .zuora import Credentials, ZuoraClient, open_session
 
 #: One invoice to read: the row it belongs to, and its key.
 Key = tuple[int, str]
@@ -31,16 +33,6 @@ class InvoiceReader(Protocol):
     """What reading needs from a Zuora client."""
 
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState: ...
-
-
-def read_limits(settings: Settings, target: Target) -> Limits:
-    """The limits of a command's reads: the run's, from the same settings (the target's
-    default rate while --rate names none), as `api.runner_limits` makes them for a run."""
-    return Limits(concurrency=settings.concurrency, rate=settings.rate,
-                  default_rate=target.default_rate if settings.rate is None else None,
-                  max_attempts=settings.max_attempts, outage_window=settings.outage_window,
-                  tenant_share=settings.tenant_share,
-                  pause_on_concurrency_429=settings.concurrency_429 == "pause")
 
 
 def read_track_id(row: int) -> str:
@@ -137,3 +129,16 @@ class InvoiceReads:
                 return last
             if self.limiter.holding(answer) is None:  # else the pool's pause is the wait
                 await self._stop.nap(policy.delay(counted, self._rng))
+
+
+@asynccontextmanager
+async def open_reads(target: Target, credentials: Credentials | None,
+                     simulator_config: object | None, settings: Settings,
+                     events: Events | None = None) -> AsyncIterator[InvoiceReads]:
+    """A command's reader of invoices: the target (the built-in simulator started if it is
+    the one named), a session, an authenticated client and the command's limits."""
+    async with (open_target(target, credentials, simulator_config) as (base_url, secret),
+                open_session(settings.concurrency * 2) as session):
+        client = ZuoraClient(session, base_url, secret, settings)
+        await client.authenticate()
+        yield InvoiceReads(client, limits_for(settings, target), events=events)

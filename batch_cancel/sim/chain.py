@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import api
-from ..api import runner_limits
 from ..config import Target
 from ..events import Event, Events
 from ..model import StopKind, exit_code
@@ -30,6 +29,7 @@ from ..plan import Plan, RunOptions, prepare
 from ..record.journal import Journal
 from ..record.writer import ReportWriter
 from ..send.clock import Clock
+from ..send.limits import limits_for
 from ..send.pool import Runner
 from .clock import Stuck, VirtualLoop
 from .promises import is_known, judge
@@ -218,7 +218,8 @@ async def _one_run(schedule: Schedule, world: World, input_path: Path, run: int,
     said: list[Event] = []  # every event, kept for the oracle's grep for secrets
     events = Events(said.append)
     client = world.connect()
-    runner = Runner(client, runner_limits(options), run_id, options.settings.track_id_prefix,
+    runner = Runner(client, limits_for(options.settings, options.target), run_id,
+                    options.settings.track_id_prefix,
                     clock=_LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
                     events=events, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
     if runner_patch is not None:
