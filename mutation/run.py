@@ -63,8 +63,21 @@ TARGETS = {
                   ("tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
     "limits": Target("batch_cancel/send/limits.py",
-                     ("tests/test_runner.py", "tests/test_reliability.py",
+                     ("tests/test_limits.py", "tests/test_runner.py", "tests/test_reliability.py",
                       "tests/test_flow.py"), timeout=180.0),
+    "retry": Target("batch_cancel/send/retry.py",
+                    ("tests/test_runner.py", "tests/test_reliability.py")),
+    "outcomes": Target("batch_cancel/send/outcomes.py",
+                       ("tests/test_runner.py", "tests/test_reliability.py")),
+    "pool": Target("batch_cancel/send/pool.py",
+                   ("tests/test_runner.py", "tests/test_reliability.py"), timeout=180.0),
+    "gate": Target("batch_cancel/send/gate.py",
+                   ("tests/test_limits.py", "tests/test_reliability.py")),
+    "pace": Target("batch_cancel/send/pace.py", ("tests/test_pace.py", "tests/test_limits.py")),
+    "flow": Target("batch_cancel/send/flow.py", ("tests/test_flow.py", "tests/test_limits.py")),
+    "reads": Target("batch_cancel/send/reads.py", ("tests/test_reads.py",)),
+    "sinks": Target("batch_cancel/record/sinks.py", ("tests/test_report.py",)),
+    "paths": Target("batch_cancel/record/paths.py", ("tests/test_report.py",)),
 }
 
 
