@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batch_cancel.model import Answer, CancelJob, Outcome, StopKind
+from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
+from batch_cancel.read import earlier_report, frames
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
@@ -96,11 +98,12 @@ def _world_answer(schedule: Schedule, call: str) -> Any:
 
 
 def _quiet(seed: int, **changes: Any) -> Schedule:
-    """Seed's schedule with no limits, faults, outages or crashes, then `changes`."""
+    """Seed's schedule with no limits, faults, outages or crashes, a CSV input and no run
+    after the chain, then `changes`."""
     base = dataclasses.replace(
         Schedule.draw(seed), concurrency_limit=40, others_peak=0, rate_limit=None,
         daily_quota=None, faults=(), read_faults=0.0, storm=0.0, outages=(), crashes=(),
-        latency=0.05, jitter=0.0)
+        latency=0.05, jitter=0.0, input_form="csv", feedback="", verify=False)
     return dataclasses.replace(base, **changes)
 
 
@@ -361,3 +364,121 @@ def test_a_token_fetch_that_failed_for_good_is_not_repeated_by_waiting_callers()
     assert all(isinstance(r, AuthenticationError) for r in results)
     assert len(world.token_requests) == TOKEN_TRIES
     assert not [r for r in world.requests if r.kind == "cancel"]
+
+
+def _fed_back(seed: int, keys: tuple[str, ...], **changes: Any) -> Schedule:
+    """A quiet schedule of `keys` whose last report is fed back in after the chain."""
+    n = len(keys)
+    return _quiet(seed, keys=keys, reasons=("02",) * n, references=("",) * n,
+                  interrupt=None, token_refusals=(), **{"feedback": "rerun", **changes})
+
+
+def test_the_mix_takes_the_other_user_paths_often_enough() -> None:
+    """Of the first 2,000 schedules, a fifth to a third feed their last report back in (some
+    with --include-final), and some read a DataFrame or a Parquet file instead of the CSV."""
+    drawn = [Schedule.draw(seed) for seed in range(2000)]
+    fed = [s for s in drawn if s.feedback]
+    assert 400 <= len(fed) <= 600
+    assert 100 <= sum(s.feedback == "include_final" for s in fed) <= len(fed) - 100
+    assert sum(s.input_form == "frame" for s in drawn) >= 100
+    assert sum(s.input_form == "parquet" for s in drawn) >= 100
+    assert "fed back in with --include-final" in next(
+        s for s in drawn if s.feedback == "include_final").describe()
+
+
+def test_the_new_paths_leave_every_earlier_draw_as_it_was() -> None:
+    """The user paths come from their own generator, so every field drawn before them is as
+    it was and a regression seed still means what it meant: the schedules of seeds 0-299,
+    described without the paths line, hash as they did before the paths were added."""
+    text = "\n".join("\n".join(line for line in Schedule.draw(seed).describe().splitlines()
+                               if not line.startswith("  input:")) for seed in range(300))
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "a55fc35efb659d616fead5725359bea2d20f8e164a7931865e885411b6237a3d")
+
+
+def test_oracle_catches_a_cancelled_invoice_reported_failed_when_fed_back(
+        tmp_path: Path) -> None:
+    """Invoices cancelled before the run, half of them refused with a retryable
+    `success: false` and --max-attempts 1: the fed-back run sends those again, Zuora refuses
+    them for their state and the read says Cancelled. A runner that then reports `failed`
+    instead of `skipped` is caught; the real one passes."""
+    schedule = _fed_back(17, tuple(f"INV{n}CANCELLED" for n in range(20)),
+                         faults=(("retryable_false", 0.5),),
+                         settings=dataclasses.replace(Schedule.draw(17).settings,
+                                                      max_attempts=1))
+    runners: list[Runner] = []
+
+    def skipped_as_failed(runner: Runner) -> None:
+        runners.append(runner)
+        if len(runners) == 1:
+            return  # the chain's run is the real one; the fed-back run's is not
+        read = runner.rows.outcomes.read
+
+        def failed(job: Any, state: Any, invoice: Any, status: Any, message: str) -> Outcome:
+            wrong = Status.FAILED if status == Status.SKIPPED else status
+            return read(job, state, invoice, wrong, message)
+        runner.rows.outcomes.read = failed  # type: ignore[method-assign]
+
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    result = run_schedule(schedule, mutant, skipped_as_failed)
+    assert result.runs == 2
+    assert any("fed-back run" in v and "failed and not in doubt, but its invoice was "
+               "cancelled" in v for v in result.violations), result.explain(schedule)
+
+
+def test_oracle_catches_final_failures_sent_again(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows Zuora refused for good (invoice not found) are left out when the report is fed
+    back in, and the plan counts them; a loader that leaves none out is caught twice: the
+    plan's count, and a cancel sent for each."""
+    keys = tuple(f"INV{n}NOTFOUND" if n % 3 == 0 else f"INV{n}" for n in range(12))
+    schedule = _fed_back(18, keys)
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    monkeypatch.setattr(earlier_report, "final_failure", lambda values: False)
+    result = run_schedule(schedule, mutant)
+    assert any("the plan leaves out 0 final failures, but the earlier report has 4" in v
+               for v in result.violations), result.explain(schedule)
+    assert sum("a final failure left out, was sent a cancel" in v
+               for v in result.violations) == 4
+
+
+def test_include_final_sends_the_final_failures_again(tmp_path: Path) -> None:
+    """With --include-final the fed-back run sends the not-found rows again (four more
+    cancels than without it), and every promise holds both ways."""
+    keys = tuple(f"INV{n}NOTFOUND" if n % 3 == 0 else f"INV{n}" for n in range(12))
+    (tmp_path / "rerun").mkdir()
+    (tmp_path / "final").mkdir()
+    rerun = run_schedule(_fed_back(19, keys), tmp_path / "rerun")
+    again = run_schedule(_fed_back(19, keys, feedback="include_final"), tmp_path / "final")
+    assert rerun.ok and again.ok, (rerun.explain(), again.explain())
+    assert again.requests - rerun.requests == 4
+
+
+def test_oracle_catches_a_dataframe_read_without_its_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataFrame's rows are numbered by its index labels (0, 1, ...); a loader that numbers
+    them by position from 1, as for a Parquet file, is caught: the report's rows are not the
+    input's."""
+    schedule = _quiet(20, keys=tuple(f"INV{n}" for n in range(5)), reasons=("02",) * 5,
+                      references=("",) * 5, interrupt=None, token_refusals=(),
+                      input_form="frame")
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    load_frame = frames.load_frame
+
+    def positional(frame: Any, options: Any, numbers_as_text: bool = False,
+                   source: Path | None = None) -> Any:
+        return load_frame(frame, options, numbers_as_text, source or Path("frame.parquet"))
+
+    monkeypatch.setattr(frames, "load_frame", positional)
+    result = run_schedule(schedule, mutant)
+    assert any("not every input row once" in v for v in result.violations), (
+        result.explain(schedule))
