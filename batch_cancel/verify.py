@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -50,6 +53,8 @@ SETTLED = SETTLED_STATUSES
 VERIFY_CONCURRENCY = 10
 #: Seconds to keep polling, by default, before writing what is known.
 VERIFY_UNTIL = 600.0
+#: Opens the invoice reader for verify's settings and events (`open_reads` on the target).
+ReadsOpener = Callable[[Settings, Events | None], AbstractAsyncContextManager[InvoiceReads]]
 
 
 @dataclass(slots=True)
@@ -66,6 +71,9 @@ class VerifyOptions:
     first_wait: float = 2.0
     max_wait: float = 60.0
     simulator_config: object | None = None  # a SimulatorConfig for target "simulator"
+    #: how to open the invoice reader (settings, events): `send.reads.open_reads` on the
+    #: target unless given (the seeded simulation gives its in-memory world's)
+    reads: ReadsOpener | None = None
 
 
 @dataclass(slots=True)
@@ -136,8 +144,9 @@ async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
     events.emit(VerifyStarted(str(options.report_path), len(pending)))
     settings = options.settings
     wait = options.first_wait
-    async with open_reads(options.target, options.credentials, options.simulator_config,
-                          settings, events) as reads:
+    opener = options.reads or partial(open_reads, options.target, options.credentials,
+                                      options.simulator_config)
+    async with opener(settings, events) as reads:
         while pending:
             await _round(reads, pending, states)
             events.emit(VerifyRound(len(pending), len(states)))

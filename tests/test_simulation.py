@@ -9,18 +9,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batch_cancel.config import Settings, Target
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
 from batch_cancel.read import earlier_report, frames
+from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
+from batch_cancel.sim import verifying
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
+
+#: The verify module (the package's `verify` is its function of that name).
+verify = importlib.import_module("batch_cancel.verify")
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
 CHUNK = 100
@@ -482,3 +489,57 @@ def test_oracle_catches_a_dataframe_read_without_its_index(
     result = run_schedule(schedule, mutant)
     assert any("not every input row once" in v for v in result.violations), (
         result.explain(schedule))
+
+
+def _verified(seed: int, rows: int, **changes: Any) -> Schedule:
+    """A quiet schedule of `rows` plain invoices, `verify` after the chain."""
+    return _quiet(seed, keys=tuple(f"INV{n}" for n in range(rows)), reasons=("02",) * rows,
+                  references=("",) * rows, interrupt=None, token_refusals=(), verify=True,
+                  **changes)
+
+
+def test_oracle_catches_verify_reading_past_the_concurrency(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`verify` reads under the run's limits: a reader that takes 30 places when
+    --concurrency says 2 is caught in verify's own run (the chain's is the real one)."""
+    schedule = _verified(21, 30, latency=0.5, settings=dataclasses.replace(
+        Schedule.draw(21).settings, concurrency=2, rate=None))
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    checked = run_schedule(schedule, control)
+    assert checked.ok and checked.runs == 1, checked.explain(schedule)
+    real = verifying.limits_for
+
+    def greedy(settings: Settings, target: Target) -> Limits:
+        return real(dataclasses.replace(settings, concurrency=30), target)
+
+    monkeypatch.setattr(verifying, "limits_for", greedy)
+    result = run_schedule(schedule, mutant)
+    assert any(v.startswith("run 1: ") and "past --concurrency 2" in v
+               for v in result.violations), result.explain(schedule)
+    assert not [v for v in result.violations if v.startswith("run 0: ")]
+
+
+def test_oracle_catches_verify_losing_a_row(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`verify` rewrites the report with every row once; one that drops the last row is
+    caught, and the states it wrote are the world's (settled ones equal, CancelFailed rows
+    `cancel_failed`)."""
+    schedule = _verified(22, 8, cancel_delay=1.0, cancel_failed_rate=0.5)
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    written = (control / "verified.csv").read_text("utf-8-sig")
+    assert "cancel_failed" in written and "Cancelled" in written
+    write_report = verify.write_report
+
+    def one_less(path: Path, columns: list[str], rows: list[Any], *args: Any,
+                 **kwargs: Any) -> Any:
+        return write_report(path, columns, rows[:-1], *args, **kwargs)
+
+    monkeypatch.setattr(verify, "write_report", one_less)
+    result = run_schedule(schedule, mutant)
+    assert "verify's output does not have every row of the report once, in order" in (
+        result.violations), result.explain(schedule)

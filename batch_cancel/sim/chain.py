@@ -31,15 +31,15 @@ from ..read.dialect import report_dialect
 from ..read.loader import LoadOptions
 from ..record.journal import Journal
 from ..record.writer import ReportWriter
-from ..send.clock import Clock
 from ..send.limits import limits_for
 from ..send.pool import Runner
-from .clock import Stuck, VirtualLoop
+from .clock import LoopClock, Stuck, VirtualLoop
 from .feedback import FedBack
 from .inputs import write_input
 from .promises import is_known, judge
 from .records import Ledger
 from .schedule import Schedule
+from .verifying import Verified, run_verify
 from .world import DAY, Crash, World
 
 if TYPE_CHECKING:
@@ -58,16 +58,6 @@ AFTERMATH = 600.0
 MAX_RUNS = 6
 
 RunnerPatch = Callable[[Runner], None]
-
-
-class _LoopClock(Clock):
-    """The runner's clock on the loop's (virtual) time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def now(self) -> float:
-        return self._loop.time()
 
 
 @dataclass(slots=True)
@@ -116,12 +106,13 @@ def check_schedule(schedule: Schedule, runner_patch: RunnerPatch | None = None) 
 def run_schedule(schedule: Schedule, folder: Path,
                  runner_patch: RunnerPatch | None = None) -> Checked:
     """Run a schedule's chain of runs in `folder` (then the last report fed back in, and
-    `verify`, if the schedule says so), then the oracle."""
+    `verify` of the chain's report, if the schedule says so), then the oracle."""
     source = write_input(schedule, folder)
     loop = VirtualLoop()
     world = World(schedule, loop)
     ledgers: list[Ledger] = []
     fed = FedBack(schedule.feedback) if schedule.feedback else None
+    verified: Verified | None = None
     violations: list[str] = []
     try:
         loop.run_until_complete(_chain(schedule, world, Leg(source, folder / "report.csv"),
@@ -129,6 +120,9 @@ def run_schedule(schedule: Schedule, folder: Path,
         if fed is not None and ledgers and not ledgers[-1].crashed:
             loop.run_until_complete(_feed_back(schedule, world, folder, ledgers, fed,
                                                runner_patch))
+        if schedule.verify and ledgers and not ledgers[-1].crashed:
+            verified = loop.run_until_complete(
+                run_verify(world, schedule.settings, folder, ledgers[-1]))
         loop.run_until_complete(asyncio.sleep(AFTERMATH))
     except Stuck as exc:
         violations.append(f"the run hangs: {exc}")
@@ -136,7 +130,7 @@ def run_schedule(schedule: Schedule, folder: Path,
         _close(loop)
     known: list[str] = []
     if not violations:
-        found = judge(schedule, world, ledgers, fed)
+        found = judge(schedule, world, ledgers, fed, verified)
         violations = [v for v in found if not is_known(v)]
         known = [v for v in found if is_known(v)]
     final = ledgers[-1] if ledgers else Ledger(-1)
@@ -254,7 +248,7 @@ async def _one_run(schedule: Schedule, world: World, leg: Leg, run: int, resume:
     client = world.connect()
     runner = Runner(client, limits_for(options.settings, options.target), run_id,
                     options.settings.track_id_prefix,
-                    clock=_LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
+                    clock=LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
                     events=events, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
     if runner_patch is not None:
         runner_patch(runner)
