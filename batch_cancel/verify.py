@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -41,7 +39,7 @@ from .read.loader import LoadedInput, LoadOptions, load
 from .record.journal import check_same_tenant, read_journal
 from .record.paths import journal_path
 from .record.writer import write_report
-from .send.reads import InvoiceReads, open_reads
+from .send.reads import InvoiceReads, ReadsOpener, open_reads
 from .send.zuora import Credentials
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
@@ -53,8 +51,6 @@ SETTLED = SETTLED_STATUSES
 VERIFY_CONCURRENCY = 10
 #: Seconds to keep polling, by default, before writing what is known.
 VERIFY_UNTIL = 600.0
-#: Opens the invoice reader for verify's settings and events (`open_reads` on the target).
-ReadsOpener = Callable[[Settings, Events | None], AbstractAsyncContextManager[InvoiceReads]]
 
 
 @dataclass(slots=True)

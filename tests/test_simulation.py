@@ -22,12 +22,13 @@ from batch_cancel.read import earlier_report, frames
 from batch_cancel.send.limits import Limits
 from batch_cancel.send.pool import Runner
 from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
-from batch_cancel.sim import verifying
+from batch_cancel.sim import readonly
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
 
-#: The verify module (the package's `verify` is its function of that name).
+#: The verify and preflight modules (the package's names are their functions).
 verify = importlib.import_module("batch_cancel.verify")
+preflight = importlib.import_module("batch_cancel.preflight")
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
 CHUNK = 100
@@ -110,7 +111,8 @@ def _quiet(seed: int, **changes: Any) -> Schedule:
     base = dataclasses.replace(
         Schedule.draw(seed), concurrency_limit=40, others_peak=0, rate_limit=None,
         daily_quota=None, faults=(), read_faults=0.0, storm=0.0, outages=(), crashes=(),
-        latency=0.05, jitter=0.0, input_form="csv", feedback="", verify=False)
+        latency=0.05, jitter=0.0, input_form="csv", feedback="", verify=False,
+        preflight=False)
     return dataclasses.replace(base, **changes)
 
 
@@ -382,13 +384,15 @@ def _fed_back(seed: int, keys: tuple[str, ...], **changes: Any) -> Schedule:
 
 def test_the_mix_takes_the_other_user_paths_often_enough() -> None:
     """Of the first 2,000 schedules, a fifth to a third feed their last report back in (some
-    with --include-final), and some read a DataFrame or a Parquet file instead of the CSV."""
+    with --include-final), some read a DataFrame or a Parquet file instead of the CSV, and
+    some run `verify` or `preflight` after the chain."""
     drawn = [Schedule.draw(seed) for seed in range(2000)]
     fed = [s for s in drawn if s.feedback]
     assert 400 <= len(fed) <= 600
     assert 100 <= sum(s.feedback == "include_final" for s in fed) <= len(fed) - 100
     assert sum(s.input_form == "frame" for s in drawn) >= 100
     assert sum(s.input_form == "parquet" for s in drawn) >= 100
+    assert sum(s.verify for s in drawn) >= 300 and sum(s.preflight for s in drawn) >= 250
     assert "fed back in with --include-final" in next(
         s for s in drawn if s.feedback == "include_final").describe()
 
@@ -494,8 +498,8 @@ def test_oracle_catches_a_dataframe_read_without_its_index(
 def _verified(seed: int, rows: int, **changes: Any) -> Schedule:
     """A quiet schedule of `rows` plain invoices, `verify` after the chain."""
     return _quiet(seed, keys=tuple(f"INV{n}" for n in range(rows)), reasons=("02",) * rows,
-                  references=("",) * rows, interrupt=None, token_refusals=(), verify=True,
-                  **changes)
+                  references=("",) * rows, interrupt=None, token_refusals=(),
+                  **{"verify": True, **changes})
 
 
 def test_oracle_catches_verify_reading_past_the_concurrency(
@@ -509,12 +513,12 @@ def test_oracle_catches_verify_reading_past_the_concurrency(
     mutant.mkdir()
     checked = run_schedule(schedule, control)
     assert checked.ok and checked.runs == 1, checked.explain(schedule)
-    real = verifying.limits_for
+    real = readonly.limits_for
 
     def greedy(settings: Settings, target: Target) -> Limits:
         return real(dataclasses.replace(settings, concurrency=30), target)
 
-    monkeypatch.setattr(verifying, "limits_for", greedy)
+    monkeypatch.setattr(readonly, "limits_for", greedy)
     result = run_schedule(schedule, mutant)
     assert any(v.startswith("run 1: ") and "past --concurrency 2" in v
                for v in result.violations), result.explain(schedule)
@@ -543,3 +547,22 @@ def test_oracle_catches_verify_losing_a_row(tmp_path: Path,
     result = run_schedule(schedule, mutant)
     assert "verify's output does not have every row of the report once, in order" in (
         result.violations), result.explain(schedule)
+
+
+def test_oracle_catches_preflight_calling_a_cancelled_invoice_cancelable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`preflight --check-invoices` after the chain reads the same world without sending a
+    cancel; one whose verdict ignores the e-invoice status calls the invoices the chain just
+    cancelled `cancelable`, and is caught."""
+    schedule = _verified(23, 6, verify=False, preflight=True)
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    checked = run_schedule(schedule, control)
+    assert checked.ok, checked.explain(schedule)
+    plan = (control / "preflight.csv").read_text("utf-8-sig")
+    assert plan.count("already_cancelled_or_in_progress") == 6
+    monkeypatch.setattr(preflight, "verdict_of", lambda state: (preflight.CANCELABLE, ""))
+    result = run_schedule(schedule, mutant)
+    assert sum("cancelable, but the invoice was cancelled" in v
+               for v in result.violations) == 6, result.explain(schedule)

@@ -37,9 +37,9 @@ from .clock import LoopClock, Stuck, VirtualLoop
 from .feedback import FedBack
 from .inputs import write_input
 from .promises import is_known, judge
+from .readonly import Previewed, Verified, run_preflight, run_verify
 from .records import Ledger
 from .schedule import Schedule
-from .verifying import Verified, run_verify
 from .world import DAY, Crash, World
 
 if TYPE_CHECKING:
@@ -106,13 +106,15 @@ def check_schedule(schedule: Schedule, runner_patch: RunnerPatch | None = None) 
 def run_schedule(schedule: Schedule, folder: Path,
                  runner_patch: RunnerPatch | None = None) -> Checked:
     """Run a schedule's chain of runs in `folder` (then the last report fed back in, and
-    `verify` of the chain's report, if the schedule says so), then the oracle."""
+    `preflight` of the input and `verify` of the chain's report, if the schedule says so),
+    then the oracle."""
     source = write_input(schedule, folder)
     loop = VirtualLoop()
     world = World(schedule, loop)
     ledgers: list[Ledger] = []
     fed = FedBack(schedule.feedback) if schedule.feedback else None
     verified: Verified | None = None
+    previewed: Previewed | None = None
     violations: list[str] = []
     try:
         loop.run_until_complete(_chain(schedule, world, Leg(source, folder / "report.csv"),
@@ -120,6 +122,9 @@ def run_schedule(schedule: Schedule, folder: Path,
         if fed is not None and ledgers and not ledgers[-1].crashed:
             loop.run_until_complete(_feed_back(schedule, world, folder, ledgers, fed,
                                                runner_patch))
+        if schedule.preflight:
+            previewed = loop.run_until_complete(
+                run_preflight(world, schedule, source, folder))
         if schedule.verify and ledgers and not ledgers[-1].crashed:
             verified = loop.run_until_complete(
                 run_verify(world, schedule.settings, folder, ledgers[-1]))
@@ -130,7 +135,7 @@ def run_schedule(schedule: Schedule, folder: Path,
         _close(loop)
     known: list[str] = []
     if not violations:
-        found = judge(schedule, world, ledgers, fed, verified)
+        found = judge(schedule, world, ledgers, fed, verified, previewed)
         violations = [v for v in found if not is_known(v)]
         known = [v for v in found if is_known(v)]
     final = ledgers[-1] if ledgers else Ledger(-1)

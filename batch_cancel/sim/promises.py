@@ -18,19 +18,20 @@ from ..model import DONE, STOP_EXIT_CODES, Status, StopKind
 from ..send.zuora import TOKEN_TRIES
 from .feedback import FedBack, carried_rows, judge_feedback
 from .inputs import row_numbers
+from .readonly import Previewed, Verified, judge_preflight, judge_verify
 from .records import Ledger, Request, TokenRequest
 from .schedule import Schedule
-from .verifying import Verified, judge_verify
 from .world import DAY, World
 
 __all__ = ["KNOWN", "NEVER_LEFT", "RESENT_AFTER_401", "is_known", "judge"]
 
 
 def judge(schedule: Schedule, world: World, ledgers: list[Ledger],
-          fed: FedBack | None = None, verified: Verified | None = None) -> list[str]:
+          fed: FedBack | None = None, verified: Verified | None = None,
+          previewed: Previewed | None = None) -> list[str]:
     """Every promise the report and the requests must keep; the broken ones, as sentences.
     `fed`: the last report fed back in as a new command's input; `verified`: `verify` of the
-    chain's report (each if the schedule had it)."""
+    chain's report; `previewed`: `preflight` of its input (each if the schedule had it)."""
     problems: list[str] = []
     finished = [ledger for ledger in ledgers if not ledger.crashed]
     if not finished:
@@ -48,14 +49,16 @@ def judge(schedule: Schedule, world: World, ledgers: list[Ledger],
                           range(len(ledgers)))
     problems += _no_cancel_after_accept_without_read(world)
     problems += _no_resend_in_doubt_without_read(world)
-    for run in range(len(every)) if verified is None else [*range(len(every)), verified.run]:
+    readers = [x.run for x in (previewed, verified) if x is not None]
+    for run in [*range(len(every)), *readers]:
         problems += _limits_kept(schedule, world, run)
     problems += _nothing_sent_after_stop(world)
     for ledger in every:
         if not ledger.crashed:
             problems += _auth_stop_is_true(world, ledger)
     problems += _no_secret_in_outputs(world, every)
-    return problems + judge_feedback(world, fed) + judge_verify(world, verified)
+    return (problems + judge_feedback(world, fed) + judge_verify(world, verified)
+            + judge_preflight(schedule, world, previewed))
 
 
 #: Broken promises the search found that are not fixed yet: counted and printed, but a seed

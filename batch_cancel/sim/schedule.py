@@ -85,6 +85,8 @@ class Schedule:
     feedback: str = ""
     #: `verify` reads the final report's accepted cancels after the chain
     verify: bool = False
+    #: `preflight --check-invoices` reads the input's invoices after the chain
+    preflight: bool = False
 
     @property
     def rows(self) -> int:
@@ -142,7 +144,7 @@ class Schedule:
             else:
                 crashes.append(("time", rng.uniform(0.0, max(0.05, rows * latency))))
         ttl, lifetime, refusals = _draw_tokens(seed)
-        form, feedback, verify = _draw_paths(seed)
+        form, feedback, verify, preflight = _draw_paths(seed)
         return cls(
             seed=seed, keys=tuple(keys), reasons=tuple(reasons), references=tuple(refs),
             latency=latency, jitter=rng.choice((0.0, 0.5, 0.9)),
@@ -165,7 +167,7 @@ class Schedule:
             interrupt=(rng.uniform(0.0, max(0.05, rows * latency)), rng.choice((0.0, 1.0, 30.0)))
             if rng.random() < 0.15 else None,
             token_ttl=ttl, token_lifetime=lifetime, token_refusals=refusals,
-            input_form=form, feedback=feedback, verify=verify,
+            input_form=form, feedback=feedback, verify=verify, preflight=preflight,
         )
 
     def _interrupt_text(self) -> str:
@@ -183,8 +185,9 @@ class Schedule:
                 "parquet": "a Parquet file"}[self.input_form]
         feedback = {"": "not fed back", "rerun": "fed back in as a new run's input",
                     "include_final": "fed back in with --include-final"}[self.feedback]
-        return (f"input: {form}; the last report {feedback}; verify after the chain: "
-                f"{'yes' if self.verify else 'no'}")
+        after = " and ".join(name for name, on in (("preflight", self.preflight),
+                                                   ("verify", self.verify)) if on)
+        return f"input: {form}; the last report {feedback}; after the chain: {after or 'none'}"
 
     def describe(self) -> str:
         """A few lines a person can read: what this schedule throws at the run."""
@@ -229,12 +232,12 @@ def _draw_tokens(seed: int) -> tuple[float, float, tuple[tuple[float, float, str
     return ttl, lifetime, refusals
 
 
-def _draw_paths(seed: int) -> tuple[str, str, bool]:
+def _draw_paths(seed: int) -> tuple[str, str, bool, bool]:
     """The user paths a seed takes, from their own generator: the input's form (a CSV file in
     most seeds), whether the last report is fed back in (about a quarter, half of those with
-    --include-final), whether `verify` follows."""
+    --include-final), whether `verify` follows (a fifth), and `preflight` (a sixth)."""
     rng = random.Random(f"{seed}-paths")
     draw = rng.random()
     form = "frame" if draw < 0.1 else "parquet" if draw < 0.2 else "csv"
     feedback = rng.choice(FEEDBACK[1:]) if rng.random() < 0.25 else ""
-    return form, feedback, rng.random() < 0.2
+    return form, feedback, rng.random() < 0.2, rng.random() < 0.17

@@ -70,7 +70,7 @@ def _smaller(s: Schedule) -> Iterator[Schedule]:
         yield replace(s, token_refusals=())
     if s.token_lifetime < s.token_ttl:
         yield replace(s, token_lifetime=s.token_ttl)
-    if s.feedback or s.verify:  # a failure of the chain alone reads without what follows
-        yield replace(s, feedback="", verify=False)
+    if s.feedback or s.verify or s.preflight:  # the chain alone reads more easily
+        yield replace(s, feedback="", verify=False, preflight=False)
     if s.input_form != "csv":
         yield replace(s, input_form="csv")
