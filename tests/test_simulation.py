@@ -566,3 +566,11 @@ def test_oracle_catches_preflight_calling_a_cancelled_invoice_cancelable(
     result = run_schedule(schedule, mutant)
     assert sum("cancelable, but the invoice was cancelled" in v
                for v in result.violations) == 6, result.explain(schedule)
+
+
+def test_a_fed_back_run_is_judged_on_its_own_requests() -> None:
+    """Seed 596 (5,000-seed search): the oracle took preflight's read after the fed-back run
+    for the fed-back run's own and called its `failed` row (a refusal whose read met a 500)
+    untrue; the fed-back run's promises now look at its own processes only."""
+    result = check_seed(596)
+    assert not [v for v in result.violations if "fed-back run" in v], result.explain()

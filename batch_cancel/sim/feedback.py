@@ -48,6 +48,12 @@ class FedBack:
     plans: list[Plan] = field(default_factory=list)
 
     @property
+    def runs(self) -> range:
+        """The world's numbers of the new command's processes (not those of a `preflight` or
+        `verify` that follows)."""
+        return range(self.first_run, self.first_run + len(self.ledgers))
+
+    @property
     def include_final(self) -> bool:
         """Whether the new command passes --include-final."""
         return self.mode == "include_final"
@@ -103,7 +109,7 @@ def _left_out_kept(world: World, fed: FedBack, ledger: Ledger) -> Iterator[str]:
                "--include-final)")
     now = {row["row"]: row for row in ledger.rows}
     resent = {row["invoice_key"] for row in fed.rows if row not in left}
-    sent = {r.key for r in world.requests if r.kind == "cancel" and r.run >= fed.first_run}
+    sent = {r.key for r in world.requests if r.kind == "cancel" and r.run in fed.runs}
     for row in left:
         after = now.get(row["row"], {})
         if (after.get("status"), after.get("error_code")) != (row["status"], row["error_code"]):
@@ -126,12 +132,12 @@ def _truthful_again(world: World, fed: FedBack, ledger: Ledger) -> Iterator[str]
         accepted.setdefault(acceptance.key, []).append(acceptance)
     told: dict[str, list[float]] = {}
     for request in world.requests:
-        if request.run >= fed.first_run and request.result in _TOLD:
+        if request.run in fed.runs and request.result in _TOLD:
             told.setdefault(request.key, []).append(request.arrived)
     for row in ledger.rows:
         key, status, doubt = row["invoice_key"], row["status"], row["in_doubt"] == "yes"
         ours = accepted.get(key, [])
-        mine = [a for a in ours if a.run >= fed.first_run]
+        mine = [a for a in ours if a.run in fed.runs]
         since = 0.0 if "CANCELLED" in key else min(
             (a.at for a in ours if not a.will_fail), default=None)
         where = f"fed-back run: row {row['row']} ({key or 'no key'}) {status}"
@@ -151,7 +157,7 @@ def _doubt_kept(world: World, fed: FedBack, ledger: Ledger) -> Iterator[str]:
     """A row in doubt in the fed-back report stays in doubt in the new one unless the new
     command read its invoice (the read settles the doubt one way or the other)."""
     now = {row["row"]: row for row in ledger.rows}
-    read = {r.key for r in world.requests if r.kind == "read" and r.run >= fed.first_run}
+    read = {r.key for r in world.requests if r.kind == "read" and r.run in fed.runs}
     for row in fed.rows:
         after = now.get(row["row"])
         if (row.get("in_doubt") == "yes" and after is not None
