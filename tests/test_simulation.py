@@ -574,3 +574,11 @@ def test_a_fed_back_run_is_judged_on_its_own_requests() -> None:
     untrue; the fed-back run's promises now look at its own processes only."""
     result = check_seed(596)
     assert not [v for v in result.violations if "fed-back run" in v], result.explain()
+
+
+def test_a_fed_back_row_read_while_its_cancel_is_processing_may_be_skipped() -> None:
+    """Seed 2167 (5,000-seed search): a cancel of the chain landed after the client gave up,
+    and the fed-back run read the invoice while CancelProcessing: `skipped` is true, though
+    the tax authority refused it later; the oracle no longer calls it a lie."""
+    result = check_seed(2167)
+    assert not [v for v in result.violations if "fed-back run" in v], result.explain()
