@@ -19,10 +19,12 @@ import pytest
 from batch_cancel.config import Settings, Target
 from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
 from batch_cancel.read import earlier_report, frames
-from batch_cancel.send.limits import Limits
+from batch_cancel.send.limits import Limits, limits_for
 from batch_cancel.send.pool import Runner
+from batch_cancel.send.reads import InvoiceReads
 from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
 from batch_cancel.sim import readonly
+from batch_cancel.sim.clock import LoopClock
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
 
@@ -582,3 +584,37 @@ def test_a_fed_back_row_read_while_its_cancel_is_processing_may_be_skipped() -> 
     the tax authority refused it later; the oracle no longer calls it a lie."""
     result = check_seed(2167)
     assert not [v for v in result.violations if "fed-back run" in v], result.explain()
+
+
+def test_reads_end_when_the_token_is_refused_for_good_mid_read() -> None:
+    """Found by the search (seeds 3163, 4175, 4837): a reader worker that died (its process
+    crashed, or its token was refused for good) left `InvoiceReads.read` waiting forever to
+    feed a full queue. Now the error ends the read: 100 invoices, two readers, the token
+    revoked after 2 s and the token endpoint refusing the client from 1 s on."""
+    schedule = _quiet(24, latency=0.5, token_ttl=3600.0, token_lifetime=2.0,
+                      token_refusals=((1.0, 600.0, "invalid_client"),),
+                      settings=dataclasses.replace(Schedule.draw(24).settings, concurrency=2,
+                                                   rate=None))
+    loop = VirtualLoop()
+    world = World(schedule, loop)
+
+    async def read_all() -> dict[int, Any]:
+        client = world.connect()
+        await client.authenticate()
+        reads = InvoiceReads(client, limits_for(schedule.settings, Target("", "simulator")),
+                             clock=LoopClock(loop), rng=random.Random(24))
+        return await reads.read((n, f"INV{n}") for n in range(100))
+    try:
+        with pytest.raises(AuthenticationError):
+            loop.run_until_complete(read_all())
+    finally:
+        loop.close()
+    assert len([r for r in world.requests if r.kind == "read"]) < 100
+
+
+@pytest.mark.parametrize("seed", [3163, 4175, 4837])
+def test_a_crash_during_preflight_ends_it(seed: int) -> None:
+    """Seeds 3163, 4175 and 4837 (5,000-seed search): the process died during preflight's
+    reads, and the reader hung on its queue instead of ending."""
+    result = check_seed(seed)
+    assert not [v for v in result.violations if "hangs" in v], result.explain()

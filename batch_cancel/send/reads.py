@@ -82,11 +82,17 @@ class InvoiceReads:
         queue: asyncio.Queue[Key | None] = asyncio.Queue(workers * 2)
         tasks = [asyncio.create_task(self._worker(queue, states), name=f"reader-{n}")
                  for n in range(workers)]
-        try:
+
+        async def feed() -> None:
             for key in keys:
                 await queue.put(key)
-            for _ in tasks:
+            for _ in range(workers):
                 await queue.put(None)
+
+        # fed beside the workers, not before them: a worker's error (a token refused for
+        # good) ends the read at once instead of leaving the feeder waiting on a full queue
+        tasks.append(asyncio.create_task(feed(), name="reader-feed"))
+        try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
