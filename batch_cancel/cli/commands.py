@@ -41,8 +41,8 @@ from .options import (
 T = TypeVar("T")
 
 #: Every limit `run` takes (preflight and verify read Zuora under a few of them).
-RUN_LIMITS = ("concurrency", "tenant_share", "concurrency_429", "rate", "max_attempts",
-              "timeout", "outage_window", "track_id_prefix")
+RUN_LIMITS = ("concurrency", "tenant_share", "concurrency_429", "concurrency_algorithm",
+              "rate", "max_attempts", "timeout", "outage_window", "track_id_prefix")
 
 
 def _client_secret() -> str:
