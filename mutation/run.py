@@ -51,14 +51,17 @@ TARGETS = {
     "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
     # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
     # rows built and duplicates marked
-    "validate": Target("batch_cancel/read/validate.py", _LOADER_TESTS,
+    # (each with its direct tests first: exact values, the quickest to fail)
+    "validate": Target("batch_cancel/read/validate.py",
+                       ("tests/test_read_validate.py", *_LOADER_TESTS),
                        ("default_reason", "normalise_reason", "key_problem", "row_problem",
                         "problem_in_reference", "make_row")),
-    "excel": Target("batch_cancel/read/excel.py", _LOADER_TESTS,
+    "excel": Target("batch_cancel/read/excel.py", ("tests/test_read_excel.py", *_LOADER_TESTS),
                     ("excel_text", "format_number", "_digits", "_literal", "_general")),
-    "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
+    "rows": Target("batch_cancel/read/rows.py", ("tests/test_read_rows.py", *_LOADER_TESTS),
                    ("_checked_row", "_block_reasons", "fast_block")),
-    "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
+    "duplicates": Target("batch_cancel/read/duplicates.py",
+                         ("tests/test_read_rows.py", *_LOADER_TESTS)),
     "row": Target("batch_cancel/send/row.py",
                   ("tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
