@@ -155,3 +155,10 @@ def test_literal_text_percent_and_sections(value: float, number_format: str,
                                            shown: str) -> None:
     """Quoted and escaped text is kept, colours and padding go, the first section rules."""
     assert format_number(value, number_format) == shown
+
+
+def test_an_int_no_float_can_hold_still_reads_as_general_would_show_it() -> None:
+    """Excel stops at 9.99E+307, but a file written by other software may hold a longer
+    number: the reader shows it (the key is then refused as scientific), it does not crash."""
+    assert excel_text(10**400, "0") == "1E+400"
+    assert excel_text(-(10**400) - 10**386, "General") == "-1.00000000000001E+400"

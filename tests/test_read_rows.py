@@ -242,3 +242,16 @@ def test_a_report_fed_back_marks_keys_claimed_by_rows_to_send_succeeded_or_skipp
         (9, Status.DUPLICATE, 8), (10, Status.INVALID, None), (11, None, None),
         (12, Status.NOT_ATTEMPTED, None), (13, Status.SUCCEEDED, None), (14, Status.FAILED, None)]
     assert marked[2] is rows[2] and rows[1].status is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_keys_of_any_printable_ascii_but_the_refused_ones_take_the_fast_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """From '!' (0x21) to '~' (0x7E), but / ? # % and '..': the first and last character
+    of that range are as plain as a letter; a space (0x20) or DEL (0x7F) is not."""
+    path = write_csv(tmp_path / "in.csv", [HEADER, ["!INV~", "02"], ["~1!", "02"],
+                                           ["A\x7f", "02"], ["B", "02"], ["C", "02"]])
+    rows, taken = load_rows(path, monkeypatch, fast)
+    assert [(r.invoice_key, r.status) for r in rows] == [
+        ("!INV~", None), ("~1!", None), ("A\x7f", Status.INVALID), ("B", None), ("C", None)]
+    assert taken == ([2] if fast else [])
