@@ -44,6 +44,8 @@ def test_a_cell_that_is_no_number_reads_as_its_text(value: object, shown: str) -
     (5.0, "General", "5"),
     (-7.0, "General", "-7"),
     (42, "General", "42"),
+    (100, "General", "100"),  # an int ending in zeros: all its digits, no 1E+2
+    (-1200, "0.00E+00", "-1200"),
     (0.1, "General", "0.1"),
     (1 / 3, "General", "0.333333333333333"),
     (123456789012345.6, "General", "123456789012346"),
