@@ -43,6 +43,8 @@ def test_a_cell_that_is_no_number_reads_as_its_text(value: object, shown: str) -
     (5.25, "General", "5.25"),
     (5.0, "General", "5"),
     (-7.0, "General", "-7"),
+    (-0.0, "General", "0"),  # Excel has no negative zero
+    (-0.0, "0", "0"),
     (42, "General", "42"),
     (100, "General", "100"),  # an int ending in zeros: all its digits, no 1E+2
     (-1200, "0.00E+00", "-1200"),
