@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batch_cancel.model import SourceRow, Status
+from batch_cancel.model import REPORT_COLUMNS, SourceRow, Status
 from batch_cancel.read import rows as plain_rows
 from batch_cancel.read import table as tables
 from batch_cancel.read.duplicates import as_duplicate, duplicate_message, mark_duplicates
@@ -226,22 +226,48 @@ def report_row(number: int, key: str, status: Status | None) -> SourceRow:
 
 
 def test_a_report_fed_back_marks_keys_claimed_by_rows_to_send_succeeded_or_skipped() -> None:
-    """Rows to send, succeeded and skipped ones claim their key wherever they are, in case;
-    other outcomes claim nothing; only rows still to send are marked."""
+    """Succeeded and skipped rows claim their key first, wherever they are (case aside); rows
+    to send then claim theirs in order; other outcomes claim nothing; only rows still to
+    send are marked, and the list given is left as it was."""
     rows = [report_row(2, "a1", None), report_row(3, "A1", None),
             report_row(4, "B2", Status.FAILED), report_row(5, "b2", None),
             report_row(6, "c3", None), report_row(7, "C3", Status.SUCCEEDED),
             report_row(8, "D4", Status.SKIPPED), report_row(9, "d4", None),
             report_row(10, "E5", Status.INVALID), report_row(11, "e5", None),
             report_row(12, "F6", Status.NOT_ATTEMPTED), report_row(13, "f6", Status.SUCCEEDED),
-            report_row(14, "a1", Status.FAILED)]
+            report_row(14, "a1", Status.FAILED), report_row(15, "g7", None),
+            report_row(16, "G7", Status.SKIPPED), report_row(17, "g7", Status.SUCCEEDED)]
     marked = mark_duplicates(rows)
     assert [(r.row, r.status, r.duplicate_of) for r in marked] == [
         (2, None, None), (3, Status.DUPLICATE, 2), (4, Status.FAILED, None), (5, None, None),
-        (6, None, None), (7, Status.SUCCEEDED, None), (8, Status.SKIPPED, None),
+        (6, Status.DUPLICATE, 7), (7, Status.SUCCEEDED, None), (8, Status.SKIPPED, None),
         (9, Status.DUPLICATE, 8), (10, Status.INVALID, None), (11, None, None),
-        (12, Status.NOT_ATTEMPTED, None), (13, Status.SUCCEEDED, None), (14, Status.FAILED, None)]
-    assert marked[2] is rows[2] and rows[1].status is None
+        (12, Status.NOT_ATTEMPTED, None), (13, Status.SUCCEEDED, None),
+        (14, Status.FAILED, None), (15, Status.DUPLICATE, 16), (16, Status.SKIPPED, None),
+        (17, Status.SUCCEEDED, None)]
+    assert marked[2] is rows[2] and rows[1].status is None and rows[4].status is None
+
+
+def test_a_row_corrected_to_a_key_that_succeeded_below_it_is_not_sent_again(
+        tmp_path: Path) -> None:
+    """An invalid row above a succeeded one, its key corrected to that key before the report
+    is fed back: the invoice is already cancelled, so the row is a duplicate, not a resend."""
+    path = tmp_path / "in.report.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.DictWriter(handle, [*REPORT_COLUMNS, "customer"], restval="")
+        writer.writeheader()
+        writer.writerows([
+            {"row": "2", "invoice_key": "inv1", "reason": "02", "status": "invalid",
+             "error_message": WHITESPACE, "customer": "A"},
+            {"row": "3", "invoice_key": "INV2", "reason": "02", "status": "not_attempted",
+             "customer": "B"},
+            {"row": "4", "invoice_key": "INV1", "reason": "02", "status": "succeeded",
+             "http_status": "200", "attempts": "1", "customer": "C"},
+        ])
+    loaded = load(path, LoadOptions())
+    assert [(r.row, r.status, r.duplicate_of) for r in loaded.rows] == [
+        (2, Status.DUPLICATE, 4), (3, None, None), (4, Status.SUCCEEDED, None)]
+    assert [r.row for r in loaded.to_send()] == [3]
 
 
 @pytest.mark.parametrize("fast", [True, False])
