@@ -13,7 +13,9 @@ import pytest
 from batch_cancel.model import SourceRow, Status
 from batch_cancel.read.loaded import InputError
 from batch_cancel.read.validate import (
+    CLEAN_KEY,
     MAX_KEY_LENGTH,
+    REASON_SPELLINGS,
     default_reason,
     key_problem,
     make_row,
@@ -161,3 +163,18 @@ def test_a_default_reason_that_is_no_code_is_refused(code: str) -> None:
         default_reason(code)
     assert str(caught.value) == (f"--reason {code!r} is not a reason code; "
                                  "use 01, 02, 03 or 04")
+
+
+def test_the_one_match_key_pattern_takes_the_printable_ascii_the_rules_accept() -> None:
+    """The fast path's pattern: '!' to '~' but / ? # %, 1 to 255 of them, no '..', not
+    scientific; anything else goes to the rules one by one."""
+    accepted = {chr(c) for c in range(0x100) if CLEAN_KEY.fullmatch(f"A{chr(c)}B")}
+    assert accepted == {chr(c) for c in range(0x21, 0x7F)} - set("/?#%")
+    assert [bool(CLEAN_KEY.fullmatch(key)) for key in (
+        "A" * MAX_KEY_LENGTH, "A" * 256, "", "A.B", "A..B", "1E+15", "1,5e9", "12E+15")] == [
+        True, False, False, True, False, False, False, True]
+
+
+def test_the_usual_reason_spellings_are_the_codes_with_and_without_their_zero() -> None:
+    assert REASON_SPELLINGS == {"01": "01", "1": "01", "02": "02", "2": "02", "03": "03",
+                                "3": "03", "04": "04", "4": "04"}
