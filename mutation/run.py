@@ -31,7 +31,7 @@ class Target:
 
     module: str
     tests: tuple[str, ...]
-    #: mutate only inside these functions (all of the module when empty)
+    #: mutate only inside these functions or constants (all of the module when empty)
     functions: tuple[str, ...] = ()
     #: seconds one mutant's test run may take before it counts as killed by a hang
     timeout: float = 60.0
@@ -51,14 +51,19 @@ TARGETS = {
     "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
     # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
     # rows built and duplicates marked
-    "validate": Target("batch_cancel/read/validate.py", _LOADER_TESTS,
-                       ("default_reason", "normalise_reason", "key_problem", "row_problem",
+    # (each with its direct tests first: exact values, the quickest to fail)
+    "validate": Target("batch_cancel/read/validate.py",
+                       ("tests/test_read_validate.py", *_LOADER_TESTS),
+                       ("MAX_KEY_LENGTH", "_KEY_CHARACTERS", "CLEAN_KEY", "REASON_SPELLINGS",
+                        "default_reason", "normalise_reason", "key_problem", "row_problem",
                         "problem_in_reference", "make_row")),
-    "excel": Target("batch_cancel/read/excel.py", _LOADER_TESTS,
-                    ("excel_text", "format_number", "_digits", "_literal", "_general")),
-    "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
+    "excel": Target("batch_cancel/read/excel.py", ("tests/test_read_excel.py", *_LOADER_TESTS),
+                    ("_EXCEL_EXACT", "_GENERAL_DIGITS", "excel_text", "format_number", "_digits",
+                     "_literal", "_general")),
+    "rows": Target("batch_cancel/read/rows.py", ("tests/test_read_rows.py", *_LOADER_TESTS),
                    ("_checked_row", "_block_reasons", "fast_block")),
-    "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
+    "duplicates": Target("batch_cancel/read/duplicates.py",
+                         ("tests/test_read_rows.py", *_LOADER_TESTS)),
     "row": Target("batch_cancel/send/row.py",
                   ("tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
@@ -82,10 +87,17 @@ TARGETS = {
 
 
 def function_lines(path: Path, names: tuple[str, ...]) -> list[str]:
-    """The line ranges ("start-end") of the named top-level functions in `path`."""
+    """The line ranges ("start-end") of the named top-level functions in `path`, or of the
+    assignments of named module constants (a limit such as `_EXCEL_EXACT = 10**15` is as
+    much the behaviour as the function that compares with it)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = {node.name: f"{node.lineno}-{node.end_lineno}" for node in tree.body
              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        found.update({target.id: f"{node.lineno}-{node.end_lineno}" for target in targets
+                      if isinstance(target, ast.Name)})
     missing = sorted(set(names) - set(found))
     if missing:
         raise SystemExit(f"{path}: no function named {', '.join(missing)}; update TARGETS")
