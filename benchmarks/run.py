@@ -28,6 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import profiling
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 #: Rounds of batch-cancel vs the raw loop in the CPU-bound scenario (full size).
@@ -45,6 +47,9 @@ CLIENT_TIMEOUT = 900.0
 FAST = {"concurrency_limit": 10000}  # advertise a big limit so --tenant-share 1 is not capped at 40
 #: issue 14: peak RSS of batch-cancel's process at every size of the scale scenario, 1M rows too
 SCALE_RSS_MB = 400
+#: A scale full run's cap: 1M rows take ~200 s here alone, but 10x that beside other work
+#: (466 rows/s measured at load average 15), and a run stopped by the cap proves nothing.
+SCALE_TIMEOUT = 3600.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -91,6 +96,7 @@ def measure(cmd: list[str], workdir: Path, name: str,
     run.finished), and SIGKILL 20 s later.
     """
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    cmd = profiling.wrap(cmd, name)  # under cProfile when --profile names this scenario
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV, cwd=workdir)
@@ -138,10 +144,10 @@ def bc_cmd(csv_path: Path, url: str | None, *extra: str) -> list[str]:
 
 
 def run_bc(csv_path: Path, sim_config: dict[str, Any], workdir: Path, name: str,
-           *extra: str) -> dict[str, Any]:
+           *extra: str, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
     """batch-cancel against a fresh simulator; rows/s from its run.finished elapsed."""
     with Sim(**sim_config) as sim:
-        result = measure(bc_cmd(csv_path, sim.url, *extra), workdir, name)
+        result = measure(bc_cmd(csv_path, sim.url, *extra), workdir, name, timeout)
         result["sim_statuses"] = status_counts(sim)
     finished = last_event(Path(result["stderr_path"]), "run.finished") or {}
     result["elapsed"] = finished.get("elapsed", result["wall"])
@@ -457,7 +463,7 @@ def scale(rep: Report, work: Path, quick: bool) -> None:
     for size in sizes:
         data = work / f"s5-{size}.csv"
         r = run_bc(data, fast, work, f"s5-full-{size}", "--concurrency", "64", "--tenant-share",
-                   "1", "--rate", "100000")
+                   "1", "--rate", "100000", timeout=SCALE_TIMEOUT)
         out["full_run"][size] = {k: v for k, v in r.items() if k != "stdout"}
         print(f"  {'full run':<10}{size:>10}{r['wall']:>9.2f}{r['rows_per_s']:>11.0f}"
               f"{'':>15}{r['peak_rss_mb']:>9.1f}{r['cpu_us_per_row'] or 0:>11.1f}  {r['rc']}"
@@ -610,7 +616,13 @@ def main() -> None:
     rep = Report()
     started = time.time()
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, reports)")
+    parser.add_argument("--profile", metavar="SCENARIO", choices=list(SCENARIOS),
+                        help="run batch-cancel's processes of SCENARIO under cProfile and print "
+                             f"the top {profiling.TOP} functions by cumulative and by own time "
+                             "(alone unless --only names more)")
     args = parser.parse_args()
+    if args.profile and "--only" not in sys.argv:
+        args.only = args.profile
     if importlib.util.find_spec("requests") is None:
         sys.exit("benchmarks need the sequential peer's library: "
                  ".venv/bin/pip install -e '.[bench]'")
@@ -618,7 +630,10 @@ def main() -> None:
     print(f"work dir: {tmp}")
     try:
         for key in args.only.split(","):
-            SCENARIOS[key.strip()](rep, Path(tmp), args.quick)
+            with profiling.profiled(key.strip() == args.profile, Path(tmp), BC) as profiles:
+                SCENARIOS[key.strip()](rep, Path(tmp), args.quick)
+            if profiles is not None:
+                profiling.print_profiles(profiles)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
