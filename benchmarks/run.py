@@ -48,7 +48,7 @@ FAST = {"concurrency_limit": 10000}  # advertise a big limit so --tenant-share 1
 #: issue 14: peak RSS of batch-cancel's process at every size of the scale scenario, 1M rows too
 SCALE_RSS_MB = 400
 #: A scale full run's cap: 1M rows take ~200 s here alone, but 10x that beside other work
-#: (466 rows/s measured at load average 15), and a run stopped by the cap proves nothing.
+#: (296 rows/s measured at load average 15), and a run stopped by the cap proves nothing.
 SCALE_TIMEOUT = 3600.0
 
 
