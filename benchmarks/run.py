@@ -610,8 +610,8 @@ def commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="row counts scaled down ~10x")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)} "
+                                       "(default: all, or the one --profile names)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     rep = Report()
     started = time.time()
@@ -621,8 +621,7 @@ def main() -> None:
                              f"the top {profiling.TOP} functions by cumulative and by own time "
                              "(alone unless --only names more)")
     args = parser.parse_args()
-    if args.profile and "--only" not in sys.argv:
-        args.only = args.profile
+    args.only = args.only or args.profile or ",".join(SCENARIOS)
     if importlib.util.find_spec("requests") is None:
         sys.exit("benchmarks need the sequential peer's library: "
                  ".venv/bin/pip install -e '.[bench]'")
