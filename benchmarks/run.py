@@ -28,6 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import profiling
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 #: Rounds of batch-cancel vs the raw loop in the CPU-bound scenario (full size).
@@ -43,6 +45,11 @@ SIM_CODE = (
 )
 CLIENT_TIMEOUT = 900.0
 FAST = {"concurrency_limit": 10000}  # advertise a big limit so --tenant-share 1 is not capped at 40
+#: issue 14: peak RSS of batch-cancel's process at every size of the scale scenario, 1M rows too
+SCALE_RSS_MB = 400
+#: A scale full run's cap: 1M rows take ~200 s here alone, but 10x that beside other work
+#: (296 rows/s measured at load average 15), and a run stopped by the cap proves nothing.
+SCALE_TIMEOUT = 3600.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -89,6 +96,7 @@ def measure(cmd: list[str], workdir: Path, name: str,
     run.finished), and SIGKILL 20 s later.
     """
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    cmd = profiling.wrap(cmd, name)  # under cProfile when --profile names this scenario
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV, cwd=workdir)
@@ -136,10 +144,10 @@ def bc_cmd(csv_path: Path, url: str | None, *extra: str) -> list[str]:
 
 
 def run_bc(csv_path: Path, sim_config: dict[str, Any], workdir: Path, name: str,
-           *extra: str) -> dict[str, Any]:
+           *extra: str, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
     """batch-cancel against a fresh simulator; rows/s from its run.finished elapsed."""
     with Sim(**sim_config) as sim:
-        result = measure(bc_cmd(csv_path, sim.url, *extra), workdir, name)
+        result = measure(bc_cmd(csv_path, sim.url, *extra), workdir, name, timeout)
         result["sim_statuses"] = status_counts(sim)
     finished = last_event(Path(result["stderr_path"]), "run.finished") or {}
     result["elapsed"] = finished.get("elapsed", result["wall"])
@@ -173,12 +181,10 @@ def finish(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def status_counts(sim: Sim) -> dict[str, int]:
-    """Statuses of the cancel PUTs the simulator saw (from its /_sim/stats and /_sim/requests)."""
-    counts: Counter[str] = Counter()
-    for record in sim.get("/_sim/requests")["requests"]:
-        if record["path"].endswith("/e-invoice/cancel"):
-            counts[str(record["status"])] += 1
-    return dict(counts)
+    """Statuses of the cancel PUTs the simulator saw (its /_sim/stats counters, which it keeps
+    even when it keeps no record of each request)."""
+    counts: dict[str, int] = sim.get("/_sim/stats")["cancel_statuses"]
+    return counts
 
 
 def events(path: Path) -> list[dict[str, Any]]:
@@ -465,8 +471,9 @@ def contended_checks(rep: Report, name: str, algorithm: str, rounds: list[dict[s
 def scale(rep: Report, work: Path, quick: bool) -> None:
     name = "5 scale"
     sizes = [10_000, 30_000, 100_000] if quick else [100_000, 300_000, 1_000_000]
-    full_sizes = sizes if quick else sizes[:2]
-    print(f"\n== {name}: dry-run at {sizes}, full run at {full_sizes} (fast simulator)",
+    # the simulator keeps counters only: a record of each of a million requests is several GB
+    fast = {**FAST, "keep_requests": False}
+    print(f"\n== {name}: dry-run and full run (fast simulator, counters only) at {sizes}",
           flush=True)
     tiny = write_csv(work / "s5-tiny.csv", 10)
     base = measure(bc_cmd(tiny, None, "--dry-run"), work, "s5-dry-tiny")
@@ -484,10 +491,10 @@ def scale(rep: Report, work: Path, quick: bool) -> None:
         print(f"  {'dry-run':<10}{size:>10}{r['wall']:>9.2f}{r['rows_per_s']:>11.0f}"
               f"{r['rows_per_s_net']:>15.0f}{r['peak_rss_mb']:>9.1f}"
               f"{1e6 * r['cpu'] / size:>11.1f}  {r['rc']}", flush=True)
-    for size in full_sizes:
+    for size in sizes:
         data = work / f"s5-{size}.csv"
-        r = run_bc(data, FAST, work, f"s5-full-{size}", "--concurrency", "64", "--tenant-share",
-                   "1", "--rate", "100000")
+        r = run_bc(data, fast, work, f"s5-full-{size}", "--concurrency", "64", "--tenant-share",
+                   "1", "--rate", "100000", timeout=SCALE_TIMEOUT)
         out["full_run"][size] = {k: v for k, v in r.items() if k != "stdout"}
         print(f"  {'full run':<10}{size:>10}{r['wall']:>9.2f}{r['rows_per_s']:>11.0f}"
               f"{'':>15}{r['peak_rss_mb']:>9.1f}{r['cpu_us_per_row'] or 0:>11.1f}  {r['rc']}"
@@ -497,12 +504,14 @@ def scale(rep: Report, work: Path, quick: bool) -> None:
     rep.check(name, f"loader rows/s, dry-run {big} (wall)", dry["rows_per_s"], ">= 300000",
               dry["rows_per_s"] >= 300_000)
     rep.info(name, f"loader rows/s, dry-run {big} (wall - start-up)", dry["rows_per_s_net"])
+    for mode, label in (("dry_run", "dry-run"), ("full_run", "full run")):
+        for size in sizes:
+            rss = out[mode][size]["peak_rss_mb"]
+            rep.check(name, f"peak RSS MB, {label} {size}", rss,
+                      f"<= {SCALE_RSS_MB}", rss <= SCALE_RSS_MB)
     for size in sizes:
-        rss = out["dry_run"][size]["peak_rss_mb"]
-        rep.check(name, f"peak RSS MB, dry-run {size}", rss, "<= 500", rss <= 500)
-    for size in full_sizes:
-        rss = out["full_run"][size]["peak_rss_mb"]
-        rep.check(name, f"peak RSS MB, full run {size}", rss, "<= 500", rss <= 500)
+        ok = out["full_run"][size]["ok"]
+        rep.check(name, f"rows succeeded, full run {size}", ok, f"== {size}", ok == size)
     rep.scenarios[name] = out
 
 
@@ -632,13 +641,18 @@ def commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="row counts scaled down ~10x")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)} "
+                                       "(default: all, or the one --profile names)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     rep = Report()
     started = time.time()
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, reports)")
+    parser.add_argument("--profile", metavar="SCENARIO", choices=list(SCENARIOS),
+                        help="run batch-cancel's processes of SCENARIO under cProfile and print "
+                             f"the top {profiling.TOP} functions by cumulative and by own time "
+                             "(alone unless --only names more)")
     args = parser.parse_args()
+    args.only = args.only or args.profile or ",".join(SCENARIOS)
     if importlib.util.find_spec("requests") is None:
         sys.exit("benchmarks need the sequential peer's library: "
                  ".venv/bin/pip install -e '.[bench]'")
@@ -646,7 +660,10 @@ def main() -> None:
     print(f"work dir: {tmp}")
     try:
         for key in args.only.split(","):
-            SCENARIOS[key.strip()](rep, Path(tmp), args.quick)
+            with profiling.profiled(key.strip() == args.profile, Path(tmp), BC) as profiles:
+                SCENARIOS[key.strip()](rep, Path(tmp), args.quick)
+            if profiles is not None:
+                profiling.print_profiles(profiles)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

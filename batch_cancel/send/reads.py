@@ -59,6 +59,15 @@ class InvoiceReads:
                                self.stop, lambda: self._left)
 
     @property
+    def pace(self) -> tuple[float | None, str]:
+        """The pace (starts per second, None: unpaced) and its source (`pace.Source`) that
+        the answers so far taught the limiter: the tenant's RateLimit policy times
+        --tenant-share, --rate as ceiling, the quota left; what a run with the same settings
+        would go at now. `preflight` estimates the run's duration from it."""
+        pace = self.limiter.pace
+        return pace.rate, pace.source
+
+    @property
     def stop_reason(self) -> str:
         """Why reading stopped early: an outage past --outage-window, the day's quota gone
         ("" while reading goes on)."""
