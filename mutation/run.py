@@ -63,7 +63,8 @@ TARGETS = {
                   ("tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
     # the pool and its limits: their own unit tests on a fake clock, quickest first
-    "limits": Target("batch_cancel/send/limits.py", ("tests/test_limits.py", "tests/test_reads.py")),
+    "limits": Target("batch_cancel/send/limits.py",
+                     ("tests/test_limiter.py", "tests/test_limits.py")),
     "retry": Target("batch_cancel/send/retry.py",
                     ("tests/test_runner.py", "tests/test_reliability.py")),
     "outcomes": Target("batch_cancel/send/outcomes.py",
