@@ -247,3 +247,102 @@ async def test_an_unpaced_run_never_waits() -> None:
     pace = Pace(clock, ceiling=None, default=None)
     assert await starts(pace, clock, 3) == [0.0, 0.0, 0.0]
     assert pace.source == Source.UNPACED
+
+
+# --- the edges of each rule, asserted exactly -----------------------------------------------
+
+
+NO_WAIT_NAMED = Answer(Verdict.RETRY, http_status=429, rate_limited=True)
+
+
+async def test_an_unpaced_run_refused_with_nothing_accepted_drops_to_the_floor() -> None:
+    """Unpaced, no clean answer in the last second: the guess is MIN_RATE / DECREASE, so the
+    learned pace is exactly the floor (0.5/s), not above it."""
+    pace = Pace(FakeClock(), ceiling=None, default=None)
+    pace.finished(RATE_429)
+    assert (pace.rate, pace.source, pace.learned) == (0.5, Source.LEARNED, 0.5)
+
+
+async def test_answers_older_than_a_second_are_not_counted_as_accepted() -> None:
+    """30 accepted at 0-0.3 s, then a 429 at 5 s: nothing was accepted in the last second,
+    so the pace drops by DECREASE (200 -> 160), not to 30."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=200.0, default=None)
+    for _ in range(30):
+        clock.t += 0.01
+        pace.finished(ok())
+    clock.t = 1005.0
+    pace.finished(RATE_429)
+    assert pace.rate == pytest.approx(160.0) and pace.source == Source.LEARNED
+
+
+async def test_a_learned_pace_equal_to_a_bound_leaves_the_bound_in_charge() -> None:
+    """--rate 0.5 and a 429: DECREASE of it is under the floor, so the learned pace is 0.5,
+    the same as --rate: the flag still sets the pace, and no event is due."""
+    pace = Pace(FakeClock(), ceiling=0.5, default=None)
+    assert pace.finished(RATE_429) is None
+    assert (pace.rate, pace.source, pace.learned) == (0.5, Source.FLAG, 0.5)
+
+
+async def test_a_negative_retry_after_is_no_wait_and_leaves_the_pace_alone() -> None:
+    """The client clamps Retry-After at 0; were a negative one to come through, it would
+    still mean no window is used up, like Retry-After: 0."""
+    pace = Pace(FakeClock(), ceiling=50.0, default=None)
+    assert pace.finished(Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                                retry_after=-1.0)) is None
+    assert (pace.rate, pace.learned) == (50.0, None)
+
+
+async def test_probing_past_a_bound_hands_the_pace_back_to_it() -> None:
+    """--rate 2.2: learned 1.0 after a 429, then 1.5, 2.0, 2.5 a second apart; 2.5 passes
+    the flag, so the learned pace is dropped (not kept above it)."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=2.2, default=None)
+    clock.t += 0.5
+    pace.finished(ok())
+    pace.finished(RATE_429)
+    assert pace.learned == 1.0
+    learned = []
+    for _ in range(4):  # the first second is the 429's Retry-After: no probe yet
+        clock.t += 1.0
+        pace.finished(ok())
+        learned.append(pace.learned)
+    assert learned == [1.0, 1.5, 2.0, None]
+    assert (pace.rate, pace.source) == (2.2, Source.FLAG)
+
+
+async def test_a_429_naming_no_wait_starts_its_cooldown_at_once() -> None:
+    """With no Retry-After the cooldown runs from the 429 itself: another 429 exactly a
+    second later lowers the pace again (20 -> 16 -> 12.8)."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=20.0, default=None)
+    pace.finished(NO_WAIT_NAMED)
+    assert pace.rate == pytest.approx(16.0)
+    clock.t += 0.999
+    pace.finished(NO_WAIT_NAMED)
+    assert pace.rate == pytest.approx(16.0)
+    clock.t = 1001.0
+    pace.finished(NO_WAIT_NAMED)
+    assert pace.rate == pytest.approx(12.8)
+
+
+async def test_a_ten_second_window_is_spread() -> None:
+    """SPREAD_MIN_WINDOW is 10 s: a window of exactly 10 s spreads what is left (4 over 2 s);
+    one of 9 s does not."""
+    pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    pace.finished(policy(100, 10, remaining=4, reset=2))
+    assert (pace.rate, pace.source) == (2.0, Source.QUOTA)
+    short = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    short.finished(policy(90, 9, remaining=4, reset=2))
+    assert (short.rate, short.source) == (10.0, Source.POLICY)
+
+
+@pytest.mark.parametrize(("rate", "early"), [(1000.0, False), (1001.0, True)])
+async def test_only_above_a_thousand_a_second_may_a_start_go_a_hair_early(
+        rate: float, early: bool) -> None:
+    """Above FINE_RATE (1,000/s) a start due within TOLERANCE goes now; at 1,000/s it waits."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=rate, default=None)
+    assert pace.try_start()
+    clock.t += 0.0005
+    assert pace.try_start() is early
