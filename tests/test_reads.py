@@ -17,11 +17,13 @@ from batch_cancel.events import (
     PoolPausedRateLimited,
     PoolResumed,
     PoolStopping,
+    QuotaLow,
 )
-from batch_cancel.model import InvoiceState
+from batch_cancel.model import Answer, InvoiceState, StopKind, Verdict
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits, limits_for
 from batch_cancel.send.reads import InvoiceReads, Key
+from batch_cancel.send.retry import Backoff
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
 
@@ -170,3 +172,128 @@ async def test_an_outage_past_the_outage_window_stops_reading(live_sim) -> None:
     assert "outage-window" in reads.stop_reason
     assert [e.kind for e in seen if isinstance(e, PoolStopping)] == ["outage"]
     assert reads_at_stop == [live_sim.stats.invoice_reads]
+
+
+# --- the reader with an in-memory client: each rule of `_read_one`, exactly ------------------
+
+
+SUCCESS = InvoiceState("Success", Answer(Verdict.SUCCEEDED, http_status=200))
+DOWN = InvoiceState(None, Answer(Verdict.RETRY, http_status=503, error_message="down"))
+REFUSED = InvoiceState(None, Answer(Verdict.RETRY, http_status=401, token_refused=True))
+NOT_FOUND = InvoiceState(None, Answer(Verdict.FINAL, http_status=404))
+LIMITED = InvoiceState(None, Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                                    retry_after=3.0))
+
+
+class Top(random.Random):
+    """Draws the top of every range asked for: each backoff is its ceiling."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Script:
+    """Answers each key's reads from its own script (the last answer repeating)."""
+
+    def __init__(self, scripts: dict[str, list[InvoiceState]]) -> None:
+        self.scripts = scripts
+        self.calls: list[tuple[str, str]] = []
+
+    async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+        self.calls.append((key, track_id))
+        script = self.scripts[key]
+        return script.pop(0) if len(script) > 1 else script[0]
+
+
+def reader(client: Script, max_attempts: int = 3, seen: list[Event] | None = None,
+           **kwargs: Any) -> tuple[InvoiceReads, FakeClock]:
+    clock = FakeClock(overlap=True)
+    limits = Limits(concurrency=1, rate=None, max_attempts=max_attempts,
+                    backoff=Backoff(base=1.0, cap=8.0))
+    bus = Events(seen.append) if seen is not None else Events()
+    return InvoiceReads(client, limits, clock=clock, rng=Top(), events=bus, **kwargs), clock
+
+
+async def test_each_read_carries_its_rows_track_id() -> None:
+    client = Script({"A": [SUCCESS], "B": [SUCCESS]})
+    reads, _ = reader(client)
+    assert await reads.read([(2, "A"), (3, "B")]) == {2: SUCCESS, 3: SUCCESS}
+    assert client.calls == [("A", "read-2"), ("B", "read-3")]
+    own = Script({"A": [SUCCESS]})
+    reads, _ = reader(own, track_id=lambda row: f"v-{row}")
+    await reads.read([(7, "A")])
+    assert own.calls == [("A", "v-7")]
+
+
+async def test_a_failed_read_is_read_again_after_the_backoff_up_to_max_attempts() -> None:
+    """503, 503, then Success: waits of exactly 1 and 2 s (the ceilings); three 503s in a
+    row: the third is the answer, no wait after it."""
+    client = Script({"A": [DOWN, DOWN, SUCCESS], "B": [DOWN]})
+    reads, clock = reader(client)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert clock.sleeps == [1.0, 2.0]
+    reads, clock = reader(client)
+    assert await reads.read([(3, "B")]) == {3: DOWN}
+    assert clock.sleeps == [1.0, 2.0] and len(client.calls) == 6
+
+
+async def test_a_refused_token_is_read_again_at_once_and_not_counted() -> None:
+    client = Script({"A": [REFUSED, REFUSED, SUCCESS]})
+    reads, clock = reader(client, max_attempts=1)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert len(client.calls) == 3 and clock.sleeps == []
+
+
+async def test_a_final_answer_or_a_known_status_ends_the_reads_of_a_key() -> None:
+    failed = InvoiceState("Failed", Answer(Verdict.RETRY, http_status=200), "E1", "bad")
+    client = Script({"A": [NOT_FOUND, SUCCESS], "B": [failed, SUCCESS]})
+    reads, clock = reader(client)
+    assert await reads.read([(2, "A"), (3, "B")]) == {2: NOT_FOUND, 3: failed}
+    assert len(client.calls) == 2 and clock.sleeps == []
+
+
+async def test_a_429_read_waits_for_the_pools_pause_only_and_is_left_out_at_the_end() -> None:
+    """A 429 naming 3 s: the pool's pause is the only wait (3 s and the resume spread,
+    here 1 s), not a backoff on top; a key whose every read met a 429 is left out."""
+    client = Script({"A": [LIMITED, SUCCESS], "B": [LIMITED]})
+    reads, clock = reader(client)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert clock.sleeps == [4.0]
+    reads, clock = reader(client, max_attempts=2)
+    assert await reads.read([(3, "B")]) == {}
+    assert clock.sleeps == [4.0]
+
+
+async def test_a_stopped_reader_reads_nothing_more_and_says_why_once() -> None:
+    seen: list[Event] = []
+    client = Script({"A": [SUCCESS]})
+    reads, _ = reader(client, seen=seen)
+    assert reads.stop_reason == ""
+    reads.stop("enough", StopKind.QUOTA)
+    reads.stop("again")
+    assert reads.stop_reason == "enough"
+    assert await reads.read([(2, "A"), (3, "A")]) == {}
+    assert client.calls == []
+    assert seen == [PoolStopping("enough", "quota")]
+
+
+async def test_the_daily_quota_is_weighed_against_the_keys_still_to_read() -> None:
+    low = InvoiceState("Success", Answer(Verdict.SUCCEEDED, http_status=200, quota_remaining=1,
+                                         quota_window=86400))
+    seen: list[Event] = []
+    reads, _ = reader(Script({"A": [SUCCESS], "B": [low]}), seen=seen)
+    await reads.read([(2, "A"), (3, "B"), (4, "A")])
+    assert seen == [QuotaLow(1, 2, 86400)]
+
+
+async def test_a_client_error_gives_its_place_back_and_ends_the_reading() -> None:
+    class Broken:
+        async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+            raise ValueError("boom")
+
+    clock = FakeClock(overlap=True)
+    reads = InvoiceReads(Broken(), Limits(concurrency=2, rate=None, max_attempts=1),
+                         clock=clock, events=Events())
+    with pytest.raises(ValueError, match="boom"):
+        await reads.read([(2, "A")])
+    assert (reads.limiter.window.in_flight, reads.limiter.pace.in_flight) == (0, 0)
