@@ -346,3 +346,24 @@ async def test_only_above_a_thousand_a_second_may_a_start_go_a_hair_early(
     assert pace.try_start()
     clock.t += 0.0005
     assert pace.try_start() is early
+
+
+@pytest.mark.parametrize("reset", [0.0, 0.5, 1.0])
+async def test_what_is_left_is_spread_over_at_least_a_second(reset: float) -> None:
+    """RateLimit-Reset counts whole seconds: 4 left with 0 or 1 s to go is 4/s, not more."""
+    pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    pace.finished(policy(6000, 60, remaining=4, reset=reset))
+    assert (pace.rate, pace.source) == (4.0, Source.QUOTA)
+
+
+async def test_an_unpaced_start_waits_for_the_reset_of_a_used_up_window() -> None:
+    """No rate at all, but a minute window with nothing left and 5 s to its reset: no start
+    goes before the reset, even on the unpaced fast path."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=None, default=None)
+    pace.finished(ok(quota_remaining=0, quota_window=60, quota_reset=5.0))
+    assert (pace.rate, pace.source) == (None, Source.RESET)
+    assert pace.try_start() is False
+    await pace.wait_can_start()
+    assert clock.sleeps == [5.0]
+    assert pace.try_start() is True
