@@ -1,0 +1,160 @@
+"""The flow-control window called directly, at the edges of each rule: the assumed limit, the
+ceiling's floor, the one-second and thirty-second memories, the 5xx line, and waiters woken
+or cancelled. A fake clock; exact sizes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batch_cancel.model import Answer, Verdict
+from batch_cancel.send.flow import Window, WindowChange
+from tests.helpers import FakeClock
+
+BARE = Answer(Verdict.SUCCEEDED, http_status=200)
+CONCURRENCY_429 = Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                         concurrency_limited=True)
+
+
+def window(max_size: int = 64, share: float = 1.0) -> tuple[Window, FakeClock]:
+    clock = FakeClock(start=0.0)
+    return Window(max_size, share, clock.now), clock
+
+
+async def fill(win: Window, places: int) -> None:
+    """Hold `places` places, then give them all back: the peak the window saw."""
+    for _ in range(places):
+        await win.acquire()
+    for _ in range(places):
+        win.release()
+
+
+def test_until_zuora_says_otherwise_the_tenant_allows_40() -> None:
+    """Share 0.5 of the assumed 40: a ceiling of 20; a first window of 4; no room known."""
+    win, _ = window(share=0.5)
+    assert (win.tenant_limit, win.ceiling, win.size, win.room) == (40, 20, 4, None)
+    assert window(max_size=3)[0].size == 3
+
+
+def test_the_ceiling_is_never_below_one_place() -> None:
+    win, _ = window(share=0.01)
+    assert (win.ceiling, win.size) == (1, 1)
+
+
+def test_an_advertised_limit_under_the_window_shrinks_it_at_once() -> None:
+    win, _ = window(share=0.5)
+    change = win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=6))
+    assert change == WindowChange(4, 3, "tenant limit advertised")
+    assert (win.tenant_limit, win.ceiling) == (6, 3)
+    assert win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=8)) is None
+
+
+@pytest.mark.parametrize(("status", "counted"), [(499, True), (500, False), (None, False)])
+def test_a_5xx_or_no_answer_is_not_a_clean_answer(status: int | None, counted: bool) -> None:
+    """Four clean answers grow a window of 4 to 8; a 500 (or no status) does not count."""
+    win, _ = window()
+    for _ in range(3):
+        win.observe(BARE)
+    win.observe(Answer(Verdict.RETRY, http_status=status))
+    assert win.size == (8 if counted else 4)
+
+
+def test_slow_start_doubles_after_exactly_a_window_of_clean_answers() -> None:
+    win, _ = window()
+    changes = [win.observe(BARE) for _ in range(4)]
+    assert changes == [None, None, None, WindowChange(4, 8, "slow start")]
+    changes = [win.observe(BARE) for _ in range(8)]
+    assert changes[:7] == [None] * 7 and changes[7] == WindowChange(8, 16, "slow start")
+
+
+async def test_after_a_decrease_the_window_grows_by_one_per_window() -> None:
+    """A 429 at 8 of ours: halved to 4 (and remembered: with no Remaining advertised 7 is
+    the wall for 30 s); then +1 per full window of clean answers, told as "clean answers"."""
+    win, clock = window()
+    for _ in range(4):
+        win.observe(BARE)
+    await fill(win, 8)
+    assert win.observe(CONCURRENCY_429) == WindowChange(8, 4, "429")
+    changes = [win.observe(BARE) for _ in range(4)]
+    assert changes == [None, None, None, WindowChange(4, 5, "clean answers")]
+    changes = [win.observe(BARE) for _ in range(5)]
+    assert changes[4] == WindowChange(5, 6, "clean answers")
+    assert [win.observe(BARE) for _ in range(6)][5] == WindowChange(6, 7, "clean answers")
+    assert [win.observe(BARE) for _ in range(14)] == [None] * 14  # the wall: one below 8
+    clock.t = 29.999
+    assert win.observe(BARE) is None
+    clock.t = 30.0  # exactly HURT_MEMORY later: forgotten
+    assert win.observe(BARE) == WindowChange(7, 8, "clean answers")
+
+
+async def test_a_second_429_halves_again_exactly_a_second_later() -> None:
+    win, clock = window()
+    win.size = 16
+    await fill(win, 16)
+    assert win.observe(CONCURRENCY_429) == WindowChange(16, 8, "429")
+    clock.t = 0.999
+    win.in_flight = 8  # 9 of ours when the tenant refused: the wall is 8
+    assert win.observe(CONCURRENCY_429) is None  # the same burst, and 8 is not past its wall
+    clock.t = 1.0
+    assert win.observe(CONCURRENCY_429) == WindowChange(8, 4, "429")
+
+
+async def test_a_429_with_remaining_advertised_keeps_two_places_below_what_met_it() -> None:
+    """Remaining was advertised: the wall is HURT_MARGIN (2) below the 10 that met it, even
+    when halving would leave more (a window of 20 halves to 10, then the wall: 8)."""
+    win, _ = window()
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    win.size = 20
+    await fill(win, 10)
+    assert win.observe(CONCURRENCY_429) == WindowChange(20, 8, "429")
+
+
+async def test_a_rate_429_says_nothing_of_the_window() -> None:
+    win, _ = window()
+    await fill(win, 4)
+    assert win.observe(Answer(Verdict.RETRY, http_status=429, rate_limited=True)) is None
+    assert win.size == 4
+
+
+async def test_a_full_tenant_shrinks_the_window_only_when_we_hold_under_half() -> None:
+    """Remaining 0 with 2 of ours in flight (this answer's included) in a window of 5: not
+    under half (5 // 2 = 2); in a window of 6 it is (2 < 3): down to 2."""
+    full = Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=0)
+    win, _ = window()
+    win.size, win.in_flight = 5, 1
+    assert win.observe(full) is None and win.size == 5
+    win, _ = window()
+    win.size, win.in_flight = 6, 1
+    assert win.observe(full) == WindowChange(6, 2, "tenant headroom")
+
+
+async def test_a_grown_window_wakes_as_many_waiters_as_it_has_new_places() -> None:
+    win, _ = window(max_size=8)
+    for _ in range(4):
+        await win.acquire()
+    waiters = [asyncio.ensure_future(win.acquire()) for _ in range(6)]
+    await asyncio.sleep(0)
+    win.size = 6
+    win.release()  # one free, and two more places: three wake
+    await asyncio.sleep(0)
+    assert [w.done() for w in waiters] == [True, True, True, False, False, False]
+    assert win.in_flight == 6
+    for waiter in waiters[3:]:
+        waiter.cancel()
+    await asyncio.gather(*waiters[3:], return_exceptions=True)
+
+
+async def test_a_woken_waiter_cancelled_passes_its_place_on() -> None:
+    """The waiter a release woke is cancelled before it runs: the next one gets the place."""
+    win, _ = window(max_size=8)
+    for _ in range(4):
+        await win.acquire()
+    first = asyncio.ensure_future(win.acquire())
+    second = asyncio.ensure_future(win.acquire())
+    await asyncio.sleep(0)
+    win.release()
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert second.done() and win.in_flight == 4
