@@ -120,6 +120,9 @@ def test_the_breaker_opens_after_threshold_outage_failures_in_a_row() -> None:
     assert (breaker.opened_at, breaker.next_probe) == (1010.0, 1011.0)
     clock.t = 1013.5
     assert breaker.open_for() == 3.5
+    clock.t = 3030.0
+    assert breaker.open_for() == 2020.0
+    clock.t = 1013.5
     # more failures of requests already on their way neither reopen nor move the probe
     assert breaker.observe(DOWN, False) == ""
     assert (breaker.opened_at, breaker.next_probe, breaker.failures) == (1010.0, 1011.0, 4)

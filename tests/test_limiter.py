@@ -4,6 +4,7 @@ feeds back, when the pool holds a row, and how a start waits; on a fake clock, e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 
@@ -58,6 +59,8 @@ def test_the_limits_defaults_and_the_retry_policy_they_make() -> None:
             limits.tenant_share, limits.pause_on_concurrency_429, limits.default_rate,
             limits.retry_budget) == (5.0, 10, 1800.0, 0.5, False, None, math.inf)
     assert limits.backoff == Backoff()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        limits.concurrency = 4  # type: ignore[misc]
     budgeted = Limits(concurrency=1, rate=None, max_attempts=4, retry_budget=9.0,
                       backoff=Backoff(base=2.0, cap=3.0))
     assert budgeted.retry == RetryPolicy(4, Backoff(base=2.0, cap=3.0), 9.0)
@@ -66,6 +69,7 @@ def test_the_limits_defaults_and_the_retry_policy_they_make() -> None:
 @pytest.mark.parametrize(("rate", "target", "mode", "default_rate", "pause"), [
     (None, "custom", "shrink", DEFAULT_CUSTOM_RATE, False),
     (7.0, "custom", "pause", None, True),
+    (7.0, "custom", "".join(["pau", "se"]), None, True),  # read from a file: not interned
     (None, "simulator", "shrink", None, False),
 ])
 def test_a_commands_limits_come_from_its_settings_and_its_target(
@@ -274,7 +278,7 @@ def test_a_daily_quota_short_of_the_rows_left_is_told_once_and_at_0_stops_the_ru
         meter.window.in_flight = 1
         meter.finished(PLAIN, answer)
     assert seen == [] and stops == []
-    for answer in (quota(9), quota(8)):
+    for answer in (quota(9), quota(8), quota(1)):
         meter.window.in_flight = 1
         meter.finished(PLAIN, answer)
     assert seen == [QuotaLow(9, 10, 86400)] and stops == []
@@ -319,21 +323,25 @@ async def test_a_start_queued_at_the_window_waits_out_a_pause_that_came_meanwhil
 
 
 async def test_a_start_that_met_a_429_while_waiting_for_the_pacer_waits_the_pause() -> None:
-    """At 1/s the second start waits 1 s for its slot; a 429 at 0.5 s pauses until 2.5 s:
-    the start waits that out (plus the spread) rather than go inside the pause."""
-    def at_half(clock: FakeClock) -> None:
-        if clock.t == 1000.5:
+    """At 1/s the second start waits 1 s for its slot; a 429 then pauses until 1003: the
+    start waits that out (plus the spread, 1 s) and takes a fresh slot after it, so the
+    third start is a full interval later, not a burst right behind it."""
+    def at_one(clock: FakeClock) -> None:
+        if clock.t == 1001.0:
             meter.pause(RATE_429)
 
     clock = FakeClock(overlap=True)
     meter, _, _ = bare(Limits(concurrency=1, rate=1.0, max_attempts=1), clock, [])
-    assert await meter.wait_can_start() == PLAIN
-    meter.started(PLAIN)
-    clock.on_sleep = at_half
-    await clock.sleep(0.5)
-    meter.finished(PLAIN, OK)
-    ticket = await meter.wait_can_start()
-    assert ticket == PLAIN and clock.t >= 1002.5
+    starts = []
+    for _ in range(3):
+        ticket = await meter.wait_can_start()
+        assert ticket == PLAIN
+        starts.append(clock.t)
+        meter.started(PLAIN)
+        meter.finished(PLAIN, OK)
+        clock.on_sleep = at_one
+    assert starts == [1000.0, 1004.0, 1005.0]
+    assert clock.sleeps == [1.0, 3.0, 1.0]
 
 
 async def test_a_probe_stopped_or_cancelled_at_the_window_gives_its_turn_back() -> None:

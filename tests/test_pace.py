@@ -367,3 +367,33 @@ async def test_an_unpaced_start_waits_for_the_reset_of_a_used_up_window() -> Non
     await pace.wait_can_start()
     assert clock.sleeps == [5.0]
     assert pace.try_start() is True
+
+
+async def test_a_move_of_under_a_tenth_within_one_source_is_no_event() -> None:
+    """The policy moving 100 -> 105/s is no event (under EVENT_STEP); 100 -> 111/s is."""
+    pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    assert pace.finished(policy(100, 1)) is not None
+    assert pace.finished(policy(105, 1)) is None
+    change = pace.finished(policy(111, 1))
+    assert change is not None and (change.old, change.new) == (100.0, 111.0)
+
+
+async def test_a_bound_that_drops_below_the_learned_pace_rules() -> None:
+    """Learned 1/s after a 429; then the tenant names a policy of 0.5/s: 0.5/s, the policy."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=2.0, default=None, share=1.0)
+    clock.t += 0.5
+    pace.finished(ok())
+    pace.finished(RATE_429)
+    assert pace.learned == 1.0
+    pace.finished(policy(1, 2))
+    assert (pace.rate, pace.source) == (0.5, Source.POLICY)
+
+
+async def test_a_paced_start_at_the_reset_takes_its_slot() -> None:
+    """10/s behind a used-up window resetting in 5 s: the first start goes at the reset,
+    and the next ones a tenth of a second apart (no burst at the reset)."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=10.0, default=None)
+    pace.finished(ok(quota_remaining=0, quota_window=60, quota_reset=5.0))
+    assert await starts(pace, clock, 3) == [5.0, 5.1, 5.2]

@@ -158,3 +158,33 @@ async def test_a_woken_waiter_cancelled_passes_its_place_on() -> None:
     await asyncio.gather(first, return_exceptions=True)
     await asyncio.sleep(0)
     assert second.done() and win.in_flight == 4
+
+
+async def test_a_later_429_at_more_of_ours_keeps_the_lower_wall() -> None:
+    """Refused at our 10th, then (1.5 s later) at our 14th: the tenant still allows 9 at
+    most for 30 s, so clean answers grow the window back to 9, not 13."""
+    win, clock = window()
+    win.size = 20
+    await fill(win, 10)
+    win.observe(CONCURRENCY_429)
+    clock.t = 1.5
+    win.in_flight = 13
+    win.observe(CONCURRENCY_429)
+    win.in_flight = 0
+    for _ in range(200):
+        win.observe(BARE)
+    assert win.size == 9
+
+
+async def test_the_wall_counts_the_most_of_ours_in_flight_not_the_latest() -> None:
+    """Five in flight, three answered, one more sent: the 429 met at most 5 of ours (wall 4),
+    not 4."""
+    win, _ = window()
+    win.size = 8
+    for _ in range(5):
+        await win.acquire()
+    for _ in range(3):
+        win.release()
+    await win.acquire()
+    win.release()
+    assert win.observe(CONCURRENCY_429) == WindowChange(8, 4, "429")
