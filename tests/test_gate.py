@@ -205,6 +205,21 @@ async def test_an_open_breaker_admits_one_probe_when_it_is_due() -> None:
     assert clock.sleeps == [1.0, 2.0] and clock.t == 1003.0
 
 
+async def test_a_probe_waits_exactly_until_its_time_or_goes_at_once_when_it_is_past() -> None:
+    """Opened at 2 s with a first ceiling of 3 s: one nap of 3 s. A probe due at 1001 asked
+    for at 1005 goes at once."""
+    clock = FakeClock(start=2.0)
+    breaker = Breaker(clock, 1, Backoff(base=3.0))
+    breaker.observe(DOWN, False)
+    assert await breaker.admit(lambda: False, clock.sleep) is True
+    assert clock.sleeps == [3.0]
+    late = FakeClock(1005.0)
+    past = Breaker(late, 1, BACKOFF)
+    past.opened_at, past.next_probe = 1000.0, 1001.0
+    assert await past.admit(lambda: False, late.sleep) is True
+    assert late.sleeps == []
+
+
 async def test_an_abandoned_probe_lets_the_next_worker_probe_at_once() -> None:
     clock = FakeClock(1001.0)
     breaker = Breaker(clock, 1, BACKOFF)

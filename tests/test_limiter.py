@@ -241,6 +241,8 @@ def test_the_breaker_is_told_with_the_answer_that_opened_it() -> None:
     meter.finished(PROBE, DOWN)  # a failed probe, no time out yet: 0 s is not past 0 s
     assert stops == []
     clock.t = 1000.5
+    meter.finished(PLAIN, DOWN)  # not a probe: requests sent before it opened say nothing
+    assert stops == []
     meter.finished(PROBE, DOWN)
     assert stops == [("Zuora did not answer for 0 s (--outage-window 0)", StopKind.OUTAGE)]
     meter.finished(PROBE, OK)
@@ -274,7 +276,8 @@ def test_a_daily_quota_short_of_the_rows_left_is_told_once_and_at_0_stops_the_ru
     seen: list[Event] = []
     meter, _, stops = bare(Limits(concurrency=1, rate=None, max_attempts=1), FakeClock(), seen,
                            rows_left=10)
-    for answer in (quota(10), quota(None), quota(5, None), quota(0, 86399), quota(3, 3600)):
+    for answer in (quota(10), quota(11), quota(None), quota(5, None), quota(0, 86399),
+                   quota(3, 3600)):
         meter.window.in_flight = 1
         meter.finished(PLAIN, answer)
     assert seen == [] and stops == []

@@ -397,3 +397,29 @@ async def test_a_paced_start_at_the_reset_takes_its_slot() -> None:
     pace = Pace(clock, ceiling=10.0, default=None)
     pace.finished(ok(quota_remaining=0, quota_window=60, quota_reset=5.0))
     assert await starts(pace, clock, 3) == [5.0, 5.1, 5.2]
+
+
+async def test_accepted_means_within_the_last_second_not_this_whole_second() -> None:
+    """30 accepted at 0.51-0.80 s, a 429 at 1.2 s: all 30 are within the last second."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=200.0, default=None)
+    clock.t = 1000.5
+    for _ in range(30):
+        clock.t += 0.01
+        pace.finished(ok())
+    clock.t = 1001.2
+    pace.finished(RATE_429)
+    assert pace.rate == 30.0
+
+
+async def test_windows_of_a_day_or_longer_do_not_pace() -> None:
+    """A 10 s window of 100 paces at 10/s; a day's or two days' quota is the runner's."""
+    pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    pace.finished(ok(rate_windows=((100, 10.0), (86400, 86400.0), (1000, 172800.0))))
+    assert (pace.rate, pace.source) == (10.0, Source.POLICY)
+
+
+async def test_without_a_share_the_whole_policy_is_used() -> None:
+    pace = Pace(FakeClock(), ceiling=None, default=None)
+    pace.finished(policy(100, 1))
+    assert (pace.rate, pace.source) == (100.0, Source.POLICY)
