@@ -61,6 +61,8 @@ def test_the_limits_defaults_and_the_retry_policy_they_make() -> None:
     assert limits.backoff == Backoff()
     with pytest.raises(dataclasses.FrozenInstanceError):
         limits.concurrency = 4  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PLAIN.probe = True  # type: ignore[misc]  # one value shared by every request
     budgeted = Limits(concurrency=1, rate=None, max_attempts=4, retry_budget=9.0,
                       backoff=Backoff(base=2.0, cap=3.0))
     assert budgeted.retry == RetryPolicy(4, Backoff(base=2.0, cap=3.0), 9.0)

@@ -423,3 +423,11 @@ async def test_without_a_share_the_whole_policy_is_used() -> None:
     pace = Pace(FakeClock(), ceiling=None, default=None)
     pace.finished(policy(100, 1))
     assert (pace.rate, pace.source) == (100.0, Source.POLICY)
+
+
+async def test_under_one_a_second_a_tenth_is_a_tenth_of_the_pace_itself() -> None:
+    """0.5/s -> 0.56/s moves by 12 %: an event, though the move is under 0.1 start/s."""
+    pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    pace.finished(policy(1, 2))
+    change = pace.finished(policy(56, 100))
+    assert change is not None and (change.old, change.new) == (0.5, 0.56)
