@@ -220,6 +220,21 @@ async def test_a_probe_waits_exactly_until_its_time_or_goes_at_once_when_it_is_p
     assert late.sleeps == []
 
 
+async def test_a_probe_read_answered_lets_the_next_worker_probe() -> None:
+    """A read that was the probe got an answer: the breaker stays open (a read does not
+    close it) and the worker waiting behind the probe is woken to probe next."""
+    clock = FakeClock(1001.0)
+    breaker = Breaker(clock, 1, BACKOFF)
+    breaker.opened_at, breaker.next_probe, breaker.probe_in_flight = 1000.0, 1001.0, True
+    waiting = asyncio.ensure_future(breaker.admit(lambda: False, clock.sleep))
+    await asyncio.sleep(0)
+    assert breaker.observe(OK, True, cancel=False) == ""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert waiting.done() and waiting.result() is True
+    assert breaker.is_open
+
+
 async def test_an_abandoned_probe_lets_the_next_worker_probe_at_once() -> None:
     clock = FakeClock(1001.0)
     breaker = Breaker(clock, 1, BACKOFF)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from multidict import CIMultiDict
 
 from batch_cancel.model import Answer, Verdict
 from batch_cancel.send.answers import classify, parse_policy, rate_headers
-from batch_cancel.send.pace import DECREASE, Pace, Source, policy_rate
+from batch_cancel.send.pace import DECREASE, Pace, PaceChange, Source, policy_rate
 from tests.helpers import FakeClock
 
 ZUORA_POLICY = "2250000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
@@ -431,3 +433,54 @@ async def test_under_one_a_second_a_tenth_is_a_tenth_of_the_pace_itself() -> Non
     pace.finished(policy(1, 2))
     change = pace.finished(policy(56, 100))
     assert change is not None and (change.old, change.new) == (0.5, 0.56)
+
+
+async def test_a_quota_window_of_a_day_or_more_or_without_a_reset_is_not_spread() -> None:
+    pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    pace.finished(ok(quota_remaining=4, quota_window=172800, quota_reset=2.0))
+    pace.finished(ok(quota_remaining=4, quota_window=60, quota_reset=None))
+    pace.finished(ok(quota_remaining=0, quota_window=60, quota_reset=None))
+    assert (pace.rate, pace.source) == (None, Source.UNPACED)
+    assert pace.try_start()
+
+
+async def test_probing_exactly_up_to_a_bound_hands_the_pace_back_at_once() -> None:
+    """--rate 2: learned 1.0, then 1.5, then 2.0, the flag itself: dropped there."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=2.0, default=None)
+    clock.t += 0.5
+    pace.finished(ok())
+    pace.finished(RATE_429)
+    learned = []
+    for _ in range(4):
+        clock.t += 1.0
+        pace.finished(ok())
+        learned.append(pace.learned)
+    assert learned == [1.0, 1.5, None, None]
+
+
+async def test_only_answers_of_the_last_second_count_as_accepted_at_a_429() -> None:
+    """Accepted at 0.0 and 0.9 s, a 429 at 1.5 s: one was within the last second."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=200.0, default=None)
+    pace.finished(ok())
+    clock.t = 1000.9
+    pace.finished(ok())
+    clock.t = 1001.5
+    pace.finished(RATE_429)
+    assert pace.rate == 1.0
+
+
+async def test_a_429_that_lowers_nothing_is_not_counted_as_accepted() -> None:
+    """Five concurrency 429s, then a rate 429: nothing was accepted, so 200 -> 160/s."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=200.0, default=None)
+    for _ in range(5):
+        clock.t += 0.1
+        pace.finished(Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                             concurrency_limited=True))
+    pace.finished(RATE_429)
+    assert pace.rate == pytest.approx(160.0)
+    change = PaceChange(1.0, 2.0, Source.FLAG)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        change.new = 3.0  # type: ignore[misc]
