@@ -376,6 +376,7 @@ async def test_a_move_of_under_a_tenth_within_one_source_is_no_event() -> None:
     pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
     assert pace.finished(policy(100, 1)) is not None
     assert pace.finished(policy(105, 1)) is None
+    assert pace.finished(policy(95, 1)) is None
     change = pace.finished(policy(111, 1))
     assert change is not None and (change.old, change.new) == (100.0, 111.0)
 

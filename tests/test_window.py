@@ -188,3 +188,16 @@ async def test_the_wall_counts_the_most_of_ours_in_flight_not_the_latest() -> No
     await win.acquire()
     win.release()
     assert win.observe(CONCURRENCY_429) == WindowChange(8, 4, "429")
+
+
+def test_the_room_is_the_fewer_of_the_last_two_samples() -> None:
+    """Sampled Remaining 10, then 20 a second later (one of ours each time): the room is
+    from the first, 11 places less one spare and two for the others' 29."""
+    win, clock = window()
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=10))
+    clock.t = 1.1
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=20))
+    assert win.room == 11 - 1 - 2
+    clock.t = 2.2
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    assert win.room == 21 - 1 - 1
