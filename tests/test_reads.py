@@ -22,7 +22,7 @@ from batch_cancel.events import (
 from batch_cancel.model import Answer, InvoiceState, StopKind, Verdict
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits, limits_for
-from batch_cancel.send.reads import InvoiceReads, Key
+from batch_cancel.send.reads import InvoiceReads, Key, open_reads
 from batch_cancel.send.retry import Backoff
 from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
 from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
@@ -297,3 +297,13 @@ async def test_a_client_error_gives_its_place_back_and_ends_the_reading() -> Non
     with pytest.raises(ValueError, match="boom"):
         await reads.read([(2, "A")])
     assert (reads.limiter.window.in_flight, reads.limiter.pace.in_flight) == (0, 0)
+
+
+async def test_a_commands_reader_reads_the_target_it_names_under_its_settings() -> None:
+    """open_reads on the built-in simulator: a client signed in, the command's limits."""
+    settings = Settings(concurrency=2, max_attempts=4)
+    async with open_reads(Target("", "simulator"), None, None, settings) as reads:
+        states = await reads.read([(2, "INV00002"), (3, "INV00003")])
+    assert {row: state.einvoice_status for row, state in states.items()} == {
+        2: "Success", 3: "Success"}
+    assert (reads.limiter.window.max_size, reads.limiter.pace.rate) == (2, None)
