@@ -201,3 +201,37 @@ async def test_the_rows_left_are_the_total_less_the_rows_reported() -> None:
     unknown: list[Event] = []
     await run(pool(Sender(list(daily)), seen=unknown), jobs(2))
     assert [e for e in unknown if isinstance(e, QuotaLow)] == []
+
+
+async def test_a_failing_outcome_sink_still_lets_every_row_in_flight_be_reported() -> None:
+    """The sink fails on row 2 (a full disk, say): the run ends with that error, but only
+    after the other worker's row, cut off in flight, was reported in doubt (its client
+    took a few turns of the loop to give up)."""
+    stuck = asyncio.Event()
+
+    class Sender2(Sender):
+        async def cancel(self, job: CancelJob, track_id: str) -> Answer:
+            self.track_ids.append(track_id)
+            if job.row != 2:
+                try:
+                    await stuck.wait()
+                finally:  # as a real client does: closing the connection takes turns
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+            return OK
+
+    reported: list[tuple[int, Status, bool]] = []
+
+    def sink(outcome: Outcome) -> None:
+        reported.append((outcome.row, outcome.status, outcome.in_doubt))
+        if outcome.row == 2:
+            raise OSError("disk full")
+
+    runner = pool(Sender2(), concurrency=2)
+    try:
+        await runner.run(jobs(4), sink)
+    except OSError as exc:
+        assert str(exc) == "disk full"
+    else:
+        raise AssertionError("the sink's error was lost")
+    assert reported == [(2, Status.SUCCEEDED, False), (3, Status.FAILED, True)]
