@@ -3,6 +3,7 @@ HTTP to the simulator on loopback; schedules asserted on a virtual clock, never 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from typing import Any
@@ -24,7 +25,12 @@ from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits, limits_for
 from batch_cancel.send.reads import InvoiceReads, Key, open_reads
 from batch_cancel.send.retry import Backoff
-from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
+from batch_cancel.send.zuora import (
+    AuthenticationError,
+    Credentials,
+    ZuoraClient,
+    open_session,
+)
 from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
 
 
@@ -307,3 +313,20 @@ async def test_a_commands_reader_reads_the_target_it_names_under_its_settings() 
     assert {row: state.einvoice_status for row, state in states.items()} == {
         2: "Success", 3: "Success"}
     assert (reads.limiter.window.max_size, reads.limiter.pace.rate) == (2, None)
+
+
+async def test_refused_credentials_end_the_reading_with_many_keys_left() -> None:
+    """One reader, six keys: its client's AuthenticationError ends read() with that error
+    (it used to leave the keys waiting for room in the queue, and read() never returned)."""
+    class Refused:
+        calls = 0
+
+        async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+            Refused.calls += 1
+            raise AuthenticationError("refused")
+
+    reads = InvoiceReads(Refused(), Limits(concurrency=1, rate=None, max_attempts=1),
+                         clock=FakeClock(overlap=True), events=Events())
+    with pytest.raises(AuthenticationError, match="refused"):
+        await asyncio.wait_for(reads.read(keys(6)), 30.0)  # a hang guard, not a timing
+    assert Refused.calls == 1 and reads.limiter.window.in_flight == 0
