@@ -7,6 +7,8 @@ import asyncio
 import random
 from collections.abc import Iterator
 
+import pytest
+
 from batch_cancel.events import Event, Events, PoolLoad, PoolStopping, QuotaLow, RowFinished
 from batch_cancel.model import Answer, CancelJob, InvoiceState, Outcome, Status, StopKind, Verdict
 from batch_cancel.send.limits import Limits
@@ -235,3 +237,14 @@ async def test_a_failing_outcome_sink_still_lets_every_row_in_flight_be_reported
     else:
         raise AssertionError("the sink's error was lost")
     assert reported == [(2, Status.SUCCEEDED, False), (3, Status.FAILED, True)]
+
+
+async def test_an_outcome_sink_that_always_fails_ends_the_run_with_its_error() -> None:
+    """Every outcome fails to be recorded: each worker dies on its first row, and the run
+    ends with the error (it used to wait for room in the queue for ever)."""
+    def full_disk(outcome: Outcome) -> None:
+        raise OSError("disk full")
+
+    runner = pool(Sender(), concurrency=2)
+    with pytest.raises(OSError, match="disk full"):
+        await asyncio.wait_for(runner.run(jobs(20), full_disk), 30.0)  # a hang guard
