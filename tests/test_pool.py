@@ -194,14 +194,15 @@ async def test_a_cancelled_run_reports_rows_in_flight_in_doubt_and_the_rest_unse
 
 
 async def test_the_rows_left_are_the_total_less_the_rows_reported() -> None:
-    """The daily quota is weighed against the rows still to report: 5 in all, one done."""
+    """The daily quota is weighed against the rows still to report: 5 in all, two done, so
+    2 left of the quota is short of the 3 rows left."""
     daily = [Answer(Verdict.SUCCEEDED, http_status=200, quota_remaining=q, quota_window=86400)
-             for q in (10, 3)]
+             for q in (10, 10, 2)]
     seen: list[Event] = []
-    await run(pool(Sender(daily), seen=seen), jobs(2), total=5)
-    assert [e for e in seen if isinstance(e, QuotaLow)] == [QuotaLow(3, 4, 86400)]
+    await run(pool(Sender(list(daily)), seen=seen), jobs(3), total=5)
+    assert [e for e in seen if isinstance(e, QuotaLow)] == [QuotaLow(2, 3, 86400)]
     unknown: list[Event] = []
-    await run(pool(Sender(list(daily)), seen=unknown), jobs(2))
+    await run(pool(Sender(list(daily)), seen=unknown), jobs(3))
     assert [e for e in unknown if isinstance(e, QuotaLow)] == []
 
 
