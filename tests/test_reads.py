@@ -330,3 +330,36 @@ async def test_refused_credentials_end_the_reading_with_many_keys_left() -> None
     with pytest.raises(AuthenticationError, match="refused"):
         await asyncio.wait_for(reads.read(keys(6)), 30.0)  # a hang guard, not a timing
     assert Refused.calls == 1 and reads.limiter.window.in_flight == 0
+
+
+async def test_an_answer_without_a_status_that_is_not_retried_ends_the_reads() -> None:
+    """A 200 whose body names no eInvoiceStatus is the answer: not read again."""
+    blank = InvoiceState(None, Answer(Verdict.SUCCEEDED, http_status=200))
+    client = Script({"A": [blank, SUCCESS]})
+    reads, _ = reader(client)
+    assert await reads.read([(2, "A")]) == {2: blank}
+    assert len(client.calls) == 1
+
+
+async def test_a_reader_that_fails_waits_for_the_other_reads_to_give_their_places_back() -> None:
+    """Two readers: one's client raises, the other's read is cut off and takes a few turns
+    of the loop to give up; read() ends with the error once every place is given back."""
+    stuck = asyncio.Event()
+
+    class Half:
+        async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+            if key == "A":
+                await asyncio.sleep(0)
+                raise AuthenticationError("refused")
+            try:
+                await stuck.wait()
+            finally:
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            return SUCCESS
+
+    reads = InvoiceReads(Half(), Limits(concurrency=2, rate=None, max_attempts=1),
+                         clock=FakeClock(overlap=True), events=Events())
+    with pytest.raises(AuthenticationError):
+        await asyncio.wait_for(reads.read([(2, "A"), (3, "B")]), 30.0)  # a hang guard
+    assert reads.limiter.window.in_flight == 0

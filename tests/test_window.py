@@ -201,3 +201,47 @@ def test_the_room_is_the_fewer_of_the_last_two_samples() -> None:
     clock.t = 2.2
     win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
     assert win.room == 21 - 1 - 1
+
+
+async def test_waiters_get_places_first_come_first_served() -> None:
+    """A window of 2, full, three waiting: each freed place goes to the longest waiting."""
+    win, _ = window()
+    win.size = 2
+    await fill(win, 0)
+    for _ in range(2):
+        await win.acquire()
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        await win.acquire()
+        order.append(name)
+
+    waiters = [asyncio.ensure_future(wait(name)) for name in "ABC"]
+    await asyncio.sleep(0)
+    for _ in range(3):
+        win.release()
+        for _ in range(3):
+            await asyncio.sleep(0)
+    await asyncio.gather(*waiters)
+    assert order == ["A", "B", "C"]
+
+
+def test_what_we_held_is_forgotten_after_a_second() -> None:
+    """1 of ours at 0 s, 10 at 5 s: the sample taken at 5 s counts the 10, not the 1 of
+    long ago (30 - 1 spare - 1 for the others' 10 = 28)."""
+    win, clock = window()
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    clock.t = 5.0
+    win.in_flight = 9
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=20))
+    assert win.room == 28
+
+
+def test_remaining_that_changes_a_quarter_second_apart_is_not_exact() -> None:
+    """EXACT_GAP is 0.25 s: two values exactly that far apart are samples, not exact."""
+    win, clock = window()
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=30))
+    clock.t = 0.25
+    win.in_flight = 14
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=24))
+    assert win.room == 1 + 24 - 1 - 1
