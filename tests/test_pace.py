@@ -420,6 +420,8 @@ async def test_windows_of_a_day_or_longer_do_not_pace() -> None:
     pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
     pace.finished(ok(rate_windows=((100, 10.0), (86400, 86400.0), (1000, 172800.0))))
     assert (pace.rate, pace.source) == (10.0, Source.POLICY)
+    pace.finished(ok(rate_windows=((86399, 86399.0),)))  # a second short of a day: paces
+    assert (pace.rate, pace.source) == (1.0, Source.POLICY)
 
 
 async def test_without_a_share_the_whole_policy_is_used() -> None:
@@ -485,3 +487,79 @@ async def test_a_429_that_lowers_nothing_is_not_counted_as_accepted() -> None:
     change = PaceChange(1.0, 2.0, Source.FLAG)
     with pytest.raises(dataclasses.FrozenInstanceError):
         change.new = 3.0  # type: ignore[misc]
+
+
+async def test_below_a_thousand_a_second_a_start_is_never_early() -> None:
+    """10/s: half a millisecond before its slot a start still waits."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=10.0, default=None)
+    assert pace.try_start()
+    clock.t += 0.0995
+    assert not pace.try_start()
+
+
+async def test_a_start_a_whole_interval_late_takes_no_credit() -> None:
+    """4/s: slot 0, the next due at 0.25 s but asked for at 0.5 s (a whole interval late):
+    it starts, and the one after waits for 0.75 s; no catch-up burst."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=4.0, default=None)
+    assert pace.try_start()
+    clock.t = 1000.5
+    assert pace.try_start()
+    assert not pace.try_start()
+
+
+async def test_a_5xx_counts_as_an_answer_that_was_not_refused() -> None:
+    """Five 503s, then a rate 429: the tenant took five in the last second (not a 429)."""
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=200.0, default=None)
+    for _ in range(5):
+        clock.t += 0.1
+        pace.finished(Answer(Verdict.RETRY, http_status=503))
+    pace.finished(RATE_429)
+    assert pace.rate == 5.0
+
+
+@pytest.mark.parametrize(("remaining", "in_flight", "rate", "source"), [
+    (1, 3, 10.0, Source.RESET),   # more of ours on their way than is left: hold
+    (1, 0, 0.2, Source.QUOTA),    # one left over 5 s: spread, no hold
+])
+async def test_what_is_left_after_ours_on_their_way_holds_or_spreads(
+        remaining: int, in_flight: int, rate: float, source: str) -> None:
+    pace = Pace(FakeClock(), ceiling=10.0, default=None)
+    for _ in range(in_flight):
+        pace.started()
+    pace.finished(ok(quota_remaining=remaining, quota_window=60, quota_reset=5.0))
+    assert (pace.rate, pace.source) == (pytest.approx(rate), source)
+
+
+async def test_an_answer_exactly_a_second_old_is_still_counted() -> None:
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=200.0, default=None)
+    pace.finished(ok())
+    clock.t = 1001.0
+    pace.finished(RATE_429)
+    assert pace.rate == 1.0
+
+
+async def test_at_the_reset_the_bound_is_told_again() -> None:
+    clock = FakeClock()
+    pace = Pace(clock, ceiling=10.0, default=None)
+    pace.finished(ok(quota_remaining=0, quota_window=60, quota_reset=5.0))
+    assert pace.source == Source.RESET
+    clock.t = 1005.0
+    pace.finished(ok())
+    assert (pace.rate, pace.source) == (10.0, Source.FLAG)
+
+
+async def test_a_change_of_source_is_told_from_a_hundredth() -> None:
+    """--rate 100, then a policy of 95/s, then of 105/s (the flag rules again): each moves
+    by 5 % with a new source, so each is told; 100 -> 110/s in one source is told too."""
+    pace = Pace(FakeClock(), ceiling=100.0, default=None, share=1.0)
+    first = pace.finished(policy(95, 1))
+    second = pace.finished(policy(105, 1))
+    assert first == PaceChange(100.0, 95.0, Source.POLICY)
+    assert second == PaceChange(95.0, 100.0, Source.FLAG)
+    alone = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
+    alone.finished(policy(100, 1))
+    assert alone.finished(policy(110, 1)) == PaceChange(100.0, 110.0, Source.POLICY)
