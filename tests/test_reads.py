@@ -21,6 +21,7 @@ from batch_cancel.events import (
     QuotaLow,
 )
 from batch_cancel.model import Answer, InvoiceState, StopKind, Verdict
+from batch_cancel.send import reads as reads_module
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits, limits_for
 from batch_cancel.send.reads import InvoiceReads, Key, open_reads
@@ -363,3 +364,18 @@ async def test_a_reader_that_fails_waits_for_the_other_reads_to_give_their_place
     with pytest.raises(AuthenticationError):
         await asyncio.wait_for(reads.read([(2, "A"), (3, "B")]), 30.0)  # a hang guard
     assert reads.limiter.window.in_flight == 0
+
+
+async def test_a_commands_reader_keeps_two_connections_per_place_in_its_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session holds 2 x --concurrency connections: a read never waits for one."""
+    asked: list[int] = []
+
+    def counted(connections: int) -> Any:
+        asked.append(connections)
+        return open_session(connections)
+
+    monkeypatch.setattr(reads_module, "open_session", counted)
+    async with open_reads(Target("", "simulator"), None, None, Settings(concurrency=3)):
+        pass
+    assert asked == [6]
