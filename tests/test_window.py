@@ -245,3 +245,17 @@ def test_remaining_that_changes_a_quarter_second_apart_is_not_exact() -> None:
     win.in_flight = 14
     win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_remaining=24))
     assert win.room == 1 + 24 - 1 - 1
+
+
+def test_a_large_remaining_repeated_is_no_change() -> None:
+    """Remaining 300 (a large tenant), then 300 again 0.1 s later: the same sample, so not
+    taken for an exact count; the room stays the first sample's."""
+    win, clock = window(max_size=1000)
+    limit = int("1000")
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=limit,
+                       concurrency_remaining=int("300")))
+    clock.t = 0.1
+    win.in_flight = 50
+    win.observe(Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=limit,
+                       concurrency_remaining=int("300")))
+    assert win.room == 1 + 300 - 1 - 69  # others hold 699: 69 more spare
