@@ -74,7 +74,8 @@ TARGETS = {
                    timeout=20.0),
     "gate": Target("batch_cancel/send/gate.py", ("tests/test_gate.py", "tests/test_limits.py"),
                    timeout=20.0),
-    "pace": Target("batch_cancel/send/pace.py", ("tests/test_pace.py", "tests/test_limits.py"),
+    "pace": Target("batch_cancel/send/pace.py",
+                   ("tests/test_pace.py", "tests/test_pace_edges.py", "tests/test_limits.py"),
                    timeout=20.0),
     # the window's own edges first: a mutant they kill never reaches test_flow's simulator runs
     "flow": Target("batch_cancel/send/flow.py", ("tests/test_window.py", "tests/test_flow.py"),
