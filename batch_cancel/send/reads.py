@@ -5,8 +5,8 @@ cancel waits for: the pace (learned from RateLimit headers), the flow-control wi
 pool-wide pause after a 429 and the outage breaker, all behind one `limits.Limiter`. A key
 whose read met a 429, a 5xx or no answer is read again once the limits allow (the pause
 Zuora named, else the retry policy's backoff), up to --max-attempts counted reads; reads
-during an outage the breaker holds do not count. A fixed set of workers over a bounded queue
-does the reading, so a million keys cost no more memory than ten.
+during an outage the breaker holds do not count. A fixed set of workers over one queue of the
+keys does the reading: a million keys cost a million queue entries, not a million tasks.
 """
 
 from __future__ import annotations
@@ -86,14 +86,14 @@ class InvoiceReads:
         self._left = len(keys)
         states: dict[int, InvoiceState] = {}
         workers = max(1, min(self._limits.concurrency, len(keys)))
-        queue: asyncio.Queue[Key | None] = asyncio.Queue(workers * 2)
+        # every key queued at once (they are in a list already): a worker that dies of its
+        # client's error (refused credentials) cannot leave the rest waiting for room
+        queue: asyncio.Queue[Key | None] = asyncio.Queue()
+        for item in [*keys, *[None] * workers]:
+            queue.put_nowait(item)
         tasks = [asyncio.create_task(self._worker(queue, states), name=f"reader-{n}")
                  for n in range(workers)]
         try:
-            for key in keys:
-                await queue.put(key)
-            for _ in tasks:
-                await queue.put(None)
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
