@@ -48,7 +48,8 @@ TARGETS = {
     "answers": Target("batch_cancel/send/answers.py", _ZUORA_TESTS),
     "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
     "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
-    "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
+    "journal": Target("batch_cancel/record/journal.py",
+                      ("tests/test_journal.py", "tests/test_record_journal.py")),
     # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
     # rows built and duplicates marked
     "validate": Target("batch_cancel/read/validate.py", _LOADER_TESTS,
