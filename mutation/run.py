@@ -37,6 +37,8 @@ class Target:
     timeout: float = 60.0
 
 
+#: the report's own tests first (quick, exact), then the end-to-end report checks
+_REPORT_TESTS = ("tests/test_record_report.py", "tests/test_report.py")
 _LOADER_TESTS = ("tests/test_loader.py", "tests/test_loader_fastpath.py")
 #: the client's tests: the pure functions first (quickest to fail), then the token over
 #: loopback, then the client against the simulator
@@ -46,8 +48,8 @@ _ZUORA_TESTS = ("tests/test_zuora_answers.py", "tests/test_zuora_token.py",
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", _ZUORA_TESTS),
     "answers": Target("batch_cancel/send/answers.py", _ZUORA_TESTS),
-    "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
-    "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
+    "report": Target("batch_cancel/record/writer.py", _REPORT_TESTS),
+    "tally": Target("batch_cancel/record/tally.py", _REPORT_TESTS),
     "journal": Target("batch_cancel/record/journal.py",
                       ("tests/test_journal.py", "tests/test_record_journal.py")),
     # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
