@@ -79,8 +79,8 @@ TARGETS = {
     "pace": Target("batch_cancel/send/pace.py", ("tests/test_pace.py", "tests/test_limits.py")),
     "flow": Target("batch_cancel/send/flow.py", ("tests/test_flow.py", "tests/test_limits.py")),
     "reads": Target("batch_cancel/send/reads.py", ("tests/test_reads.py",)),
-    "sinks": Target("batch_cancel/record/sinks.py", ("tests/test_report.py",)),
-    "paths": Target("batch_cancel/record/paths.py", ("tests/test_report.py",)),
+    "sinks": Target("batch_cancel/record/sinks.py", ("tests/test_record_sinks.py", *_REPORT_TESTS)),
+    "paths": Target("batch_cancel/record/paths.py", ("tests/test_record_paths.py", *_REPORT_TESTS)),
 }
 
 
