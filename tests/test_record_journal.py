@@ -170,9 +170,10 @@ class FsyncSpy:
     """os.fsync as the journal calls it: the thread it runs on and the journal's records on
     disk then; the first `fail` calls raise EIO after recording themselves."""
 
-    def __init__(self, path: Path, fail: int = 0) -> None:
+    def __init__(self, path: Path, fail: int = 0, hold: float = 0.0) -> None:
         self.path = path
         self.fail = fail
+        self.hold = hold  # seconds a call on the journal's thread takes before it records
         self.calls: list[tuple[str, int]] = []
         self.called = threading.Event()
         self.real = os.fsync
@@ -181,6 +182,8 @@ class FsyncSpy:
         self.real(fd)
         if not os.path.samestat(os.fstat(fd), self.path.stat()):
             return
+        if threading.current_thread() is not threading.main_thread():
+            threading.Event().wait(self.hold)
         self.calls.append((threading.current_thread().name,
                            len(self.path.read_text(encoding="utf-8").splitlines())))
         self.called.set()
@@ -207,6 +210,22 @@ async def test_in_a_run_the_fsync_runs_on_the_journals_own_thread(
     assert [(name.startswith("journal-fsync"), lines) for name, lines in spy.calls] == [
         (True, FSYNC_EVERY + 1), (False, FSYNC_EVERY + 1)]
     assert spy.calls[1][0] == here
+
+
+async def test_close_waits_for_the_fsync_under_way_before_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However slow the disk, the batch's fsync on the journal's thread is over before the
+    close syncs and closes the file."""
+    path = tmp_path / "j.jsonl"
+    spy = FsyncSpy(path, hold=0.3)
+    monkeypatch.setattr(journal_module.os, "fsync", spy)
+    journal = Journal(path, {"run_id": "r"})
+    waits = [journal.sent(job(n), 1, "t") for n in range(FSYNC_EVERY)]
+    assert waits[-1] is not None
+    await waits[-1]
+    journal.close()
+    assert [(name.startswith("journal-fsync"), lines) for name, lines in spy.calls] == [
+        (True, FSYNC_EVERY + 1), (False, FSYNC_EVERY + 1)]
 
 
 async def test_a_failed_fsync_fails_the_next_batch_of_requests(

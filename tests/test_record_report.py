@@ -263,3 +263,27 @@ def test_a_duplicate_counts_by_the_row_it_points_at(
     tally.in_scope(Outcome(3, Status.DUPLICATE, duplicate_of=duplicate_of))
     tally.count(3, Status.DUPLICATE, columns)
     assert tally.summary(Path("r.csv")).complete is complete
+
+
+def test_a_long_run_of_rows_not_to_send_is_written_to_its_end(tmp_path: Path) -> None:
+    """Past the first few hundred rows (where Python's small numbers end) the writer still
+    stops at the last row: every row once."""
+    rows = [SourceRow(n, "bad", "02", "", status=Status.INVALID, message="bad key")
+            for n in range(2, 302)]
+    rows.append(SourceRow(302, "A", "02", ""))
+    writer = ReportWriter(tmp_path / "r.jsonl", [], rows)
+    writer.add(Outcome(302, Status.SUCCEEDED, attempts=1))
+    assert writer.held == 0
+    summary = writer.finish()
+    assert summary.counts[Status.INVALID] == 300 and summary.counts[Status.SUCCEEDED] == 1
+    lines = (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["row"] for line in lines] == [str(n) for n in range(2, 303)]
+
+
+def test_aborting_twice_is_harmless(tmp_path: Path) -> None:
+    """A run interrupted after the report already failed aborts it again: nothing to drop,
+    nothing raised."""
+    writer = ReportWriter(tmp_path / "r.csv", [], [SourceRow(2, "A", "02", "")])
+    writer.abort()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
