@@ -210,6 +210,7 @@ async def test_in_a_run_the_fsync_runs_on_the_journals_own_thread(
     assert [(name.startswith("journal-fsync"), lines) for name, lines in spy.calls] == [
         (True, FSYNC_EVERY + 1), (False, FSYNC_EVERY + 1)]
     assert spy.calls[1][0] == here
+    assert FSYNC_EVERY == 200  # the README: "fsync batched every 200 records"
 
 
 async def test_close_waits_for_the_fsync_under_way_before_its_own(

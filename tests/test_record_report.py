@@ -211,10 +211,12 @@ def test_the_tally_counts_every_status_and_names_failures_by_code_or_http_status
                                    "error_message": "odd"})
     tally.count(6, Status.SUCCEEDED, {"error_code": "X", "http_status": "200",
                                       "error_message": ""})
+    for row, status in ((7, Status.DUPLICATE), (8, Status.CANCEL_FAILED)):  # not failures
+        tally.count(row, status, {"error_code": "", "http_status": "", "error_message": ""})
     summary = tally.summary(Path("r.csv"))
     assert list(summary.counts) == list(Status)
     assert summary.counts[Status.FAILED] == 4 and summary.counts[Status.SUCCEEDED] == 1
-    assert sum(summary.counts.values()) == 5
+    assert sum(summary.counts.values()) == 7
     assert summary.top_errors == [("HTTP 503", 2, "busy"), ("(no code)", 2, "timed out")]
 
 
