@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import openpyxl
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_cancel.read.sheetfacts import CsvDialect
+from batch_cancel.record.paths import ReportError
 from batch_cancel.record.sinks import PARQUET_BATCH, ParquetSink, open_sink
 
 HEADER = ["row", "note"]
@@ -133,3 +135,22 @@ def test_a_discarded_parquet_sink_drops_its_batch(tmp_path: Path) -> None:
     sink.write(["2", "x"])
     sink.discard()
     assert pq.read_table(path).num_rows == 0
+
+
+def test_a_parquet_row_of_the_wrong_width_is_refused_not_cut(tmp_path: Path) -> None:
+    """A row with a value too many is a bug: the batch fails rather than lose the value."""
+    sink = ParquetSink(tmp_path / "r.parquet", HEADER, CsvDialect())
+    sink.write(["2", "x", "extra"])
+    sink.write(["3", "y"])
+    with pytest.raises(ValueError, match="zip"):
+        sink.close([])
+
+
+def test_a_parquet_report_without_pyarrow_says_how_to_get_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow is a dependency, but an install without it gets a report error, not a trace."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ReportError) as caught:
+        open_sink(tmp_path / "r.parquet", ".parquet", HEADER, CsvDialect())
+    assert str(caught.value) == "a .parquet report needs pyarrow: pip install pyarrow"
