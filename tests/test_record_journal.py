@@ -334,3 +334,31 @@ def test_a_journal_of_another_tenant_is_refused_and_one_of_this_tenant_is_not(
         "(production https://p); they differ in env, base_url. Nothing was sent. For a run "
         "on this tenant, choose another --report (or pass --overwrite to replace that report "
         "and journal)")
+
+
+def test_a_resume_after_a_torn_line_is_read_on_past_it(tmp_path: Path) -> None:
+    """A crash tears the last line; the resume appends after it, so the torn line ends up
+    in the middle: it is skipped, and the records after it count."""
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"event": "run", "run_id": "first"}\n'
+                    '{"event": "sent", "row": 2, "attempt": 1}\n'
+                    '{"event": "outcome", "row": 2, "sta', encoding="utf-8")
+    with Journal(path, {"run_id": "second"}) as journal:
+        journal.sent(job(3), 1, "t")
+        journal.record(Outcome(2, Status.SUCCEEDED, attempts=1))
+    state = read_journal(path)
+    assert state.header == {"event": "run", "run_id": "first"}
+    assert (sorted(state.finished), state.in_doubt) == ([2], {3})
+
+
+def test_every_batch_of_records_is_fsynced_not_only_the_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a loop the fsync runs at once, after each FSYNC_EVERY records."""
+    path = tmp_path / "j.jsonl"
+    spy = FsyncSpy(path)
+    monkeypatch.setattr(journal_module.os, "fsync", spy)
+    journal = Journal(path, {"run_id": "r"})
+    for n in range(3 * FSYNC_EVERY - 1):
+        journal.sent(job(n), 1, "t")
+    assert [lines for _, lines in spy.calls] == [FSYNC_EVERY, 2 * FSYNC_EVERY, 3 * FSYNC_EVERY]
+    journal.close()
