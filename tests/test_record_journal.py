@@ -80,6 +80,21 @@ def test_a_journal_reopened_by_a_resume_is_appended_to(tmp_path: Path) -> None:
     assert state.is_finished(2) and state.in_doubt == set()
 
 
+def test_two_journals_on_one_file_never_write_over_each_other(tmp_path: Path) -> None:
+    """Every write goes to the end of the file as it is then (O_APPEND), so two runs left
+    on the same report by mistake interleave their records and lose none."""
+    path = tmp_path / "j.jsonl"
+    first = Journal(path, {"run_id": "a"})
+    second = Journal(path, {"run_id": "b"})
+    first.sent(job(2), 1, "t")
+    second.sent(job(3), 1, "t")
+    first.sent(job(4), 1, "t")
+    first.close()
+    second.close()
+    assert [(r["event"], r.get("run_id", r.get("row"))) for r in lines_of(path)] == [
+        ("run", "a"), ("run", "b"), ("sent", 2), ("sent", 3), ("sent", 4)]
+
+
 def test_sent_and_withdrawn_records_have_their_keys_and_a_withdrawn_sent_is_unsent(
         tmp_path: Path) -> None:
     """Outside a loop a `sent` record is flushed at once (nothing to wait for); `withdrawn`
