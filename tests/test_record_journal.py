@@ -265,7 +265,7 @@ async def test_a_failed_fsync_fails_the_next_batch_of_requests(
     await wait
     assert await asyncio.to_thread(spy.called.wait, 30)
     failed: list[int] = []
-    for _ in range(50):  # until the thread has set the failure (at the first try, mostly)
+    for _ in range(200):  # until the thread has set the failure (at the first try, mostly)
         await asyncio.sleep(0.05)
         for _ in range(FSYNC_EVERY):
             row += 1
