@@ -37,6 +37,8 @@ class Target:
     timeout: float = 60.0
 
 
+#: the report's own tests first (quick, exact), then the end-to-end report checks
+_REPORT_TESTS = ("tests/test_record_report.py", "tests/test_report.py")
 _LOADER_TESTS = ("tests/test_loader.py", "tests/test_loader_fastpath.py")
 #: the client's tests: the pure functions first (quickest to fail), then the token over
 #: loopback, then the client against the simulator
@@ -46,9 +48,10 @@ _ZUORA_TESTS = ("tests/test_zuora_answers.py", "tests/test_zuora_token.py",
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", _ZUORA_TESTS),
     "answers": Target("batch_cancel/send/answers.py", _ZUORA_TESTS),
-    "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
-    "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
-    "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
+    "report": Target("batch_cancel/record/writer.py", _REPORT_TESTS),
+    "tally": Target("batch_cancel/record/tally.py", _REPORT_TESTS),
+    "journal": Target("batch_cancel/record/journal.py",
+                      ("tests/test_journal.py", "tests/test_record_journal.py")),
     # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
     # rows built and duplicates marked
     # (each with its direct tests first: exact values, the quickest to fail)
@@ -86,8 +89,10 @@ TARGETS = {
     "flow": Target("batch_cancel/send/flow.py", ("tests/test_window.py", "tests/test_flow.py"),
                    timeout=180.0),
     "reads": Target("batch_cancel/send/reads.py", ("tests/test_reads.py",), timeout=20.0),
-    "sinks": Target("batch_cancel/record/sinks.py", ("tests/test_report.py",)),
-    "paths": Target("batch_cancel/record/paths.py", ("tests/test_report.py",)),
+    "sinks": Target("batch_cancel/record/sinks.py",
+                    ("tests/test_record_sinks.py", *_REPORT_TESTS)),
+    "paths": Target("batch_cancel/record/paths.py",
+                    ("tests/test_record_paths.py", *_REPORT_TESTS)),
 }
 
 
