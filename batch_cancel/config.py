@@ -55,6 +55,10 @@ DEFAULT_TENANT_SHARE = 0.5
 #: refused row after a short backoff, pausing the pool for Retry-After only once the window
 #: is down to one request; "pause" always pauses the whole pool for Retry-After (120 s).
 CONCURRENCY_429_MODES = ("shrink", "pause")
+#: How the number of requests in flight is learned: "window" (`send/flow.py`, AIMD on the
+#: tenant's headers and 429s) or "gradient2" (`send/gradient.py`, Netflix's latency gradient),
+#: kept selectable so the benchmark can compare them (issue 14).
+CONCURRENCY_ALGORITHMS = ("window", "gradient2")
 #: Rate used for a `--base-url` of unknown kind: the API Sandbox's (the strictest) share is too
 #: timid for a proxy in front of production, so the Developer Sandbox share is used.
 DEFAULT_CUSTOM_RATE = 100.0
@@ -176,6 +180,8 @@ class Settings:
     tenant_share: float = DEFAULT_TENANT_SHARE
     #: one of CONCURRENCY_429_MODES
     concurrency_429: str = "shrink"
+    #: one of CONCURRENCY_ALGORITHMS
+    concurrency_algorithm: str = "window"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -193,6 +199,9 @@ class Settings:
         if self.concurrency_429 not in CONCURRENCY_429_MODES:
             raise ConfigError("--concurrency-429 must be one of "
                               + ", ".join(CONCURRENCY_429_MODES))
+        if self.concurrency_algorithm not in CONCURRENCY_ALGORITHMS:
+            raise ConfigError("--concurrency-algorithm must be one of "
+                              + ", ".join(CONCURRENCY_ALGORITHMS))
         check_track_prefix(self.track_id_prefix)
 
 

@@ -33,10 +33,12 @@ from .model import (
     Summary,
     cancel_state,
 )
+from .progress import pace_text
 from .read.dialect import plan_note, report_dialect
 from .read.loader import InputError, LoadedInput, LoadOptions, load
 from .record.writer import write_report
 from .send.flow import ASSUMED_TENANT_LIMIT
+from .send.pace import Source
 from .send.reads import ReadsOpener, open_reads
 from .send.zuora import Credentials
 
@@ -61,6 +63,12 @@ class PreflightResult:
     to_send: int = 0
     estimated_seconds: float = 0.0
     latency: float = ASSUMED_LATENCY
+    #: the pace the estimate assumes (None: unpaced) and where it came from (`pace.Source`):
+    #: with `check_invoices`, what the reads' answers taught the limiter, as in a run
+    rate: float | None = None
+    pace_source: str = Source.UNPACED
+    #: whether the pace was learned from the reads (False: the flag or the target's default)
+    pace_learned: bool = False
     #: the plan report's counts per status (None when no report was written)
     plan: Summary | None = None
     #: 0 when every row can be sent (or is deliberately not), 1 when some are invalid
@@ -167,8 +175,9 @@ async def check_async(loaded: LoadedInput, options: PreflightOptions) -> Preflig
     rows = list(loaded.to_send())
     window = window_of(options.settings)
     started = time.monotonic()
-    states = await _read_all(options, rows)
+    states, (result.rate, result.pace_source) = await _read_all(options, rows)
     elapsed = time.monotonic() - started
+    result.pace_learned = bool(rows)
     if rows:  # the reads ran `window` at a time: their mean latency, roughly
         result.latency = max(elapsed * min(window, len(rows)) / len(rows), 1e-3)
     outcomes: dict[int, Outcome] = {}
@@ -178,21 +187,45 @@ async def check_async(loaded: LoadedInput, options: PreflightOptions) -> Preflig
         result.verdicts[row.row] = verdict
         result.counts[verdict] += 1
     result.to_send = result.counts[CANCELABLE]
-    result.estimated_seconds = estimate(result.to_send, options.settings, options.rate,
+    result.estimated_seconds = estimate(result.to_send, options.settings, result.rate,
                                         result.latency)
     result.plan = write_plan(options.report, loaded, outcomes, result.verdicts)
     return result
 
 
 async def _read_all(options: PreflightOptions, rows: list[SourceRow]
-                    ) -> dict[int, InvoiceState]:
+                    ) -> tuple[dict[int, InvoiceState], tuple[float | None, str]]:
     """Each row's invoice, read under the run's limits (`send.reads`): its pace, window,
     429 pause and breaker; rows answered 429 are read again after the pause, up to
-    --max-attempts reads."""
+    --max-attempts reads. Also the pace the answers taught (rate, source): a read sees
+    the tenant's RateLimit headers as a cancel does, so the run's pace is known."""
     opener = options.reads or partial(open_reads, options.target, options.credentials,
                                       options.simulator_config)
     async with opener(options.settings, None) as reads:
-        return await reads.read((row.row, row.invoice_key) for row in rows)
+        states = await reads.read((row.row, row.invoice_key) for row in rows)
+        return states, reads.pace
+
+
+def start_pace(rate_flag: float | None, target_default: float | None
+               ) -> tuple[float | None, str]:
+    """The pace a run starts at before any answer (rate, source), as `run`'s plan names it."""
+    if rate_flag is not None:
+        return rate_flag, Source.FLAG
+    if target_default is not None:
+        return target_default, Source.DEFAULT
+    return None, Source.UNPACED
+
+
+def pace_line(result: PreflightResult) -> str:
+    """The plan's `Pace:` line: the pace the estimate assumes, and where it came from."""
+    pace = pace_text(result.rate, result.pace_source)
+    if not result.pace_learned:
+        return f"Pace: {pace}, not learned: no invoice read (--check-invoices reads them)"
+    if result.pace_source in (Source.DEFAULT, Source.UNPACED):
+        return f"Pace: {pace}: no answer to the invoice reads named a RateLimit policy"
+    if result.pace_source == Source.FLAG:
+        return f"Pace: {pace}: --rate, below what the answers to the invoice reads allow"
+    return f"Pace: {pace}, learned from the answers to the invoice reads"
 
 
 def _verdict_outcome(number: int, state: InvoiceState | None) -> tuple[str, Outcome]:
@@ -216,7 +249,8 @@ def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,
     """The plan without reading Zuora: every valid row counts as to send. `preflight`
     without `--check-invoices` and `run --dry-run` both make it here."""
     rows = list(loaded.to_send())
-    result = PreflightResult(to_send=len(rows))
+    result = PreflightResult(to_send=len(rows), rate=rate,
+                             pace_source=start_pace(settings.rate, rate)[1])
     result.estimated_seconds = estimate(len(rows), settings, rate, result.latency)
     if report_path is not None:
         outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,

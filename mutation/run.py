@@ -31,12 +31,14 @@ class Target:
 
     module: str
     tests: tuple[str, ...]
-    #: mutate only inside these functions (all of the module when empty)
+    #: mutate only inside these functions or constants (all of the module when empty)
     functions: tuple[str, ...] = ()
     #: seconds one mutant's test run may take before it counts as killed by a hang
     timeout: float = 60.0
 
 
+#: the report's own tests first (quick, exact), then the end-to-end report checks
+_REPORT_TESTS = ("tests/test_record_report.py", "tests/test_report.py")
 _LOADER_TESTS = ("tests/test_loader.py", "tests/test_loader_fastpath.py")
 #: the client's tests: the pure functions first (quickest to fail), then the token over
 #: loopback, then the client against the simulator
@@ -46,46 +48,66 @@ _ZUORA_TESTS = ("tests/test_zuora_answers.py", "tests/test_zuora_token.py",
 TARGETS = {
     "zuora": Target("batch_cancel/send/zuora.py", _ZUORA_TESTS),
     "answers": Target("batch_cancel/send/answers.py", _ZUORA_TESTS),
-    "report": Target("batch_cancel/record/writer.py", ("tests/test_report.py",)),
-    "tally": Target("batch_cancel/record/tally.py", ("tests/test_report.py",)),
-    "journal": Target("batch_cancel/record/journal.py", ("tests/test_journal.py",)),
+    "report": Target("batch_cancel/record/writer.py", _REPORT_TESTS),
+    "tally": Target("batch_cancel/record/tally.py", _REPORT_TESTS),
+    "journal": Target("batch_cancel/record/journal.py",
+                      ("tests/test_journal.py", "tests/test_record_journal.py")),
     # the read stage's validation: keys, reasons, references; cell text as Excel shows it;
     # rows built and duplicates marked
-    "validate": Target("batch_cancel/read/validate.py", _LOADER_TESTS,
-                       ("default_reason", "normalise_reason", "key_problem", "row_problem",
+    # (each with its direct tests first: exact values, the quickest to fail)
+    "validate": Target("batch_cancel/read/validate.py",
+                       ("tests/test_read_validate.py", *_LOADER_TESTS),
+                       ("MAX_KEY_LENGTH", "_KEY_CHARACTERS", "CLEAN_KEY", "REASON_SPELLINGS",
+                        "default_reason", "normalise_reason", "key_problem", "row_problem",
                         "problem_in_reference", "make_row")),
-    "excel": Target("batch_cancel/read/excel.py", _LOADER_TESTS,
-                    ("excel_text", "format_number", "_digits", "_literal", "_general")),
-    "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
+    "excel": Target("batch_cancel/read/excel.py", ("tests/test_read_excel.py", *_LOADER_TESTS),
+                    ("_EXCEL_EXACT", "_GENERAL_DIGITS", "excel_text", "format_number", "_digits",
+                     "_literal", "_general")),
+    "rows": Target("batch_cancel/read/rows.py", ("tests/test_read_rows.py", *_LOADER_TESTS),
                    ("_checked_row", "_block_reasons", "fast_block")),
-    "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
+    "duplicates": Target("batch_cancel/read/duplicates.py",
+                         ("tests/test_read_rows.py", *_LOADER_TESTS)),
     "row": Target("batch_cancel/send/row.py",
                   ("tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
+    # the pool and its limits: their own unit tests on a fake clock, quickest first
     "limits": Target("batch_cancel/send/limits.py",
-                     ("tests/test_limits.py", "tests/test_runner.py", "tests/test_reliability.py",
-                      "tests/test_flow.py"), timeout=180.0),
+                     ("tests/test_limiter.py", "tests/test_limits.py"), timeout=20.0),
     "retry": Target("batch_cancel/send/retry.py",
                     ("tests/test_runner.py", "tests/test_reliability.py")),
     "outcomes": Target("batch_cancel/send/outcomes.py",
                        ("tests/test_runner.py", "tests/test_reliability.py")),
-    "pool": Target("batch_cancel/send/pool.py",
-                   ("tests/test_runner.py", "tests/test_reliability.py"), timeout=180.0),
-    "gate": Target("batch_cancel/send/gate.py",
-                   ("tests/test_limits.py", "tests/test_reliability.py")),
-    "pace": Target("batch_cancel/send/pace.py", ("tests/test_pace.py", "tests/test_limits.py")),
-    "flow": Target("batch_cancel/send/flow.py", ("tests/test_flow.py", "tests/test_limits.py")),
-    "reads": Target("batch_cancel/send/reads.py", ("tests/test_reads.py",)),
-    "sinks": Target("batch_cancel/record/sinks.py", ("tests/test_report.py",)),
-    "paths": Target("batch_cancel/record/paths.py", ("tests/test_report.py",)),
+    # (these tests take under a second; a mutant that spins on the fake clock is cut at 20 s)
+    "pool": Target("batch_cancel/send/pool.py", ("tests/test_pool.py", "tests/test_limits.py"),
+                   timeout=20.0),
+    "gate": Target("batch_cancel/send/gate.py", ("tests/test_gate.py", "tests/test_limits.py"),
+                   timeout=20.0),
+    "pace": Target("batch_cancel/send/pace.py",
+                   ("tests/test_pace.py", "tests/test_pace_edges.py", "tests/test_limits.py"),
+                   timeout=20.0),
+    # the window's own edges first: a mutant they kill never reaches test_flow's simulator runs
+    "flow": Target("batch_cancel/send/flow.py", ("tests/test_window.py", "tests/test_flow.py"),
+                   timeout=180.0),
+    "reads": Target("batch_cancel/send/reads.py", ("tests/test_reads.py",), timeout=20.0),
+    "sinks": Target("batch_cancel/record/sinks.py",
+                    ("tests/test_record_sinks.py", *_REPORT_TESTS)),
+    "paths": Target("batch_cancel/record/paths.py",
+                    ("tests/test_record_paths.py", *_REPORT_TESTS)),
 }
 
 
 def function_lines(path: Path, names: tuple[str, ...]) -> list[str]:
-    """The line ranges ("start-end") of the named top-level functions in `path`."""
+    """The line ranges ("start-end") of the named top-level functions in `path`, or of the
+    assignments of named module constants (a limit such as `_EXCEL_EXACT = 10**15` is as
+    much the behaviour as the function that compares with it)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = {node.name: f"{node.lineno}-{node.end_lineno}" for node in tree.body
              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        found.update({target.id: f"{node.lineno}-{node.end_lineno}" for target in targets
+                      if isinstance(target, ast.Name)})
     missing = sorted(set(names) - set(found))
     if missing:
         raise SystemExit(f"{path}: no function named {', '.join(missing)}; update TARGETS")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from batch_cancel.config import Settings
+from batch_cancel.preflight import estimate
 from tests.helpers import (
     PAUSE,
     limited_to,
@@ -115,3 +117,63 @@ def test_preflight_reads_are_paced_at_the_rate(sim, cli, make_csv) -> None:
     assert result.exit_code == 0, result.output
     reads = [r for r in sim.stats.requests if r.method == "GET"]
     assert len(reads) == 8 and {r.status for r in reads} == {200}
+
+
+def policy_of_300_a_second(sim) -> None:
+    """The tenant advertises `RateLimit-Limit: 18000, 18000;w=60` (300/s) on every answer."""
+    sim.config.rate_limit = 18_000
+    sim.config.rate_window = 60.0
+
+
+def test_preflight_estimates_at_the_pace_learned_from_the_reads(sim, cli, make_csv) -> None:
+    """The reads' answers carry the tenant's policy: the estimate and the plan's Pace line use
+    --tenant-share (0.5 by default) of it, as a run would, not the base URL's 100/s."""
+    policy_of_300_a_second(sim)
+    path = make_csv(MANY[:9])
+    result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
+                 "--report", str(path.with_name("plan.csv")), env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert ("Pace: 150/s (tenant_policy), learned from the answers to the invoice reads"
+            in result.output)
+    assert "Would send 8 cancels; estimated" in result.output
+    assert result.output.split("Would send 8 cancels")[1].splitlines()[0].endswith(", 150/s")
+
+
+def test_preflight_pace_keeps_rate_as_the_ceiling(sim, cli, make_csv) -> None:
+    """--rate below the tenant's share is the pace the estimate assumes, named as the flag."""
+    policy_of_300_a_second(sim)
+    path = make_csv(MANY[:5])
+    result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
+                 "--rate", "40", "--tenant-share", "1",
+                 "--report", str(path.with_name("plan.csv")), env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert ("Pace: 40/s (rate_flag): --rate, below what the answers to the invoice reads allow"
+            in result.output)
+
+
+def test_preflight_pace_stays_the_default_when_no_answer_names_a_policy(sim, cli, make_csv
+                                                                      ) -> None:
+    """No RateLimit header on the reads' answers: the base URL's default, said as such."""
+    path = make_csv(MANY[:5])
+    result = cli("preflight", str(path), "--check-invoices", "--base-url", sim.url,
+                 "--report", str(path.with_name("plan.csv")), env=sim.env)
+    assert result.exit_code == 0, result.output
+    assert ("Pace: 100/s (target_default): no answer to the invoice reads named a RateLimit "
+            "policy" in result.output)
+
+
+def test_preflight_without_reads_says_the_pace_was_not_learned(sim, cli, make_csv) -> None:
+    """Without --check-invoices nothing is read: the plan names the starting pace only."""
+    policy_of_300_a_second(sim)
+    result = cli("preflight", str(make_csv(MANY[:5])), "--base-url", sim.url,
+                 "--tenant-share", "1")
+    assert result.exit_code == 0, result.output
+    assert ("Pace: 100/s (target_default), not learned: no invoice read (--check-invoices "
+            "reads them)" in result.output)
+    assert sim.stats.requests == []
+
+
+def test_the_estimate_is_bound_by_the_pace() -> None:
+    """At a fast tenant (latency 1 ms, 20 in flight: 20,000/s) the pace sets the duration."""
+    assert estimate(300, Settings(), 150.0, 0.001) == 2.0
+    assert estimate(300, Settings(), 100.0, 0.001) == 3.0

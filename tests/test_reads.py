@@ -3,6 +3,7 @@ HTTP to the simulator on loopback; schedules asserted on a virtual clock, never 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from typing import Any
@@ -17,12 +18,20 @@ from batch_cancel.events import (
     PoolPausedRateLimited,
     PoolResumed,
     PoolStopping,
+    QuotaLow,
 )
-from batch_cancel.model import InvoiceState
+from batch_cancel.model import Answer, InvoiceState, StopKind, Verdict
+from batch_cancel.send import reads as reads_module
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.limits import Limits, limits_for
-from batch_cancel.send.reads import InvoiceReads, Key
-from batch_cancel.send.zuora import Credentials, ZuoraClient, open_session
+from batch_cancel.send.reads import InvoiceReads, Key, open_reads
+from batch_cancel.send.retry import Backoff
+from batch_cancel.send.zuora import (
+    AuthenticationError,
+    Credentials,
+    ZuoraClient,
+    open_session,
+)
 from tests.helpers import FakeClock, SenderSpy, SpyEvent, starts_before_a_429_deadline
 
 
@@ -170,3 +179,203 @@ async def test_an_outage_past_the_outage_window_stops_reading(live_sim) -> None:
     assert "outage-window" in reads.stop_reason
     assert [e.kind for e in seen if isinstance(e, PoolStopping)] == ["outage"]
     assert reads_at_stop == [live_sim.stats.invoice_reads]
+
+
+# --- the reader with an in-memory client: each rule of `_read_one`, exactly ------------------
+
+
+SUCCESS = InvoiceState("Success", Answer(Verdict.SUCCEEDED, http_status=200))
+DOWN = InvoiceState(None, Answer(Verdict.RETRY, http_status=503, error_message="down"))
+REFUSED = InvoiceState(None, Answer(Verdict.RETRY, http_status=401, token_refused=True))
+NOT_FOUND = InvoiceState(None, Answer(Verdict.FINAL, http_status=404))
+LIMITED = InvoiceState(None, Answer(Verdict.RETRY, http_status=429, rate_limited=True,
+                                    retry_after=3.0))
+
+
+class Top(random.Random):
+    """Draws the top of every range asked for: each backoff is its ceiling."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Script:
+    """Answers each key's reads from its own script (the last answer repeating)."""
+
+    def __init__(self, scripts: dict[str, list[InvoiceState]]) -> None:
+        self.scripts = scripts
+        self.calls: list[tuple[str, str]] = []
+
+    async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+        self.calls.append((key, track_id))
+        script = self.scripts[key]
+        return script.pop(0) if len(script) > 1 else script[0]
+
+
+def reader(client: Script, max_attempts: int = 3, seen: list[Event] | None = None,
+           **kwargs: Any) -> tuple[InvoiceReads, FakeClock]:
+    clock = FakeClock(overlap=True)
+    limits = Limits(concurrency=1, rate=None, max_attempts=max_attempts,
+                    backoff=Backoff(base=1.0, cap=8.0))
+    bus = Events(seen.append) if seen is not None else Events()
+    return InvoiceReads(client, limits, clock=clock, rng=Top(), events=bus, **kwargs), clock
+
+
+async def test_each_read_carries_its_rows_track_id() -> None:
+    client = Script({"A": [SUCCESS], "B": [SUCCESS]})
+    reads, _ = reader(client)
+    assert await reads.read([(2, "A"), (3, "B")]) == {2: SUCCESS, 3: SUCCESS}
+    assert client.calls == [("A", "read-2"), ("B", "read-3")]
+    own = Script({"A": [SUCCESS]})
+    reads, _ = reader(own, track_id=lambda row: f"v-{row}")
+    await reads.read([(7, "A")])
+    assert own.calls == [("A", "v-7")]
+
+
+async def test_a_failed_read_is_read_again_after_the_backoff_up_to_max_attempts() -> None:
+    """503, 503, then Success: waits of exactly 1 and 2 s (the ceilings); three 503s in a
+    row: the third is the answer, no wait after it."""
+    client = Script({"A": [DOWN, DOWN, SUCCESS], "B": [DOWN]})
+    reads, clock = reader(client)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert clock.sleeps == [1.0, 2.0]
+    reads, clock = reader(client)
+    assert await reads.read([(3, "B")]) == {3: DOWN}
+    assert clock.sleeps == [1.0, 2.0] and len(client.calls) == 6
+
+
+async def test_a_refused_token_is_read_again_at_once_and_not_counted() -> None:
+    client = Script({"A": [REFUSED, REFUSED, SUCCESS]})
+    reads, clock = reader(client, max_attempts=1)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert len(client.calls) == 3 and clock.sleeps == []
+
+
+async def test_a_final_answer_or_a_known_status_ends_the_reads_of_a_key() -> None:
+    failed = InvoiceState("Failed", Answer(Verdict.RETRY, http_status=200), "E1", "bad")
+    client = Script({"A": [NOT_FOUND, SUCCESS], "B": [failed, SUCCESS]})
+    reads, clock = reader(client)
+    assert await reads.read([(2, "A"), (3, "B")]) == {2: NOT_FOUND, 3: failed}
+    assert len(client.calls) == 2 and clock.sleeps == []
+
+
+async def test_a_429_read_waits_for_the_pools_pause_only_and_is_left_out_at_the_end() -> None:
+    """A 429 naming 3 s: the pool's pause is the only wait (3 s and the resume spread,
+    here 1 s), not a backoff on top; a key whose every read met a 429 is left out."""
+    client = Script({"A": [LIMITED, SUCCESS], "B": [LIMITED]})
+    reads, clock = reader(client)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert clock.sleeps == [4.0]
+    reads, clock = reader(client, max_attempts=2)
+    assert await reads.read([(3, "B")]) == {}
+    assert clock.sleeps == [4.0]
+
+
+async def test_a_stopped_reader_reads_nothing_more_and_says_why_once() -> None:
+    seen: list[Event] = []
+    client = Script({"A": [SUCCESS]})
+    reads, _ = reader(client, seen=seen)
+    assert reads.stop_reason == ""
+    reads.stop("enough", StopKind.QUOTA)
+    reads.stop("again")
+    assert reads.stop_reason == "enough"
+    assert await reads.read([(2, "A"), (3, "A")]) == {}
+    assert client.calls == []
+    assert seen == [PoolStopping("enough", "quota")]
+
+
+async def test_the_daily_quota_is_weighed_against_the_keys_still_to_read() -> None:
+    low = InvoiceState("Success", Answer(Verdict.SUCCEEDED, http_status=200, quota_remaining=1,
+                                         quota_window=86400))
+    seen: list[Event] = []
+    reads, _ = reader(Script({"A": [SUCCESS], "B": [low]}), seen=seen)
+    await reads.read([(2, "A"), (3, "B"), (4, "A")])
+    assert seen == [QuotaLow(1, 2, 86400)]
+
+
+async def test_a_client_error_gives_its_place_back_and_ends_the_reading() -> None:
+    class Broken:
+        async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+            raise ValueError("boom")
+
+    clock = FakeClock(overlap=True)
+    reads = InvoiceReads(Broken(), Limits(concurrency=2, rate=None, max_attempts=1),
+                         clock=clock, events=Events())
+    with pytest.raises(ValueError, match="boom"):
+        await reads.read([(2, "A")])
+    assert (reads.limiter.window.in_flight, reads.limiter.pace.in_flight) == (0, 0)
+
+
+async def test_a_commands_reader_reads_the_target_it_names_under_its_settings() -> None:
+    """open_reads on the built-in simulator: a client signed in, the command's limits."""
+    settings = Settings(concurrency=2, max_attempts=4)
+    async with open_reads(Target("", "simulator"), None, None, settings) as reads:
+        states = await reads.read([(2, "INV00002"), (3, "INV00003")])
+    assert {row: state.einvoice_status for row, state in states.items()} == {
+        2: "Success", 3: "Success"}
+    assert (reads.limiter.window.max_size, reads.limiter.pace.rate) == (2, None)
+
+
+async def test_refused_credentials_end_the_reading_with_many_keys_left() -> None:
+    """One reader, six keys: its client's AuthenticationError ends read() with that error
+    (it used to leave the keys waiting for room in the queue, and read() never returned)."""
+    class Refused:
+        calls = 0
+
+        async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+            Refused.calls += 1
+            raise AuthenticationError("refused")
+
+    reads = InvoiceReads(Refused(), Limits(concurrency=1, rate=None, max_attempts=1),
+                         clock=FakeClock(overlap=True), events=Events())
+    with pytest.raises(AuthenticationError, match="refused"):
+        await asyncio.wait_for(reads.read(keys(6)), 30.0)  # a hang guard, not a timing
+    assert Refused.calls == 1 and reads.limiter.window.in_flight == 0
+
+
+async def test_an_answer_without_a_status_that_is_not_retried_ends_the_reads() -> None:
+    """A 200 whose body names no eInvoiceStatus is the answer: not read again."""
+    blank = InvoiceState(None, Answer(Verdict.SUCCEEDED, http_status=200))
+    client = Script({"A": [blank, SUCCESS]})
+    reads, _ = reader(client)
+    assert await reads.read([(2, "A")]) == {2: blank}
+    assert len(client.calls) == 1
+
+
+async def test_a_reader_that_fails_waits_for_the_other_reads_to_give_their_places_back() -> None:
+    """Two readers: one's client raises, the other's read is cut off and takes a few turns
+    of the loop to give up; read() ends with the error once every place is given back."""
+    stuck = asyncio.Event()
+
+    class Half:
+        async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
+            if key == "A":
+                await asyncio.sleep(0)
+                raise AuthenticationError("refused")
+            try:
+                await stuck.wait()
+            finally:
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            return SUCCESS
+
+    reads = InvoiceReads(Half(), Limits(concurrency=2, rate=None, max_attempts=1),
+                         clock=FakeClock(overlap=True), events=Events())
+    with pytest.raises(AuthenticationError):
+        await asyncio.wait_for(reads.read([(2, "A"), (3, "B")]), 30.0)  # a hang guard
+    assert reads.limiter.window.in_flight == 0
+
+
+async def test_a_commands_reader_keeps_two_connections_per_place_in_its_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session holds 2 x --concurrency connections: a read never waits for one."""
+    asked: list[int] = []
+
+    def counted(connections: int) -> Any:
+        asked.append(connections)
+        return open_session(connections)
+
+    monkeypatch.setattr(reads_module, "open_session", counted)
+    async with open_reads(Target("", "simulator"), None, None, Settings(concurrency=3)):
+        pass
+    assert asked == [6]

@@ -399,6 +399,7 @@ async def test_drop_fault_gives_client_exception_without_applying(
         await cancel(http, url, token, "INV1")
     assert sim.invoice_status("INV1") == "Success"
     assert sim.stats.cancels()[0].status is None
+    assert set(sim.stats.cancel_statuses) == {"None"}  # no answer is counted as such
 
 
 async def test_drop_after_apply_fault_applies_then_disconnects(
@@ -537,7 +538,41 @@ async def test_stats_endpoint_reports_counters(
         "invoice_reads": 1,
         "max_in_flight": 1,
         "total_requests": 3,
+        "cancel_statuses": {"200": 1},
     }
+
+
+async def test_counters_only_without_keep_requests(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    """keep_requests=False keeps no request record nor acceptance time, only the counters,
+    cancel statuses and accepted cancels per key (what a million-row benchmark reads)."""
+    sim, url = await start_sim(keep_requests=False)
+    token = await get_token(http, url)
+    assert (await cancel(http, url, token, "INV1"))[0] == 200
+    assert (await cancel(http, url, token, "INV1"))[0] == 200  # refused: success false
+    assert (await cancel(http, url, token, "INV-NOTFOUND"))[0] == 404
+    assert (await read(http, url, token, "INV1"))[0] == 200
+    async with http.get(f"{url}/_sim/stats") as response:
+        stats = await response.json()
+    async with http.get(f"{url}/_sim/requests") as response:
+        records = (await response.json())["requests"]
+    assert sim.stats.requests == [] and records == []
+    assert stats == {
+        "token_requests": 1,
+        "cancel_requests": 3,
+        "accepted_cancels": {"INV1": 1},
+        "acceptances": [],
+        "invoice_reads": 1,
+        "max_in_flight": 1,
+        "total_requests": 5,
+        "cancel_statuses": {"200": 2, "404": 1},
+    }
+
+
+def test_requests_are_kept_by_default() -> None:
+    """The record of every request stays on unless a config turns it off (tests rely on it)."""
+    assert SimulatorConfig().keep_requests is True
 
 
 async def test_unknown_route_is_json_404(start_sim: StartSim, http: aiohttp.ClientSession) -> None:

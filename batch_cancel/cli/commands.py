@@ -20,7 +20,7 @@ from .. import api
 from ..config import DEFAULT_GRACE, Settings, Target
 from ..model import ExitCode, Summary, exit_code
 from ..plan import Plan, RunError, RunOptions, prepare
-from ..preflight import PreflightOptions, PreflightResult, load_input, preflight_async
+from ..preflight import PreflightOptions, PreflightResult, load_input, pace_line, preflight_async
 from ..progress import ConsoleLines, RichProgress, make_console, plan_pace, plan_text, summary_text
 from ..read.loader import InputError, LoadOptions
 from ..record.paths import ReportError
@@ -41,8 +41,8 @@ from .options import (
 T = TypeVar("T")
 
 #: Every limit `run` takes (preflight and verify read Zuora under a few of them).
-RUN_LIMITS = ("concurrency", "tenant_share", "concurrency_429", "rate", "max_attempts",
-              "timeout", "outage_window", "track_id_prefix")
+RUN_LIMITS = ("concurrency", "tenant_share", "concurrency_429", "concurrency_algorithm",
+              "rate", "max_attempts", "timeout", "outage_window", "track_id_prefix")
 
 
 def _client_secret() -> str:
@@ -230,7 +230,8 @@ def preflight_command(input_path: Path, check_invoices: bool, report_path: Path 
 def _preflight_lines(options: PreflightOptions, result: PreflightResult) -> None:
     for verdict, count in sorted(result.counts.items()):
         click.echo(f"  {verdict:<34}{count:>8}")
-    rate = options.rate
+    click.echo(pace_line(result))
+    rate = result.rate
     click.echo(f"Would send {result.to_send} cancels; estimated {result.estimated_seconds:.0f} s "
                f"at {options.settings.concurrency} in flight at most"
                + (f", {rate:g}/s" if rate else ""))

@@ -23,6 +23,7 @@ from click.core import ParameterSource
 from .. import logs
 from ..config import (
     CONCURRENCY_429_MODES,
+    CONCURRENCY_ALGORITHMS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_OUTAGE_WINDOW,
@@ -181,6 +182,12 @@ def _limit_options(concurrency: int) -> dict[str, Decorator]:
             help="On a concurrency 429 (code 50000070): shrink the window and retry the row "
                  "soon (the pool pauses for Retry-After only at a window of 1), or pause the "
                  "whole pool for Retry-After (Zuora's 120 s) every time."),
+        "concurrency_algorithm": click.option(
+            "--concurrency-algorithm", "concurrency_algorithm",
+            type=click.Choice(CONCURRENCY_ALGORITHMS), default="window", show_default=True,
+            help="How the requests in flight are learned: the window (AIMD on the tenant's "
+                 "Concurrency-Limit headers and 429s) or gradient2 (Netflix's latency "
+                 "gradient and 429s), under the same ceilings."),
         "rate": click.option(
             "--rate", type=float,
             help="Most requests started per second, a ceiling, no start-up burst (default "

@@ -25,16 +25,19 @@ def as_duplicate(row: SourceRow, owner: int) -> SourceRow:
 
 
 def mark_duplicates(rows: list[SourceRow]) -> list[SourceRow]:
-    """A row whose key an earlier sendable row already has is `duplicate`, pointing at it.
+    """A row to send whose key a `succeeded` or `skipped` row, or an earlier row to send,
+    already has is `duplicate`, pointing at that row.
 
     Used for a report fed back in, where rows carried over as `succeeded` (or `skipped`)
-    claim their key first, wherever they are: re-sending such a key would cancel twice. A
-    plain file claims keys in row order as it is read (`rows.build_rows`).
+    claim their key first, wherever they are: re-sending such a key would cancel twice (a
+    row above it corrected to its key, or a report sorted by status, puts a row to send
+    first). Rows to send then claim in order. A plain file claims keys in row order as it
+    is read (`rows.build_rows`).
     """
     first: dict[str, int] = {}
-    for row in rows:
-        if row.status in (None, Status.SUCCEEDED, Status.SKIPPED):
-            first.setdefault(row.invoice_key.lower(), row.row)
+    done = [row for row in rows if row.status in (Status.SUCCEEDED, Status.SKIPPED)]
+    for row in (*done, *(row for row in rows if row.status is None)):
+        first.setdefault(row.invoice_key.lower(), row.row)
     out = []
     for row in rows:
         owner = first.get(row.invoice_key.lower())

@@ -13,7 +13,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterator
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ _DAMAGED_XLSX = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError
                  ValueError)
 #: The largest magnitude Excel stores exactly (15 significant digits); beyond, digits are lost.
 _EXCEL_EXACT = 10**15
+#: General's 15 significant digits, for an int cell past them (a float has its own `.15g`)
+_GENERAL_DIGITS = Context(prec=15)
 _NUMBER_FORMAT = re.compile(
     r'^(?P<pre>(?:"[^"]*"|\\.)*)(?P<int>[#0,]+)(?:\.(?P<dec>[0#]+))?'
     r'(?P<post>(?:"[^"]*"|\\.|%)*)$'
@@ -171,6 +173,9 @@ def _general(value: float) -> str:
         return str(value)
     if isinstance(value, float) and value.is_integer() and abs(value) < _EXCEL_EXACT:
         return str(int(value))
-    text = format(Decimal(value) if isinstance(value, int) else value, ".15g")
+    if isinstance(value, int):  # no trailing zeros: 10**15 shows as 1E+15, as the float does
+        text = format(Decimal(value).normalize(_GENERAL_DIGITS), "g")
+    else:
+        text = format(value, ".15g")
     return text.replace("e+", "E+").replace("e-", "E-")
 

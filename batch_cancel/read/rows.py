@@ -156,6 +156,9 @@ def fast_block(numbers: Sequence[int], cells: list[list[str]], layout: _Layout,
     accepts, unchanged by strip(); `codes` holds only cells `normalise_reason` maps to them.
     Public so the tests can count the blocks it takes and switch it off, to prove this.
     """
+    # one int per row number, shared by the row and the claim: a range gives a new int each
+    # time it is walked, and a million claims would hold a second million ints (~28 MB)
+    numbers = list(numbers)
     keys = list(map(itemgetter(layout.key), cells))
     if not all(map(CLEAN_KEY.fullmatch, keys)):
         return False

@@ -37,11 +37,11 @@ def _dumps(record: dict[str, object]) -> str:
     return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE).decode()
 
 
-def _private_open(path: Path, mode: str) -> IO[str]:
-    """Open a file readable by its owner only: journals name invoices and tenants."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    return os.fdopen(fd, mode, encoding="utf-8", newline="")
+def _private_append(path: Path) -> IO[str]:
+    """Open a file to append to, readable by its owner only: journals name invoices and
+    tenants, and a resume writes on after the records of the run it resumes."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8", newline="")
 
 
 class Journal:
@@ -58,7 +58,7 @@ class Journal:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._clock = clock
-        self._handle = _private_open(path, "a")
+        self._handle = _private_append(path)
         self._unsynced = 0
         self._unflushed = 0
         self._flushed_at = clock()

@@ -2,10 +2,11 @@
 
 `Limiter.wait_can_start()` returns a `Ticket` once the pool-wide pause (`gate.PauseGate`),
 the pacer (`pace.Pace`), the outage breaker (`gate.Breaker`) and the flow-control window
-(`flow.Window`) all allow a start; `started(ticket)` marks the request leaving and
-`finished(ticket, answer)` feeds its answer (None: none came) back to each of them, as
-`aiometer`'s meters do. Each limit stays a small strategy of its own; this module only
-orders them and turns their changes into events. Everything runs on the injected clock.
+(`flow.Window`, or `gradient.Gradient2` with `--concurrency-algorithm gradient2`) all allow a
+start; `started(ticket)` marks the request leaving and `finished(ticket, answer)` feeds its
+answer (None: none came) back to each of them, as `aiometer`'s meters do. Each limit stays a
+small strategy of its own; this module only orders them and turns their changes into events.
+Everything runs on the injected clock.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..model import Answer, StopKind
 from .clock import Clock, Stop
 from .flow import Window
 from .gate import Breaker, PauseGate
+from .gradient import Gradient2
 from .pace import Pace, PaceChange
 from .retry import Backoff, RetryPolicy
 
@@ -61,6 +63,8 @@ class Limits:
     default_rate: float | None = None
     #: seconds a row may spend retrying, from its first request (see `RetryPolicy`)
     retry_budget: float = math.inf
+    #: `--concurrency-algorithm`: "window" (`flow.Window`) or "gradient2" (`gradient.Gradient2`)
+    concurrency_algorithm: str = "window"
 
     @property
     def retry(self) -> RetryPolicy:
@@ -75,14 +79,17 @@ def limits_for(settings: Settings, target: Target) -> Limits:
                   default_rate=target.default_rate if settings.rate is None else None,
                   max_attempts=settings.max_attempts, outage_window=settings.outage_window,
                   tenant_share=settings.tenant_share,
-                  pause_on_concurrency_429=settings.concurrency_429 == "pause")
+                  pause_on_concurrency_429=settings.concurrency_429 == "pause",
+                  concurrency_algorithm=settings.concurrency_algorithm)
 
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """A place in the window, taken for one request; `probe`: it tests an open breaker."""
+    """A place in the window, taken for one request; `probe`: it tests an open breaker;
+    `taken_at`: when the place was taken, for Gradient2's round-trip times (0 otherwise)."""
 
     probe: bool
+    taken_at: float = 0.0
 
 
 #: The two tickets there are: values, shared rather than built per request.
@@ -111,7 +118,11 @@ class Limiter:
         self.pace = Pace(clock, limits.rate, limits.default_rate, limits.tenant_share,
                          stop.nap, stopping)
         self.breaker = Breaker(clock, limits.outage_threshold, limits.backoff)
-        self.window = Window(limits.concurrency, limits.tenant_share, clock.now)
+        #: the window's latency-steered alternative, when chosen: it needs each request's RTT
+        self._gradient = (Gradient2(limits.concurrency, limits.tenant_share)
+                          if limits.concurrency_algorithm == "gradient2" else None)
+        self.window: Window | Gradient2 = self._gradient or Window(
+            limits.concurrency, limits.tenant_share, clock.now)
 
     def _stopping(self) -> bool:
         return self._stop.is_set
@@ -124,6 +135,8 @@ class Limiter:
         probe = await self._admitted()
         if self._stop.is_set or not await self._take_place(probe):
             return None
+        if self._gradient is not None:  # its RTT runs from here, as Netflix's from acquire
+            return Ticket(probe, self._clock.now())
         return PROBE if probe else PLAIN
 
     def started(self, ticket: Ticket) -> None:
@@ -140,7 +153,8 @@ class Limiter:
             self.give_back(ticket)
             return
         self.window.release()
-        self._after_answer(answer, ticket.probe, cancel)
+        rtt = None if self._gradient is None else self._clock.now() - ticket.taken_at
+        self._after_answer(answer, ticket.probe, cancel, rtt)
 
     def give_back(self, ticket: Ticket) -> None:
         """Return the place of a request that ended without an answer, or never left."""
@@ -228,12 +242,14 @@ class Limiter:
 
     # --- learning from answers ----------------------------------------------------------
 
-    def _after_answer(self, answer: Answer, probe: bool, cancel: bool) -> None:
+    def _after_answer(self, answer: Answer, probe: bool, cancel: bool,
+                      rtt: float | None) -> None:
         paced = self.pace.finished(answer)
         if paced is not None:
             self._pace_changed(paced)
         window_before = self.window.size
-        change = self.window.observe(answer)
+        change = (self.window.observe(answer) if self._gradient is None
+                  else self._gradient.observe(answer, rtt))
         if change is not None:
             self._events.emit(PoolWindowChanged(change.old, change.new, change.reason,
                                                 self.window.ceiling))

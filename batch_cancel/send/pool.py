@@ -86,21 +86,31 @@ class Runner:
         self._load(None)
         workers = [asyncio.create_task(self._worker(queue, finish), name=f"worker-{n}")
                    for n in range(self._limits.concurrency)]
+        feeder = asyncio.create_task(self._feed(jobs, queue, finish, len(workers)),
+                                     name="feeder")
+        tasks = [feeder, *workers]
         try:
-            for job in jobs:
-                if self.stopping:  # a row in doubt stays in doubt: never plain not_attempted
-                    state = RowState.of(job)
-                    finish(self.rows.outcomes.stopped(job, state), state)
-                    continue
-                await queue.put(job)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            # a worker that dies (its outcome could not be recorded: a full disk) ends the
+            # run with its error, rather than leave the feeder waiting for room in the queue
+            await asyncio.gather(*tasks)
         finally:
-            for worker in workers:
-                worker.cancel()
+            for task in tasks:
+                task.cancel()
             # let cancelled workers report their rows (in flight: in doubt) before returning
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _feed(self, jobs: Iterable[CancelJob], queue: asyncio.Queue[CancelJob | None],
+                    finish: Callable[[Outcome, RowState], None], workers: int) -> None:
+        """Queue every job, then one end mark per worker; once the run stops, the rows not
+        queued yet are reported at once instead."""
+        for job in jobs:
+            if self.stopping:  # a row in doubt stays in doubt: never plain not_attempted
+                state = RowState.of(job)
+                finish(self.rows.outcomes.stopped(job, state), state)
+                continue
+            await queue.put(job)
+        for _ in range(workers):
+            await queue.put(None)
 
     async def _worker(self, queue: asyncio.Queue[CancelJob | None],
                       finish: Callable[[Outcome, RowState], None]) -> None:

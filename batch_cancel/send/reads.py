@@ -5,8 +5,8 @@ cancel waits for: the pace (learned from RateLimit headers), the flow-control wi
 pool-wide pause after a 429 and the outage breaker, all behind one `limits.Limiter`. A key
 whose read met a 429, a 5xx or no answer is read again once the limits allow (the pause
 Zuora named, else the retry policy's backoff), up to --max-attempts counted reads; reads
-during an outage the breaker holds do not count. A fixed set of workers over a bounded queue
-does the reading, so a million keys cost no more memory than ten.
+during an outage the breaker holds do not count. A fixed set of workers over one queue of the
+keys does the reading: a million keys cost a million queue entries, not a million tasks.
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ class InvoiceReads:
                                self.stop, lambda: self._left)
 
     @property
+    def pace(self) -> tuple[float | None, str]:
+        """The pace (starts per second, None: unpaced) and its source (`pace.Source`) that
+        the answers so far taught the limiter: the tenant's RateLimit policy times
+        --tenant-share, --rate as ceiling, the quota left; what a run with the same settings
+        would go at now. `preflight` estimates the run's duration from it."""
+        pace = self.limiter.pace
+        return pace.rate, pace.source
+
+    @property
     def stop_reason(self) -> str:
         """Why reading stopped early: an outage past --outage-window, the day's quota gone
         ("" while reading goes on)."""
@@ -79,19 +88,13 @@ class InvoiceReads:
         self._left = len(keys)
         states: dict[int, InvoiceState] = {}
         workers = max(1, min(self._limits.concurrency, len(keys)))
-        queue: asyncio.Queue[Key | None] = asyncio.Queue(workers * 2)
+        # every key queued at once (they are in a list already): a worker that dies of its
+        # client's error (refused credentials) cannot leave the rest waiting for room
+        queue: asyncio.Queue[Key | None] = asyncio.Queue()
+        for item in [*keys, *[None] * workers]:
+            queue.put_nowait(item)
         tasks = [asyncio.create_task(self._worker(queue, states), name=f"reader-{n}")
                  for n in range(workers)]
-
-        async def feed() -> None:
-            for key in keys:
-                await queue.put(key)
-            for _ in range(workers):
-                await queue.put(None)
-
-        # fed beside the workers, not before them: a worker's error (a token refused for
-        # good) ends the read at once instead of leaving the feeder waiting on a full queue
-        tasks.append(asyncio.create_task(feed(), name="reader-feed"))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -203,21 +203,30 @@ class Simulator:
             return response
         finally:
             record.finished = time.monotonic()
+            if kind == CANCEL:
+                self.stats.count_cancel_answer(record.status)
 
     def _record_arrival(self, request: web.Request, path: str, kind: str) -> RequestRecord:
-        """Log the request and bump the per-kind counters the moment it arrives."""
+        """Log the request and bump the per-kind counters the moment it arrives.
+
+        Without `keep_requests` the record lives only as long as the exchange (it carries the
+        status to the counters) and holds no headers.
+        """
         now = time.monotonic()
+        keep = self.config.keep_requests
         record = RequestRecord(
             method=request.method,
             path=path,
             key=invoice_key(path),
-            headers=dict(request.headers),
+            headers=dict(request.headers) if keep else {},
             body="",
             started=now,
             finished=now,
             status=None,
         )
-        self.stats.requests.append(record)
+        if keep:
+            self.stats.requests.append(record)
+        self.stats.total_requests += 1
         if kind == TOKEN:
             self.stats.token_requests += 1
         elif kind == CANCEL:
@@ -347,7 +356,8 @@ class Simulator:
     def _accepted(self, key: str) -> None:
         """Count an accepted cancel and tell the test that asked (the model calls this)."""
         self.stats.accepted_cancels[key] = self.stats.accepted_cancels.get(key, 0) + 1
-        self.stats.acceptances.append((key, time.monotonic()))
+        if self.config.keep_requests:
+            self.stats.acceptances.append((key, time.monotonic()))
         if self.on_accept is not None:
             self.on_accept(key)
 

@@ -76,6 +76,11 @@ class SimulatorConfig:
     outage_after: float | None = None
     outage_for: float = 0.0
     outage_mode: str = "503"
+    #: False: keep counters only (/_sim/stats: per-kind counts, cancel statuses, accepted cancels
+    #: per key) instead of a record of every request (headers and body included, about 2 KB
+    #: each: several GB at a million requests) and the time of every acceptance; /_sim/requests
+    #: then lists nothing. For runs of hundreds of thousands of rows (the scale benchmark).
+    keep_requests: bool = True
     unknown_marker: str = "NOTFOUND"
     cancelled_marker: str = "CANCELLED"
 

@@ -41,6 +41,16 @@ class SimulatorStats:
     acceptances: list[tuple[str, float]] = field(default_factory=list)
     invoice_reads: int = 0
     max_in_flight: int = 0
+    #: every request but the control calls, counted even when no record of them is kept
+    total_requests: int = 0
+    #: how the cancel PUTs were answered, status (as text; "None" for no answer) -> count:
+    #: what a benchmark checks without a record of every request
+    cancel_statuses: dict[str, int] = field(default_factory=dict)
+
+    def count_cancel_answer(self, status: int | None) -> None:
+        """Count one cancel PUT's answer (None: the connection was dropped)."""
+        name = str(status)
+        self.cancel_statuses[name] = self.cancel_statuses.get(name, 0) + 1
 
     def cancels(self) -> list[RequestRecord]:
         """The cancel PUT records, in arrival order."""
@@ -55,7 +65,8 @@ class SimulatorStats:
             "acceptances": [list(item) for item in self.acceptances],
             "invoice_reads": self.invoice_reads,
             "max_in_flight": self.max_in_flight,
-            "total_requests": len(self.requests),
+            "total_requests": self.total_requests,
+            "cancel_statuses": dict(self.cancel_statuses),
         }
 
 
