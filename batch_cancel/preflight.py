@@ -17,6 +17,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ from .read.loader import InputError, LoadedInput, LoadOptions, load
 from .record.writer import write_report
 from .send.flow import ASSUMED_TENANT_LIMIT
 from .send.pace import Source
-from .send.reads import open_reads
+from .send.reads import ReadsOpener, open_reads
 from .send.zuora import Credentials
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class PreflightOptions:
     settings: Settings = field(default_factory=Settings)
     check_invoices: bool = False
     simulator_config: object | None = None  # a SimulatorConfig for target "simulator"
+    #: how to open the invoice reader: `send.reads.open_reads` on the target unless given
+    reads: ReadsOpener | None = None
 
     @property
     def report(self) -> Path:
@@ -196,8 +199,9 @@ async def _read_all(options: PreflightOptions, rows: list[SourceRow]
     429 pause and breaker; rows answered 429 are read again after the pause, up to
     --max-attempts reads. Also the pace the answers taught (rate, source): a read sees
     the tenant's RateLimit headers as a cancel does, so the run's pace is known."""
-    async with open_reads(options.target, options.credentials, options.simulator_config,
-                          options.settings) as reads:
+    opener = options.reads or partial(open_reads, options.target, options.credentials,
+                                      options.simulator_config)
+    async with opener(options.settings, None) as reads:
         states = await reads.read((row.row, row.invoice_key) for row in rows)
         return states, reads.pace
 

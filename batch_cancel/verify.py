@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -38,7 +39,7 @@ from .read.loader import LoadedInput, LoadOptions, load
 from .record.journal import check_same_tenant, read_journal
 from .record.paths import journal_path
 from .record.writer import write_report
-from .send.reads import InvoiceReads, open_reads
+from .send.reads import InvoiceReads, ReadsOpener, open_reads
 from .send.zuora import Credentials
 
 VERIFY_COLUMNS = ("einvoice_status", "einvoice_error_code", "einvoice_error_message",
@@ -66,6 +67,9 @@ class VerifyOptions:
     first_wait: float = 2.0
     max_wait: float = 60.0
     simulator_config: object | None = None  # a SimulatorConfig for target "simulator"
+    #: how to open the invoice reader (settings, events): `send.reads.open_reads` on the
+    #: target unless given (the seeded simulation gives its in-memory world's)
+    reads: ReadsOpener | None = None
 
 
 @dataclass(slots=True)
@@ -136,8 +140,9 @@ async def _verify(options: VerifyOptions, loaded: LoadedInput) -> VerifySummary:
     events.emit(VerifyStarted(str(options.report_path), len(pending)))
     settings = options.settings
     wait = options.first_wait
-    async with open_reads(options.target, options.credentials, options.simulator_config,
-                          settings, events) as reads:
+    opener = options.reads or partial(open_reads, options.target, options.credentials,
+                                      options.simulator_config)
+    async with opener(settings, events) as reads:
         while pending:
             await _round(reads, pending, states)
             events.emit(VerifyRound(len(pending), len(states)))

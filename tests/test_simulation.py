@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import importlib
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batch_cancel.model import Answer, CancelJob, Outcome, StopKind
+from batch_cancel.config import Settings, Target
+from batch_cancel.model import Answer, CancelJob, Outcome, Status, StopKind
+from batch_cancel.read import earlier_report, frames
+from batch_cancel.send.limits import Limits, limits_for
 from batch_cancel.send.pool import Runner
+from batch_cancel.send.reads import InvoiceReads
 from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
+from batch_cancel.sim import readonly
+from batch_cancel.sim.clock import LoopClock
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
+
+#: The verify and preflight modules (the package's names are their functions).
+verify = importlib.import_module("batch_cancel.verify")
+preflight = importlib.import_module("batch_cancel.preflight")
 
 #: Seeds per test item: failures are reported together, a chunk at a time.
 CHUNK = 100
@@ -96,11 +108,13 @@ def _world_answer(schedule: Schedule, call: str) -> Any:
 
 
 def _quiet(seed: int, **changes: Any) -> Schedule:
-    """Seed's schedule with no limits, faults, outages or crashes, then `changes`."""
+    """Seed's schedule with no limits, faults, outages or crashes, a CSV input and no run
+    after the chain, then `changes`."""
     base = dataclasses.replace(
         Schedule.draw(seed), concurrency_limit=40, others_peak=0, rate_limit=None,
         daily_quota=None, faults=(), read_faults=0.0, storm=0.0, outages=(), crashes=(),
-        latency=0.05, jitter=0.0)
+        latency=0.05, jitter=0.0, input_form="csv", feedback="", verify=False,
+        preflight=False)
     return dataclasses.replace(base, **changes)
 
 
@@ -361,3 +375,246 @@ def test_a_token_fetch_that_failed_for_good_is_not_repeated_by_waiting_callers()
     assert all(isinstance(r, AuthenticationError) for r in results)
     assert len(world.token_requests) == TOKEN_TRIES
     assert not [r for r in world.requests if r.kind == "cancel"]
+
+
+def _fed_back(seed: int, keys: tuple[str, ...], **changes: Any) -> Schedule:
+    """A quiet schedule of `keys` whose last report is fed back in after the chain."""
+    n = len(keys)
+    return _quiet(seed, keys=keys, reasons=("02",) * n, references=("",) * n,
+                  interrupt=None, token_refusals=(), **{"feedback": "rerun", **changes})
+
+
+def test_the_mix_takes_the_other_user_paths_often_enough() -> None:
+    """Of the first 2,000 schedules, a fifth to a third feed their last report back in (some
+    with --include-final), some read a DataFrame or a Parquet file instead of the CSV, and
+    some run `verify` or `preflight` after the chain."""
+    drawn = [Schedule.draw(seed) for seed in range(2000)]
+    fed = [s for s in drawn if s.feedback]
+    assert 400 <= len(fed) <= 600
+    assert 100 <= sum(s.feedback == "include_final" for s in fed) <= len(fed) - 100
+    assert sum(s.input_form == "frame" for s in drawn) >= 100
+    assert sum(s.input_form == "parquet" for s in drawn) >= 100
+    assert sum(s.verify for s in drawn) >= 300 and sum(s.preflight for s in drawn) >= 250
+    assert "fed back in with --include-final" in next(
+        s for s in drawn if s.feedback == "include_final").describe()
+
+
+def test_the_new_paths_leave_every_earlier_draw_as_it_was() -> None:
+    """The user paths come from their own generator, so every field drawn before them is as
+    it was and a regression seed still means what it meant: the schedules of seeds 0-299,
+    described without the paths line, hash as they did before the paths were added."""
+    text = "\n".join("\n".join(line for line in Schedule.draw(seed).describe().splitlines()
+                               if not line.startswith("  input:")) for seed in range(300))
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "a55fc35efb659d616fead5725359bea2d20f8e164a7931865e885411b6237a3d")
+
+
+def test_oracle_catches_a_cancelled_invoice_reported_failed_when_fed_back(
+        tmp_path: Path) -> None:
+    """Invoices cancelled before the run, half of them refused with a retryable
+    `success: false` and --max-attempts 1: the fed-back run sends those again, Zuora refuses
+    them for their state and the read says Cancelled. A runner that then reports `failed`
+    instead of `skipped` is caught; the real one passes."""
+    schedule = _fed_back(17, tuple(f"INV{n}CANCELLED" for n in range(20)),
+                         faults=(("retryable_false", 0.5),),
+                         settings=dataclasses.replace(Schedule.draw(17).settings,
+                                                      max_attempts=1))
+    runners: list[Runner] = []
+
+    def skipped_as_failed(runner: Runner) -> None:
+        runners.append(runner)
+        if len(runners) == 1:
+            return  # the chain's run is the real one; the fed-back run's is not
+        read = runner.rows.outcomes.read
+
+        def failed(job: Any, state: Any, invoice: Any, status: Any, message: str) -> Outcome:
+            wrong = Status.FAILED if status == Status.SKIPPED else status
+            return read(job, state, invoice, wrong, message)
+        runner.rows.outcomes.read = failed  # type: ignore[method-assign]
+
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    result = run_schedule(schedule, mutant, skipped_as_failed)
+    assert result.runs == 2
+    assert any("fed-back run" in v and "failed and not in doubt, but its invoice was "
+               "cancelled" in v for v in result.violations), result.explain(schedule)
+
+
+def test_oracle_catches_final_failures_sent_again(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows Zuora refused for good (invoice not found) are left out when the report is fed
+    back in, and the plan counts them; a loader that leaves none out is caught twice: the
+    plan's count, and a cancel sent for each."""
+    keys = tuple(f"INV{n}NOTFOUND" if n % 3 == 0 else f"INV{n}" for n in range(12))
+    schedule = _fed_back(18, keys)
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    monkeypatch.setattr(earlier_report, "final_failure", lambda values: False)
+    result = run_schedule(schedule, mutant)
+    assert any("the plan leaves out 0 final failures, but the earlier report has 4" in v
+               for v in result.violations), result.explain(schedule)
+    assert sum("a final failure left out, was sent a cancel" in v
+               for v in result.violations) == 4
+
+
+def test_include_final_sends_the_final_failures_again(tmp_path: Path) -> None:
+    """With --include-final the fed-back run sends the not-found rows again (four more
+    cancels than without it), and every promise holds both ways."""
+    keys = tuple(f"INV{n}NOTFOUND" if n % 3 == 0 else f"INV{n}" for n in range(12))
+    (tmp_path / "rerun").mkdir()
+    (tmp_path / "final").mkdir()
+    rerun = run_schedule(_fed_back(19, keys), tmp_path / "rerun")
+    again = run_schedule(_fed_back(19, keys, feedback="include_final"), tmp_path / "final")
+    assert rerun.ok and again.ok, (rerun.explain(), again.explain())
+    assert again.requests - rerun.requests == 4
+
+
+def test_oracle_catches_a_dataframe_read_without_its_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataFrame's rows are numbered by its index labels (0, 1, ...); a loader that numbers
+    them by position from 1, as for a Parquet file, is caught: the report's rows are not the
+    input's."""
+    schedule = _quiet(20, keys=tuple(f"INV{n}" for n in range(5)), reasons=("02",) * 5,
+                      references=("",) * 5, interrupt=None, token_refusals=(),
+                      input_form="frame")
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    load_frame = frames.load_frame
+
+    def positional(frame: Any, options: Any, numbers_as_text: bool = False,
+                   source: Path | None = None) -> Any:
+        return load_frame(frame, options, numbers_as_text, source or Path("frame.parquet"))
+
+    monkeypatch.setattr(frames, "load_frame", positional)
+    result = run_schedule(schedule, mutant)
+    assert any("not every input row once" in v for v in result.violations), (
+        result.explain(schedule))
+
+
+def _verified(seed: int, rows: int, **changes: Any) -> Schedule:
+    """A quiet schedule of `rows` plain invoices, `verify` after the chain."""
+    return _quiet(seed, keys=tuple(f"INV{n}" for n in range(rows)), reasons=("02",) * rows,
+                  references=("",) * rows, interrupt=None, token_refusals=(),
+                  **{"verify": True, **changes})
+
+
+def test_oracle_catches_verify_reading_past_the_concurrency(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`verify` reads under the run's limits: a reader that takes 30 places when
+    --concurrency says 2 is caught in verify's own run (the chain's is the real one)."""
+    schedule = _verified(21, 30, latency=0.5, settings=dataclasses.replace(
+        Schedule.draw(21).settings, concurrency=2, rate=None))
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    checked = run_schedule(schedule, control)
+    assert checked.ok and checked.runs == 1, checked.explain(schedule)
+    real = readonly.limits_for
+
+    def greedy(settings: Settings, target: Target) -> Limits:
+        return real(dataclasses.replace(settings, concurrency=30), target)
+
+    monkeypatch.setattr(readonly, "limits_for", greedy)
+    result = run_schedule(schedule, mutant)
+    assert any(v.startswith("run 1: ") and "past --concurrency 2" in v
+               for v in result.violations), result.explain(schedule)
+    assert not [v for v in result.violations if v.startswith("run 0: ")]
+
+
+def test_oracle_catches_verify_losing_a_row(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`verify` rewrites the report with every row once; one that drops the last row is
+    caught, and the states it wrote are the world's (settled ones equal, CancelFailed rows
+    `cancel_failed`)."""
+    schedule = _verified(22, 8, cancel_delay=1.0, cancel_failed_rate=0.5)
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    assert run_schedule(schedule, control).ok
+    written = (control / "verified.csv").read_text("utf-8-sig")
+    assert "cancel_failed" in written and "Cancelled" in written
+    write_report = verify.write_report
+
+    def one_less(path: Path, columns: list[str], rows: list[Any], *args: Any,
+                 **kwargs: Any) -> Any:
+        return write_report(path, columns, rows[:-1], *args, **kwargs)
+
+    monkeypatch.setattr(verify, "write_report", one_less)
+    result = run_schedule(schedule, mutant)
+    assert "verify's output does not have every row of the report once, in order" in (
+        result.violations), result.explain(schedule)
+
+
+def test_oracle_catches_preflight_calling_a_cancelled_invoice_cancelable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`preflight --check-invoices` after the chain reads the same world without sending a
+    cancel; one whose verdict ignores the e-invoice status calls the invoices the chain just
+    cancelled `cancelable`, and is caught."""
+    schedule = _verified(23, 6, verify=False, preflight=True)
+    control, mutant = tmp_path / "control", tmp_path / "mutant"
+    control.mkdir()
+    mutant.mkdir()
+    checked = run_schedule(schedule, control)
+    assert checked.ok, checked.explain(schedule)
+    plan = (control / "preflight.csv").read_text("utf-8-sig")
+    assert plan.count("already_cancelled_or_in_progress") == 6
+    monkeypatch.setattr(preflight, "verdict_of", lambda state: (preflight.CANCELABLE, ""))
+    result = run_schedule(schedule, mutant)
+    assert sum("cancelable, but the invoice was cancelled" in v
+               for v in result.violations) == 6, result.explain(schedule)
+
+
+def test_a_fed_back_run_is_judged_on_its_own_requests() -> None:
+    """Seed 596 (5,000-seed search): the oracle took preflight's read after the fed-back run
+    for the fed-back run's own and called its `failed` row (a refusal whose read met a 500)
+    untrue; the fed-back run's promises now look at its own processes only."""
+    result = check_seed(596)
+    assert not [v for v in result.violations if "fed-back run" in v], result.explain()
+
+
+def test_a_fed_back_row_read_while_its_cancel_is_processing_may_be_skipped() -> None:
+    """Seed 2167 (5,000-seed search): a cancel of the chain landed after the client gave up,
+    and the fed-back run read the invoice while CancelProcessing: `skipped` is true, though
+    the tax authority refused it later; the oracle no longer calls it a lie."""
+    result = check_seed(2167)
+    assert not [v for v in result.violations if "fed-back run" in v], result.explain()
+
+
+def test_reads_end_when_the_token_is_refused_for_good_mid_read() -> None:
+    """Found by the search (seeds 3163, 4175, 4837): a reader worker that died (its process
+    crashed, or its token was refused for good) left `InvoiceReads.read` waiting forever to
+    feed a full queue. Now the error ends the read: 100 invoices, two readers, the token
+    revoked after 2 s and the token endpoint refusing the client from 1 s on."""
+    schedule = _quiet(24, latency=0.5, token_ttl=3600.0, token_lifetime=2.0,
+                      token_refusals=((1.0, 600.0, "invalid_client"),),
+                      settings=dataclasses.replace(Schedule.draw(24).settings, concurrency=2,
+                                                   rate=None))
+    loop = VirtualLoop()
+    world = World(schedule, loop)
+
+    async def read_all() -> dict[int, Any]:
+        client = world.connect()
+        await client.authenticate()
+        reads = InvoiceReads(client, limits_for(schedule.settings, Target("", "simulator")),
+                             clock=LoopClock(loop), rng=random.Random(24))
+        return await reads.read((n, f"INV{n}") for n in range(100))
+    try:
+        with pytest.raises(AuthenticationError):
+            loop.run_until_complete(read_all())
+    finally:
+        loop.close()
+    assert len([r for r in world.requests if r.kind == "read"]) < 100
+
+
+@pytest.mark.parametrize("seed", [3163, 4175, 4837])
+def test_a_crash_during_preflight_ends_it(seed: int) -> None:
+    """Seeds 3163, 4175 and 4837 (5,000-seed search): the process died during preflight's
+    reads, and the reader hung on its queue instead of ending."""
+    result = check_seed(seed)
+    assert not [v for v in result.violations if "hangs" in v], result.explain()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 from ..config import Settings, Target, open_target
@@ -27,6 +27,8 @@ from .zuora import Credentials, ZuoraClient, open_session
 
 #: One invoice to read: the row it belongs to, and its key.
 Key = tuple[int, str]
+#: Opens a command's invoice reader for its settings and events (`open_reads` on a target).
+ReadsOpener = Callable[[Settings, Events | None], AbstractAsyncContextManager["InvoiceReads"]]
 
 
 class InvoiceReader(Protocol):

@@ -20,22 +20,30 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import api
 from ..config import Target
 from ..events import Event, Events
 from ..model import StopKind, exit_code
 from ..plan import Plan, RunOptions, prepare
+from ..read.dialect import report_dialect
+from ..read.loader import LoadOptions
 from ..record.journal import Journal
 from ..record.writer import ReportWriter
-from ..send.clock import Clock
 from ..send.limits import limits_for
 from ..send.pool import Runner
-from .clock import Stuck, VirtualLoop
+from .clock import LoopClock, Stuck, VirtualLoop
+from .feedback import FedBack
+from .inputs import write_input
 from .promises import is_known, judge
+from .readonly import Previewed, Verified, run_preflight, run_verify
 from .records import Ledger
 from .schedule import Schedule
 from .world import DAY, Crash, World
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["Checked", "RunnerPatch", "check_seed", "run_schedule"]
 
@@ -50,16 +58,6 @@ AFTERMATH = 600.0
 MAX_RUNS = 6
 
 RunnerPatch = Callable[[Runner], None]
-
-
-class _LoopClock(Clock):
-    """The runner's clock on the loop's (virtual) time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def now(self) -> float:
-        return self._loop.time()
 
 
 @dataclass(slots=True)
@@ -107,15 +105,29 @@ def check_schedule(schedule: Schedule, runner_patch: RunnerPatch | None = None) 
 
 def run_schedule(schedule: Schedule, folder: Path,
                  runner_patch: RunnerPatch | None = None) -> Checked:
-    """Run a schedule's chain of runs in `folder`, then the oracle."""
-    input_path = folder / "input.csv"
-    _write_input(schedule, input_path)
+    """Run a schedule's chain of runs in `folder` (then the last report fed back in, and
+    `preflight` of the input and `verify` of the chain's report, if the schedule says so),
+    then the oracle."""
+    source = write_input(schedule, folder)
     loop = VirtualLoop()
     world = World(schedule, loop)
     ledgers: list[Ledger] = []
+    fed = FedBack(schedule.feedback) if schedule.feedback else None
+    verified: Verified | None = None
+    previewed: Previewed | None = None
     violations: list[str] = []
     try:
-        loop.run_until_complete(_chain(schedule, world, input_path, ledgers, runner_patch))
+        loop.run_until_complete(_chain(schedule, world, Leg(source, folder / "report.csv"),
+                                       ledgers, runner_patch))
+        if fed is not None and ledgers and not ledgers[-1].crashed:
+            loop.run_until_complete(_feed_back(schedule, world, folder, ledgers, fed,
+                                               runner_patch))
+        if schedule.preflight:
+            previewed = loop.run_until_complete(
+                run_preflight(world, schedule, source, folder))
+        if schedule.verify and ledgers and not ledgers[-1].crashed:
+            verified = loop.run_until_complete(
+                run_verify(world, schedule.settings, folder, ledgers[-1]))
         loop.run_until_complete(asyncio.sleep(AFTERMATH))
     except Stuck as exc:
         violations.append(f"the run hangs: {exc}")
@@ -123,15 +135,16 @@ def run_schedule(schedule: Schedule, folder: Path,
         _close(loop)
     known: list[str] = []
     if not violations:
-        found = judge(schedule, world, ledgers)
+        found = judge(schedule, world, ledgers, fed, verified, previewed)
         violations = [v for v in found if not is_known(v)]
         known = [v for v in found if is_known(v)]
     final = ledgers[-1] if ledgers else Ledger(-1)
     statuses: dict[str, int] = {}
     for row in final.rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    return Checked(schedule.seed, violations, runs=len(ledgers),
-                   crashes=sum(ledger.crashed for ledger in ledgers),
+    every = ledgers + (fed.ledgers if fed is not None else [])
+    return Checked(schedule.seed, violations, runs=len(every),
+                   crashes=sum(ledger.crashed for ledger in every),
                    requests=len(world.requests), virtual_seconds=loop.time(),
                    exit_code=final.exit_code, statuses=statuses,
                    late_landings=sum(a.late for a in world.accepted), known=known,
@@ -150,13 +163,6 @@ def _close(loop: VirtualLoop) -> None:
     loop.close()
 
 
-def _write_input(schedule: Schedule, path: Path) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Invoice Number", "Reason", "Document Reference ID"])
-        writer.writerows(zip(schedule.keys, schedule.reasons, schedule.references, strict=True))
-
-
 def _fast_tmp() -> str | None:
     """A RAM-backed folder when there is one: journal fsyncs then cost nothing."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -165,18 +171,42 @@ def _fast_tmp() -> str | None:
 # --------------------------------------------------------------------- the chain of runs
 
 
-async def _chain(schedule: Schedule, world: World, input_path: Path, ledgers: list[Ledger],
-                 runner_patch: RunnerPatch | None) -> None:
-    """The first run, then `--resume` after every crash, and later after a stop."""
-    for run in range(MAX_RUNS):
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One command and its resumes: the input it reads, the report it writes, how it loads."""
+
+    source: Path | pandas.DataFrame
+    report: Path
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+
+async def _chain(schedule: Schedule, world: World, leg: Leg, ledgers: list[Ledger],
+                 runner_patch: RunnerPatch | None, first_run: int = 0,
+                 plans: list[Plan] | None = None) -> None:
+    """The first run, then `--resume` after every crash, and later after a stop. Runs are
+    numbered on from `first_run` (the world's count of processes)."""
+    for run in range(first_run, first_run + MAX_RUNS):
         if run:
             world.next_run()
-        ledger = await _one_run(schedule, world, input_path, run, runner_patch)
+        ledger = await _one_run(schedule, world, leg, run, run > first_run, runner_patch,
+                                plans)
         ledgers.append(ledger)
         wait = _until_resume(schedule, ledger, asyncio.get_running_loop().time())
         if wait is None:
             return
         await asyncio.sleep(wait)
+
+
+async def _feed_back(schedule: Schedule, world: World, folder: Path, ledgers: list[Ledger],
+                     fed: FedBack, runner_patch: RunnerPatch | None) -> None:
+    """The user runs the last report again as a new command's input (its own report and
+    journal, resumed like any run), on the same world, a while after the chain ended."""
+    await asyncio.sleep(RESTART)
+    fed.rows = ledgers[-1].rows
+    fed.first_run = len(ledgers)
+    leg = Leg(folder / "report.csv", folder / "feedback.csv",
+              LoadOptions(include_final=fed.include_final))
+    await _chain(schedule, world, leg, fed.ledgers, runner_patch, fed.first_run, fed.plans)
 
 
 def _until_resume(schedule: Schedule, ledger: Ledger, now: float) -> float | None:
@@ -194,24 +224,27 @@ def _until_resume(schedule: Schedule, ledger: Ledger, now: float) -> float | Non
     return None
 
 
-async def _one_run(schedule: Schedule, world: World, input_path: Path, run: int,
-                   runner_patch: RunnerPatch | None) -> Ledger:
+async def _one_run(schedule: Schedule, world: World, leg: Leg, run: int, resume: bool,
+                   runner_patch: RunnerPatch | None, plans: list[Plan] | None) -> Ledger:
     """One process: the plan, the journal, the report, the client and the runner, as
     `api.run` has them."""
     loop = asyncio.get_running_loop()
-    options = RunOptions(input_path=input_path, target=Target("", "simulator"),
-                         report_path=input_path.with_name("report.csv"),
-                         settings=schedule.settings, resume=run > 0, handle_signals=False)
+    options = RunOptions(input_path=leg.source, target=Target("", "simulator"),
+                         report_path=leg.report, load=leg.load, settings=schedule.settings,
+                         resume=resume, handle_signals=False)
     plan = prepare(options)
+    if plans is not None:
+        plans.append(plan)
     run_id = f"s{schedule.seed}r{run}"
-    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows)
+    report = ReportWriter(options.report, plan.loaded.columns, plan.loaded.rows,
+                          report_dialect(plan.loaded.dialect))
     settled = plan.settled()
     to_send, _ = plan.to_send()
     tally = api.Progress(settled=len(settled), to_send=to_send)
     for outcome in settled.values():
         report.add(outcome)
     journal = Journal(options.journal, {
-        "run_id": run_id, "input": str(input_path), "input_sha256": plan.input_sha256,
+        "run_id": run_id, "input": options.input_label, "input_sha256": plan.input_sha256,
         "report": str(options.report), "target": "simulator", "base_url": "",
         "tenant": options.tenant, "resumed": options.resume}, clock=loop.time)
     snapshot: list[bytes] = []
@@ -220,7 +253,7 @@ async def _one_run(schedule: Schedule, world: World, input_path: Path, run: int,
     client = world.connect()
     runner = Runner(client, limits_for(options.settings, options.target), run_id,
                     options.settings.track_id_prefix,
-                    clock=_LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
+                    clock=LoopClock(loop), rng=random.Random(f"runner|{schedule.seed}|{run}"),
                     events=events, on_sent=journal.sent, on_withdrawn=journal.withdrawn)
     if runner_patch is not None:
         runner_patch(runner)

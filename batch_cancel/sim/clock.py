@@ -12,7 +12,9 @@ import selectors
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["HORIZON", "Stuck", "VirtualLoop"]
+from ..send.clock import Clock
+
+__all__ = ["HORIZON", "LoopClock", "Stuck", "VirtualLoop"]
 
 #: Virtual seconds one turn of the loop takes (so time always moves, as it does for real).
 TICK: Final = 1e-6
@@ -84,3 +86,13 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         """Lift the horizon and the turn limit (to let a stuck run's tasks be cancelled)."""
         self._idle.horizon = self._idle.now + HORIZON
         self._idle.turns = 0
+
+
+class LoopClock(Clock):
+    """The runner's (or a reader's) clock on a loop's time: virtual on a `VirtualLoop`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def now(self) -> float:
+        return self._loop.time()

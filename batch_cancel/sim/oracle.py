@@ -65,6 +65,20 @@ def summarise(results: list[Checked], seconds: float) -> dict[str, object]:
         "known_findings": {k: sum(any(k in v for v in r.known) for r in results) for k in KNOWN},
         "row_statuses": statuses,
         "exit_codes": _tally(str(r.exit_code) for r in results),
+        "user_paths": _paths(results),
+    }
+
+
+def _paths(results: list[Checked]) -> dict[str, int]:
+    """How many schedules took each user path besides a CSV and its resumes."""
+    drawn = [Schedule.draw(r.seed) for r in results]
+    return {
+        "dataframe_input": sum(s.input_form == "frame" for s in drawn),
+        "parquet_input": sum(s.input_form == "parquet" for s in drawn),
+        "report_fed_back": sum(bool(s.feedback) for s in drawn),
+        "fed_back_with_include_final": sum(s.feedback == "include_final" for s in drawn),
+        "preflight_after": sum(s.preflight for s in drawn),
+        "verify_after": sum(s.verify for s in drawn),
     }
 
 

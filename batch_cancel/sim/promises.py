@@ -16,6 +16,9 @@ from typing import Any
 
 from ..model import DONE, STOP_EXIT_CODES, Status, StopKind
 from ..send.zuora import TOKEN_TRIES
+from .feedback import FedBack, carried_rows, judge_feedback
+from .inputs import row_numbers
+from .readonly import Previewed, Verified, judge_preflight, judge_verify
 from .records import Ledger, Request, TokenRequest
 from .schedule import Schedule
 from .world import DAY, World
@@ -23,25 +26,39 @@ from .world import DAY, World
 __all__ = ["KNOWN", "NEVER_LEFT", "RESENT_AFTER_401", "is_known", "judge"]
 
 
-def judge(schedule: Schedule, world: World, ledgers: list[Ledger]) -> list[str]:
-    """Every promise the report and the requests must keep; the broken ones, as sentences."""
+def judge(schedule: Schedule, world: World, ledgers: list[Ledger],
+          fed: FedBack | None = None, verified: Verified | None = None,
+          previewed: Previewed | None = None) -> list[str]:
+    """Every promise the report and the requests must keep; the broken ones, as sentences.
+    `fed`: the last report fed back in as a new command's input; `verified`: `verify` of the
+    chain's report; `previewed`: `preflight` of its input (each if the schedule had it)."""
     problems: list[str] = []
     finished = [ledger for ledger in ledgers if not ledger.crashed]
     if not finished:
         return ["no run of the chain finished"]
-    for ledger in finished:
-        problems += _rows_once(schedule, ledger)
-        problems += _exit_code_matches(ledger)
-    problems += _truthful(world, finished[-1], {x.run for x in ledgers if x.crashed})
+    legs = [(ledgers, row_numbers(schedule), set[str]())]
+    if fed is not None and fed.plans:
+        legs.append((fed.ledgers, [row["row"] for row in fed.rows], carried_rows(fed)))
+    every = [ledger for leg, _, _ in legs for ledger in leg]
+    for leg, expected, carried in legs:
+        for ledger in leg:
+            if not ledger.crashed:
+                problems += _rows_once(expected, ledger)
+                problems += _exit_code_matches(ledger, carried)
+    problems += _truthful(world, finished[-1], {x.run for x in ledgers if x.crashed},
+                          range(len(ledgers)))
     problems += _no_cancel_after_accept_without_read(world)
     problems += _no_resend_in_doubt_without_read(world)
-    for run in range(len(ledgers)):
+    readers = [x.run for x in (previewed, verified) if x is not None]
+    for run in [*range(len(every)), *readers]:
         problems += _limits_kept(schedule, world, run)
     problems += _nothing_sent_after_stop(world)
-    for ledger in finished:
-        problems += _auth_stop_is_true(world, ledger)
-    problems += _no_secret_in_outputs(world, ledgers)
-    return problems
+    for ledger in every:
+        if not ledger.crashed:
+            problems += _auth_stop_is_true(world, ledger)
+    problems += _no_secret_in_outputs(world, every)
+    return (problems + judge_feedback(world, fed) + judge_verify(world, verified)
+            + judge_preflight(schedule, world, previewed))
 
 
 #: Broken promises the search found that are not fixed yet: counted and printed, but a seed
@@ -74,15 +91,17 @@ def _nothing_sent_after_stop(world: World) -> Iterator[str]:
                    f"{first.run} {first.kind} {first.key} at {first.arrived:.3f} s)")
 
 
-def _rows_once(schedule: Schedule, ledger: Ledger) -> Iterator[str]:
+def _rows_once(expected: list[str], ledger: Ledger) -> Iterator[str]:
+    """The report has every row of its input once, in the input's order."""
     numbers = [row["row"] for row in ledger.rows]
-    expected = [str(n + 2) for n in range(schedule.rows)]
     if numbers != expected:
         yield (f"run {ledger.run}: the report's rows are {numbers[:10]}..., not every input "
                f"row once in order ({len(numbers)} of {len(expected)})")
 
 
-def _exit_code_matches(ledger: Ledger) -> Iterator[str]:
+def _exit_code_matches(ledger: Ledger, carried: set[str]) -> Iterator[str]:
+    """The exit code the report stands for; rows carried over from a report fed back in
+    (`carried`, by row number) keep their status but never change the exit code."""
     statuses = [row["status"] for row in ledger.rows]
     if ledger.stop_kind:
         expected = int(STOP_EXIT_CODES[StopKind(ledger.stop_kind)])
@@ -92,7 +111,8 @@ def _exit_code_matches(ledger: Ledger) -> Iterator[str]:
         by_row = {row["row"]: row["status"] for row in ledger.rows}
         done = all(
             status in DONE or (status == Status.DUPLICATE and _owner_done(row, by_row))
-            for row, status in zip(ledger.rows, statuses, strict=True))
+            for row, status in zip(ledger.rows, statuses, strict=True)
+            if row["row"] not in carried)
         expected = 0 if done else 1
     if ledger.exit_code != expected:
         yield (f"run {ledger.run}: exit code {ledger.exit_code}, but the report "
@@ -105,12 +125,14 @@ def _owner_done(row: dict[str, str], by_row: dict[str, str]) -> bool:
     return by_row.get(owner) in DONE
 
 
-def _truthful(world: World, ledger: Ledger, crashed: set[int]) -> Iterator[str]:
-    """Each row's status against what the tenant really did over the whole chain."""
+def _truthful(world: World, ledger: Ledger, crashed: set[int], runs: range) -> Iterator[str]:
+    """Each row's status against what the tenant really did over the whole chain (its
+    `runs`: a report fed back in later is judged on its own)."""
     accepted: dict[str, list[Any]] = {}
     for acceptance in world.accepted:
-        accepted.setdefault(acceptance.key, []).append(acceptance)
-    doubted = {r.key for r in world.requests if r.kind == "cancel" and (
+        if acceptance.run in runs:
+            accepted.setdefault(acceptance.key, []).append(acceptance)
+    doubted = {r.key for r in world.requests if r.kind == "cancel" and r.run in runs and (
         r.answer is None or r.answer.in_doubt or r.run in crashed)}
     for row in ledger.rows:
         key, status, doubt = row["invoice_key"], row["status"], row["in_doubt"] == "yes"

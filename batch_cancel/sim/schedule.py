@@ -3,7 +3,8 @@
 A `Schedule` is drawn from one seed: rows, latency, the tenant's limits, other clients holding
 places, every fault, outages, the daily quota, the OAuth tokens' lives and the token endpoint's
 refusals, and crash points. Token draws come from their own generator, so adding them left the
-rest of every schedule as it was.
+rest of every schedule as it was; so do the user paths drawn later (the input as a DataFrame or
+a Parquet file, the last report fed back in as a new run's input, `verify` after the chain).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Final
 
 from ..config import Settings
 
-__all__ = ["CANCEL_FAULTS", "OUTAGE_MODES", "TOKEN_REFUSALS", "Schedule"]
+__all__ = ["CANCEL_FAULTS", "FEEDBACK", "INPUT_FORMS", "OUTAGE_MODES", "TOKEN_REFUSALS",
+           "Schedule"]
 
 #: Faults a cancel PUT can meet, in the fixed order they are drawn in.
 CANCEL_FAULTS: Final = (
@@ -29,6 +31,12 @@ OUTAGE_MODES: Final = ("503", "drop", "html_502", "hang")
 #: How the token endpoint refuses for a while: a 503, a 429, a dropped connection (all worth
 #: another try to the client), or 401 invalid_client (fatal to the client at once).
 TOKEN_REFUSALS: Final = ("503", "429", "drop", "invalid_client")
+#: How the input reaches the run: the CSV file, a pandas DataFrame (the library's face), or a
+#: Parquet file.
+INPUT_FORMS: Final = ("csv", "frame", "parquet")
+#: Whether the chain's last report is fed back in as a new run's input: no, with the default
+#: rows (final failures left out), or with --include-final.
+FEEDBACK: Final = ("", "rerun", "include_final")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,14 @@ class Schedule:
     token_lifetime: float = 3600.0
     #: (start, seconds, mode) of each time the token endpoint refuses (see TOKEN_REFUSALS)
     token_refusals: tuple[tuple[float, float, str], ...] = ()
+    #: how the input reaches the run (see INPUT_FORMS)
+    input_form: str = "csv"
+    #: the last report fed back in after the chain (see FEEDBACK; "" for not)
+    feedback: str = ""
+    #: `verify` reads the final report's accepted cancels after the chain
+    verify: bool = False
+    #: `preflight --check-invoices` reads the input's invoices after the chain
+    preflight: bool = False
 
     @property
     def rows(self) -> int:
@@ -128,6 +144,7 @@ class Schedule:
             else:
                 crashes.append(("time", rng.uniform(0.0, max(0.05, rows * latency))))
         ttl, lifetime, refusals = _draw_tokens(seed)
+        form, feedback, verify, preflight = _draw_paths(seed)
         return cls(
             seed=seed, keys=tuple(keys), reasons=tuple(reasons), references=tuple(refs),
             latency=latency, jitter=rng.choice((0.0, 0.5, 0.9)),
@@ -150,6 +167,7 @@ class Schedule:
             interrupt=(rng.uniform(0.0, max(0.05, rows * latency)), rng.choice((0.0, 1.0, 30.0)))
             if rng.random() < 0.15 else None,
             token_ttl=ttl, token_lifetime=lifetime, token_refusals=refusals,
+            input_form=form, feedback=feedback, verify=verify, preflight=preflight,
         )
 
     def _interrupt_text(self) -> str:
@@ -161,6 +179,15 @@ class Schedule:
     def _refusals_text(self) -> str:
         return ", ".join(f"{m} at {a:.1f} s for {d:g} s"
                          for a, d, m in self.token_refusals) or "never"
+
+    def _paths_text(self) -> str:
+        form = {"csv": "a CSV file", "frame": "a pandas DataFrame",
+                "parquet": "a Parquet file"}[self.input_form]
+        feedback = {"": "not fed back", "rerun": "fed back in as a new run's input",
+                    "include_final": "fed back in with --include-final"}[self.feedback]
+        after = " and ".join(name for name, on in (("preflight", self.preflight),
+                                                   ("verify", self.verify)) if on)
+        return f"input: {form}; the last report {feedback}; after the chain: {after or 'none'}"
 
     def describe(self) -> str:
         """A few lines a person can read: what this schedule throws at the run."""
@@ -186,6 +213,7 @@ class Schedule:
             f"  Ctrl-C: {self._interrupt_text()}",
             f"  tokens: expires_in {self.token_ttl:g} s, revoked after {self.token_lifetime:g} s;"
             f" token endpoint refuses: {self._refusals_text()}",
+            f"  {self._paths_text()}",
             f"  client: --concurrency {s.concurrency} --rate {s.rate} --max-attempts "
             f"{s.max_attempts} --timeout {s.timeout:g} --outage-window {s.outage_window:g} "
             f"--tenant-share {s.tenant_share:g} --concurrency-429 {s.concurrency_429}",
@@ -202,3 +230,14 @@ def _draw_tokens(seed: int) -> tuple[float, float, tuple[tuple[float, float, str
          rng.choice(TOKEN_REFUSALS))
         for _ in range(1 if rng.random() < 0.15 else 0))
     return ttl, lifetime, refusals
+
+
+def _draw_paths(seed: int) -> tuple[str, str, bool, bool]:
+    """The user paths a seed takes, from their own generator: the input's form (a CSV file in
+    most seeds), whether the last report is fed back in (about a quarter, half of those with
+    --include-final), whether `verify` follows (a fifth), and `preflight` (a sixth)."""
+    rng = random.Random(f"{seed}-paths")
+    draw = rng.random()
+    form = "frame" if draw < 0.1 else "parquet" if draw < 0.2 else "csv"
+    feedback = rng.choice(FEEDBACK[1:]) if rng.random() < 0.25 else ""
+    return form, feedback, rng.random() < 0.2, rng.random() < 0.17

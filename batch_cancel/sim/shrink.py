@@ -1,8 +1,8 @@
 """Shrinking a failing schedule: the smallest one found that still breaks a promise.
 
 A failure of 120 rows, six faults and two crashes reads slowly; each cut (fewer rows, one fault,
-outage, crash or limit less) is kept only if the run still fails, greedily, so the same failure
-always shrinks to the same schedule.
+outage, crash or limit less, no run after the chain, a CSV input) is kept only if the run still
+fails, greedily, so the same failure always shrinks to the same schedule.
 """
 
 from __future__ import annotations
@@ -70,3 +70,7 @@ def _smaller(s: Schedule) -> Iterator[Schedule]:
         yield replace(s, token_refusals=())
     if s.token_lifetime < s.token_ttl:
         yield replace(s, token_lifetime=s.token_ttl)
+    if s.feedback or s.verify or s.preflight:  # the chain alone reads more easily
+        yield replace(s, feedback="", verify=False, preflight=False)
+    if s.input_form != "csv":
+        yield replace(s, input_form="csv")
