@@ -61,8 +61,9 @@ TARGETS = {
     "rows": Target("batch_cancel/read/rows.py", _LOADER_TESTS,
                    ("_checked_row", "_block_reasons", "fast_block")),
     "duplicates": Target("batch_cancel/read/duplicates.py", _LOADER_TESTS),
+    # one row driven directly first (a second), then the pool against the simulator
     "row": Target("batch_cancel/send/row.py",
-                  ("tests/test_runner.py", "tests/test_reliability.py",
+                  ("tests/test_row.py", "tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
     "limits": Target("batch_cancel/send/limits.py",
                      ("tests/test_limits.py", "tests/test_runner.py", "tests/test_reliability.py",
