@@ -483,3 +483,10 @@ async def test_a_final_answer_in_doubt_with_an_unsettled_read_stays_in_doubt() -
     h = harness([odd], [SLOW_VENDOR])
     result = await h.run()
     assert (result.status, result.in_doubt) == (Status.FAILED, True)
+
+
+def test_a_row_starts_in_doubt_only_if_an_earlier_run_left_it_so() -> None:
+    states = [RowState.of(replace(JOB, in_doubt=d, doubted_before=b))
+              for d, b in ((False, False), (True, False), (False, True))]
+    assert [(s.doubt, s.ever_doubt, s.attempts, s.in_flight) for s in states] == [
+        (False, False, 0, False), (True, True, 0, False), (False, True, 0, False)]
