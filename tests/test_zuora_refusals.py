@@ -224,3 +224,25 @@ async def test_authenticate_always_fetches_a_token(zuora: tuple[HeldZuora, str])
         only = await s.send()
         assert (await s.answer(only, 200)).verdict is Verdict.SUCCEEDED
     assert (zuora[0].issued, s.bearer(only)) == (2, "tok-2")
+
+
+async def test_a_late_401_on_an_older_token_does_not_lower_the_refused_generation(
+        zuora: tuple[HeldZuora, str]) -> None:
+    """tok-2 refused (long after its fetch), then a late 401 on tok-1 and a late success on
+    tok-2: the refusal is still tok-2's, which that success does not clear, so tok-3 refused
+    moments after its fetch stops the run."""
+    async with open_session() as session:
+        s = scene(*zuora, session)
+        first, late_on_1 = await s.send(), await s.send()
+        assert refused(await s.answer(first, 401))
+        refused_2, late_on_2 = await s.send(), await s.send()  # tok-2, fetched at 0.0
+        s.clock.t = 10.0
+        assert refused(await s.answer(refused_2, 401))
+        assert refused(await s.answer(late_on_1, 401))
+        assert (await s.answer(late_on_2, 200)).verdict is Verdict.SUCCEEDED
+        third = await s.send()  # tok-3, fetched at 10.0
+        s.clock.t = 11.0
+        with pytest.raises(AuthenticationError):
+            await s.answer(third, 401)
+    assert [call.bearer for call in zuora[0].held] == ["tok-1", "tok-1", "tok-2", "tok-2",
+                                                       "tok-3"]
