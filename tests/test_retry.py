@@ -3,6 +3,7 @@ up (attempts counted, or a time budget from the first request)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -71,3 +72,13 @@ def test_a_row_gives_up_when_the_next_wait_would_end_past_its_budget(
 def test_without_a_delay_only_the_time_already_spent_counts() -> None:
     policy = RetryPolicy(100, budget=10.0)
     assert (policy.exhausted(1, 10.0), policy.exhausted(1, 10.5)) == (False, True)
+
+
+@pytest.mark.parametrize("value", [Backoff(), RetryPolicy(3)])
+def test_a_policy_is_one_frozen_value_without_an_instance_dict(value: object) -> None:
+    """Shared by every row of a run: nobody can change it under another row's feet, and
+    one per pool costs no per-instance dict."""
+    field = dataclasses.fields(value)[0].name  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(value, field, 2.0)
+    assert not hasattr(value, "__dict__")

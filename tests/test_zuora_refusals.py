@@ -246,3 +246,39 @@ async def test_a_late_401_on_an_older_token_does_not_lower_the_refused_generatio
             await s.answer(third, 401)
     assert [call.bearer for call in zuora[0].held] == ["tok-1", "tok-1", "tok-2", "tok-2",
                                                        "tok-3"]
+
+
+@pytest.mark.parametrize("moving", [False, True])
+async def test_a_caller_queued_for_the_refresh_fetches_again_if_the_new_token_is_dead(
+        zuora: tuple[HeldZuora, str], moving: bool) -> None:
+    """Tokens that live 0 s: two callers queue on the refresh; the second finds the token the
+    first fetched already at (clock standing still) or past (clock moving) its end, so it
+    fetches its own rather than send a dead one."""
+    fake, url = zuora
+    fake.lifetime = 0.0
+    ticks = iter(range(1000))
+    clock = (lambda: float(next(ticks))) if moving else (lambda: 50.0)
+    async with open_session() as session:
+        client = ZuoraClient(session, url, Credentials("id", "secret"), Settings(), clock=clock)
+        calls = [asyncio.create_task(client.cancel(CancelJob(row, f"INV{row}", "02"), "t"))
+                 for row in (2, 3)]
+        await fake.wait_for(2)
+        for call in fake.held:
+            call.reply.set_result(200)
+        await asyncio.gather(*calls)
+    assert (fake.issued, sorted(call.bearer for call in fake.held)) == (2, ["tok-1", "tok-2"])
+
+
+async def test_callers_queued_for_the_refresh_share_a_live_new_token(
+        zuora: tuple[HeldZuora, str]) -> None:
+    fake, url = zuora
+    async with open_session() as session:
+        client = ZuoraClient(session, url, Credentials("id", "secret"), Settings(),
+                             clock=lambda: 50.0)
+        calls = [asyncio.create_task(client.cancel(CancelJob(row, f"INV{row}", "02"), "t"))
+                 for row in (2, 3, 4)]
+        await fake.wait_for(3)
+        for call in fake.held:
+            call.reply.set_result(200)
+        await asyncio.gather(*calls)
+    assert (fake.issued, [call.bearer for call in fake.held]) == (1, ["tok-1"] * 3)
