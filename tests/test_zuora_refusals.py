@@ -24,6 +24,10 @@ from batch_cancel.model import Answer, CancelJob, Verdict
 from batch_cancel.send.zuora import AuthenticationError, Credentials, ZuoraClient, open_session
 from tests.helpers import FakeClock
 
+#: a mutant that leaves a request or a wait hanging fails in seconds, not at the suite's
+#: two minutes (nothing here runs on real time: a test takes milliseconds)
+pytestmark = pytest.mark.timeout(10)
+
 OK = b'{"success": true}'
 
 
