@@ -32,11 +32,11 @@ from batch_cancel.send.retry import Backoff
 from batch_cancel.send.row import REFUSED_AFTER_ATTEMPT, RowLife, RowState, SentSink
 from tests.helpers import FakeClock
 
-#: the share of its ceiling every backoff (and pause spread) draws: 1 s, 2 s, 4 s ... times this
 #: a mutant that leaves a request or a wait hanging fails in seconds, not at the suite's
 #: two minutes (nothing here runs on real time: a test takes milliseconds)
 pytestmark = pytest.mark.timeout(10)
 
+#: the share of its ceiling every backoff (and pause spread) draws: 1 s, 2 s, 4 s ... times this
 F = 0.1234567
 TRACK = "bc-run1-2"
 JOB = CancelJob(2, "INV00002", "02")
