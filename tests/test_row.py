@@ -151,8 +151,9 @@ class Harness:
                 for e in self.events if isinstance(e, RowRetryScheduled)]
 
 
-def harness(cancels: list[Step], reads: list[Step] | None = None, **options: object) -> Harness:
-    return Harness(FakeClock(start=0.0), list(cancels), list(reads or []),
+def harness(cancels: list[Step], reads: list[Step] | None = None, start: float = 0.0,
+            **options: object) -> Harness:
+    return Harness(FakeClock(start=start), list(cancels), list(reads or []),
                    **options)  # type: ignore[arg-type]
 
 
@@ -210,11 +211,12 @@ async def test_the_time_budget_counts_from_the_first_request(budget: float,
                                                              attempts: int) -> None:
     """Backoff drawing its whole ceiling (1, 2, 4, 8 s): a row gives up when the next wait
     would end past the budget, counted from its first request."""
-    h = harness([LOCKED] * attempts, max_attempts=10, budget=budget, draw=1.0)
+    h = harness([LOCKED] * attempts, start=100.0, max_attempts=10, budget=budget, draw=1.0)
     assert await h.run() == outcome(Status.FAILED, 200, "59210050",
                                     f"invoice locked (gave up after {attempts} attempts)",
                                     attempts)
     assert h.clock.sleeps == [1.0, 2.0, 4.0][:attempts - 1]
+    assert h.calls[0] == ("cancel", 100.0)
 
 
 async def test_a_refused_token_is_sent_again_at_once_and_not_counted() -> None:
