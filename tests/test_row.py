@@ -293,6 +293,13 @@ async def test_a_request_with_no_answer_leaves_the_row_in_flight() -> None:
     assert (state.attempts, state.in_flight, h.limiter.window.in_flight) == (1, True, 0)
 
 
+async def test_a_read_with_no_answer_gives_its_place_in_the_window_back() -> None:
+    h = harness([UNAVAILABLE], [RuntimeError("cut")])
+    with pytest.raises(RuntimeError, match="cut"):
+        await h.life.process(JOB, RowState.of(JOB))
+    assert (h.kinds(), h.limiter.window.in_flight) == (["cancel", "read"], 0)
+
+
 async def test_an_answered_request_is_no_longer_in_flight_and_is_remembered() -> None:
     h = harness([LOCKED, OK], max_attempts=2)
     state = RowState.of(JOB)
@@ -496,3 +503,4 @@ def test_a_row_starts_in_doubt_only_if_an_earlier_run_left_it_so() -> None:
               for d, b in ((False, False), (True, False), (False, True))]
     assert [(s.doubt, s.ever_doubt, s.attempts, s.in_flight) for s in states] == [
         (False, False, 0, False), (True, True, 0, False), (False, True, 0, False)]
+    assert RowState() == states[0] == RowState(0, False, False, False, None, None)
