@@ -504,3 +504,4 @@ def test_a_row_starts_in_doubt_only_if_an_earlier_run_left_it_so() -> None:
     assert [(s.doubt, s.ever_doubt, s.attempts, s.in_flight) for s in states] == [
         (False, False, 0, False), (True, True, 0, False), (False, True, 0, False)]
     assert RowState() == states[0] == RowState(0, False, False, False, None, None)
+    assert not hasattr(states[0], "__dict__")  # one per worker, and nothing else to hold
