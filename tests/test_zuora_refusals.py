@@ -286,3 +286,18 @@ async def test_callers_queued_for_the_refresh_share_a_live_new_token(
             call.reply.set_result(200)
         await asyncio.gather(*calls)
     assert (fake.issued, [call.bearer for call in fake.held]) == (1, ["tok-1"] * 3)
+
+
+async def test_a_refused_token_is_replaced_whatever_the_clock_reads(
+        zuora: tuple[HeldZuora, str]) -> None:
+    """A monotonic clock's zero is undefined (it may read below it): a 401 still makes the
+    next request fetch a new token, rather than resend the refused one."""
+    fake, url = zuora
+    clock = FakeClock(start=-100.0)
+    async with open_session() as session:
+        client = ZuoraClient(session, url, Credentials("id", "secret"), Settings(),
+                             clock=clock.now)
+        s = Scene(fake, client, clock)
+        assert refused(await s.answer(await s.send(), 401))
+        assert (await s.answer(await s.send(), 200)).verdict is Verdict.SUCCEEDED
+    assert ([call.bearer for call in fake.held], fake.issued) == (["tok-1", "tok-2"], 2)
