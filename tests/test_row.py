@@ -505,3 +505,19 @@ def test_a_row_starts_in_doubt_only_if_an_earlier_run_left_it_so() -> None:
         (False, False, 0, False), (True, True, 0, False), (False, True, 0, False)]
     assert RowState() == states[0] == RowState(0, False, False, False, None, None)
     assert not hasattr(states[0], "__dict__")  # one per worker, and nothing else to hold
+
+
+async def test_a_read_answered_without_a_status_is_not_read_again() -> None:
+    """A 200 without `eInvoiceStatus` is an answer, not a failure to retry: one read, then the
+    row stays in doubt (nothing can be concluded)."""
+    h = harness([UNAVAILABLE], [read(None)])
+    result = await h.run()
+    assert (result.status, result.in_doubt, h.kinds()) == (Status.FAILED, True,
+                                                           ["cancel", "read"])
+
+
+async def test_after_a_read_finds_no_such_invoice_the_row_is_no_longer_in_doubt() -> None:
+    """The resend's own retryable answer is then retried without another read."""
+    h = harness([UNAVAILABLE, LOCKED, OK], [NO_SUCH_INVOICE])
+    assert (await h.run()).status is Status.SUCCEEDED
+    assert h.kinds() == ["cancel", "read", "cancel", "cancel"]
