@@ -46,7 +46,9 @@ _ZUORA_TESTS = ("tests/test_zuora_answers.py", "tests/test_zuora_token.py",
                 "tests/test_zuora.py")
 
 TARGETS = {
-    "zuora": Target("batch_cancel/send/zuora.py", _ZUORA_TESTS),
+    # the 401s of two token generations in flight first: quick, and the client's own
+    "zuora": Target("batch_cancel/send/zuora.py",
+                    ("tests/test_zuora_refusals.py", *_ZUORA_TESTS)),
     "answers": Target("batch_cancel/send/answers.py", _ZUORA_TESTS),
     "report": Target("batch_cancel/record/writer.py", _REPORT_TESTS),
     "tally": Target("batch_cancel/record/tally.py", _REPORT_TESTS),
@@ -67,16 +69,19 @@ TARGETS = {
                    ("_checked_row", "_block_reasons", "fast_block")),
     "duplicates": Target("batch_cancel/read/duplicates.py",
                          ("tests/test_read_rows.py", *_LOADER_TESTS)),
+    # one row driven directly first (a second), then the pool against the simulator
     "row": Target("batch_cancel/send/row.py",
-                  ("tests/test_runner.py", "tests/test_reliability.py",
+                  ("tests/test_row.py", "tests/test_runner.py", "tests/test_reliability.py",
                    "tests/test_flow.py"), timeout=180.0),
     # the pool and its limits: their own unit tests on a fake clock, quickest first
     "limits": Target("batch_cancel/send/limits.py",
                      ("tests/test_limiter.py", "tests/test_limits.py"), timeout=20.0),
     "retry": Target("batch_cancel/send/retry.py",
-                    ("tests/test_runner.py", "tests/test_reliability.py")),
+                    ("tests/test_retry.py", "tests/test_row.py", "tests/test_runner.py",
+                     "tests/test_reliability.py")),
     "outcomes": Target("batch_cancel/send/outcomes.py",
-                       ("tests/test_runner.py", "tests/test_reliability.py")),
+                       ("tests/test_outcomes.py", "tests/test_row.py", "tests/test_runner.py",
+                        "tests/test_reliability.py")),
     # (these tests take under a second; a mutant that spins on the fake clock is cut at 20 s)
     "pool": Target("batch_cancel/send/pool.py", ("tests/test_pool.py", "tests/test_limits.py"),
                    timeout=20.0),

@@ -7,6 +7,7 @@ sleeps; the runner decides when to call again.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -239,7 +240,9 @@ class ZuoraClient:
         self._refused_at = max(self._refused_at, generation) if self._refused else generation
         self._refused = True
         if generation == self._generation:
-            self._expires_at = 0.0  # the next request fetches a new one (single flight)
+            # the next request fetches a new one (single flight), whatever the clock reads:
+            # a monotonic clock's zero is undefined, so 0.0 is not "long ago"
+            self._expires_at = -math.inf
         return replace(answer, verdict=Verdict.RETRY, token_refused=True), data
 
     async def _send(self, method: str, url: str, track_id: str, body: str | None,
