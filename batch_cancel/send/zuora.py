@@ -91,10 +91,9 @@ class ZuoraClient:
         self._token: str | None = None
         self._expires_at = 0.0
         self._generation = 0
-        #: a 401 refused the token of generation `_refused_at`, and no request with a newer
-        #: token has got through since
-        self._refused = False
-        self._refused_at = -1
+        #: a 401 refused the token of this generation, and no request with a newer token has
+        #: got through since (None: no such refusal stands)
+        self._refused_at: int | None = None
         self._fetched_at = 0.0
         #: a token fetch that failed for good: every later caller gets it, none asks again
         self._failed: AuthenticationError | None = None
@@ -228,17 +227,17 @@ class ZuoraClient:
         token, generation = await self._bearer()
         answer, data = await self._send(method, url, track_id, body, token)
         if answer.http_status != 401:
-            if self._refused and generation > self._refused_at:
-                self._refused = False  # a token newer than the refused one works
+            if self._refused_at is not None and generation > self._refused_at:
+                self._refused_at = None  # a token newer than the refused one works
             return answer, data
-        if (self._refused and self._refused_at < generation == self._generation
+        if (self._refused_at is not None and self._refused_at < generation == self._generation
                 and self._clock() - self._fetched_at <= FRESH_TOKEN):
             raise AuthenticationError(
                 "Zuora answered 401 Unauthorized even with a fresh token; the credentials "
                 "may lack permission for this tenant or entity (check --entity-ids)"
             )
-        self._refused_at = max(self._refused_at, generation) if self._refused else generation
-        self._refused = True
+        self._refused_at = (generation if self._refused_at is None
+                            else max(self._refused_at, generation))
         if generation == self._generation:
             # the next request fetches a new one (single flight), whatever the clock reads:
             # a monotonic clock's zero is undefined, so 0.0 is not "long ago"
