@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from array import array
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -253,18 +256,39 @@ def unchecked(loaded: LoadedInput, settings: Settings, rate: float | None,
                              pace_source=start_pace(settings.rate, rate)[1])
     result.estimated_seconds = estimate(len(rows), settings, rate, result.latency)
     if report_path is not None:
-        outcomes = {row.row: Outcome(row.row, Status.NOT_ATTEMPTED,
-                                     error_message="valid; not checked against Zuora")
-                    for row in rows}
-        result.plan = write_plan(report_path, loaded, outcomes, {})
+        result.plan = write_plan(report_path, loaded, NotChecked(row.row for row in rows), {})
     return result
 
 
-def write_plan(path: Path, loaded: LoadedInput, outcomes: dict[int, Outcome],
+class NotChecked(Mapping[int, Outcome]):
+    """Each row to send's plan outcome (`not_attempted`, valid, not checked), made when the
+    report asks for it: a million rows' outcomes built at once held some 300 MB."""
+
+    MESSAGE = "valid; not checked against Zuora"
+
+    def __init__(self, numbers: Iterator[int]) -> None:
+        self._numbers = array("q", sorted(numbers))
+
+    def __getitem__(self, number: int) -> Outcome:
+        at = bisect_left(self._numbers, number)
+        if at == len(self._numbers) or self._numbers[at] != number:
+            raise KeyError(number)
+        return Outcome(number, Status.NOT_ATTEMPTED, error_message=self.MESSAGE)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._numbers)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+
+def write_plan(path: Path, loaded: LoadedInput, outcomes: Mapping[int, Outcome],
                verdicts: dict[int, str]) -> Summary:
     """The preflight report: the run's format plus a `preflight` verdict column."""
-    marked = [_with_verdict(row, verdicts.get(row.row)) for row in loaded.rows]
     columns = [*loaded.columns, *(["preflight"] if "preflight" not in loaded.columns else [])]
+    marked = loaded.rows
+    if verdicts or "preflight" in loaded.columns:  # else every row's verdict cell is empty
+        marked = [_with_verdict(row, verdicts.get(row.row)) for row in loaded.rows]
     return write_report(path, columns, marked, outcomes,
                         dialect=report_dialect(loaded.dialect))
 

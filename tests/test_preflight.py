@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from batch_cancel.config import Settings
-from batch_cancel.preflight import estimate
+from batch_cancel.model import Status
+from batch_cancel.preflight import NotChecked, estimate
 from tests.helpers import (
     PAUSE,
     limited_to,
@@ -177,3 +178,16 @@ def test_the_estimate_is_bound_by_the_pace() -> None:
     """At a fast tenant (latency 1 ms, 20 in flight: 20,000/s) the pace sets the duration."""
     assert estimate(300, Settings(), 150.0, 0.001) == 2.0
     assert estimate(300, Settings(), 100.0, 0.001) == 3.0
+
+
+def test_a_plan_makes_each_rows_outcome_only_when_the_report_asks() -> None:
+    """The dry run's outcomes: rows to send (any order of numbers, as a DataFrame's index
+    may be) are `not_attempted`, valid, not checked; any other row has none, so the report
+    writes the loader's verdict for it."""
+    plan = NotChecked(iter([7, 3, 12]))
+    assert len(plan) == 3 and sorted(plan) == [3, 7, 12]
+    outcome = plan[7]
+    assert (outcome.row, outcome.status, outcome.error_message) == (
+        7, Status.NOT_ATTEMPTED, "valid; not checked against Zuora")
+    assert plan.get(4) is None and plan.get(13) is None and plan.get(0) is None
+    assert 12 in plan and 2 not in plan
