@@ -136,11 +136,14 @@ def write_csv(path: Path, rows: int, prefix: str = "INV") -> Path:
     return path
 
 
-def bc_cmd(csv_path: Path, url: str | None, *extra: str) -> list[str]:
+def bc_cmd(csv_path: Path, url: str | None, *extra: str, report: bool = True) -> list[str]:
+    """batch-cancel's command line; `report=False` (a dry run only) writes no plan report,
+    so the dry run measures the loader alone."""
     # a dry run sends nothing but still needs a target named
     cmd = [BC, "run", str(csv_path), "--base-url", url or "http://127.0.0.1:9"]
-    return [*cmd, "--report", str(csv_path.with_suffix(".report.csv")),
-            "--overwrite", "--no-progress", "--log-format", "json", *extra]
+    if report:
+        cmd += ["--report", str(csv_path.with_suffix(".report.csv")), "--overwrite"]
+    return [*cmd, "--no-progress", "--log-format", "json", *extra]
 
 
 def run_bc(csv_path: Path, sim_config: dict[str, Any], workdir: Path, name: str,
@@ -476,21 +479,25 @@ def scale(rep: Report, work: Path, quick: bool) -> None:
     print(f"\n== {name}: dry-run and full run (fast simulator, counters only) at {sizes}",
           flush=True)
     tiny = write_csv(work / "s5-tiny.csv", 10)
-    base = measure(bc_cmd(tiny, None, "--dry-run"), work, "s5-dry-tiny")
+    base = measure(bc_cmd(tiny, None, "--dry-run", report=False), work, "s5-dry-tiny")
     print(f"  start-up (dry-run of 10 rows): {base['wall']:.2f} s, {base['peak_rss_mb']:.1f} MB")
     out: dict[str, Any] = {"startup_wall": base["wall"], "startup_rss_mb": base["peak_rss_mb"],
-                           "dry_run": {}, "full_run": {}}
+                           "dry_run": {}, "plan": {}, "full_run": {}}
+    print("  (dry-run: the load alone, no --report; plan: a dry run writing the plan report "
+          "of every row)")
     print(f"  {'mode':<10}{'rows':>10}{'wall s':>9}{'rows/s':>11}{'rows/s -start':>15}"
           f"{'RSS MB':>9}{'CPU us/row':>11}  rc")
     for size in sizes:
         data = write_csv(work / f"s5-{size}.csv", size)
-        r = measure(bc_cmd(data, None, "--dry-run"), work, f"s5-dry-{size}")
-        r["rows_per_s"] = size / r["wall"]
-        r["rows_per_s_net"] = size / max(0.01, r["wall"] - base["wall"])
-        out["dry_run"][size] = {k: v for k, v in r.items() if k != "stdout"}
-        print(f"  {'dry-run':<10}{size:>10}{r['wall']:>9.2f}{r['rows_per_s']:>11.0f}"
-              f"{r['rows_per_s_net']:>15.0f}{r['peak_rss_mb']:>9.1f}"
-              f"{1e6 * r['cpu'] / size:>11.1f}  {r['rc']}", flush=True)
+        for mode, report in (("dry_run", False), ("plan", True)):
+            r = measure(bc_cmd(data, None, "--dry-run", report=report), work,
+                        f"s5-{mode}-{size}")
+            r["rows_per_s"] = size / r["wall"]
+            r["rows_per_s_net"] = size / max(0.01, r["wall"] - base["wall"])
+            out[mode][size] = {k: v for k, v in r.items() if k != "stdout"}
+            print(f"  {mode.replace('_', '-'):<10}{size:>10}{r['wall']:>9.2f}"
+                  f"{r['rows_per_s']:>11.0f}{r['rows_per_s_net']:>15.0f}{r['peak_rss_mb']:>9.1f}"
+                  f"{1e6 * r['cpu'] / size:>11.1f}  {r['rc']}", flush=True)
     for size in sizes:
         data = work / f"s5-{size}.csv"
         r = run_bc(data, fast, work, f"s5-full-{size}", "--concurrency", "64", "--tenant-share",
@@ -504,7 +511,8 @@ def scale(rep: Report, work: Path, quick: bool) -> None:
     rep.check(name, f"loader rows/s, dry-run {big} (wall)", dry["rows_per_s"], ">= 300000",
               dry["rows_per_s"] >= 300_000)
     rep.info(name, f"loader rows/s, dry-run {big} (wall - start-up)", dry["rows_per_s_net"])
-    for mode, label in (("dry_run", "dry-run"), ("full_run", "full run")):
+    for mode, label in (("dry_run", "dry-run"), ("plan", "plan report"),
+                        ("full_run", "full run")):
         for size in sizes:
             rss = out[mode][size]["peak_rss_mb"]
             rep.check(name, f"peak RSS MB, {label} {size}", rss,
