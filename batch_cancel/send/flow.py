@@ -64,66 +64,30 @@ class WindowChange:
     reason: str
 
 
-class Window:
-    """A resizable limit on requests in flight, sized by AIMD from Zuora's answers."""
+class Places:
+    """Places for requests in flight, `size` of them, waited for first come, first served,
+    under the ceilings of `--concurrency` and `--tenant-share` of the tenant's limit. How
+    `size` is learned is the subclass's: `Window` (AIMD), `gradient.Gradient2`."""
 
-    __slots__ = ("_available", "_changed_at", "_clean", "_clock", "_exact", "_held",
-                 "_held_second", "_hurt_at", "_hurt_size", "_last_decrease", "_peak", "_sample",
-                 "_slow_start", "_waiters", "in_flight", "max_size", "share", "size",
-                 "tenant_limit")
+    __slots__ = ("_peak", "_waiters", "in_flight", "max_size", "share", "size", "tenant_limit")
 
-    def __init__(self, max_size: int, share: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_size: int, share: float) -> None:
         self.max_size = max_size
         self.share = share
         self.tenant_limit = ASSUMED_TENANT_LIMIT
-        self._clock = clock
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._clean = 0
-        self._last_decrease = -math.inf
-        #: the window size that last met a 429, and when
-        self._hurt_size = 0
-        self._hurt_at = -math.inf
-        self._slow_start = True
-        #: the last Concurrency-Limit-Remaining seen; for it and the one before, Remaining
-        #: plus our requests in flight when it was taken
-        self._sample: int | None = None
-        self._available: deque[int] = deque(maxlen=2)
-        #: whether Remaining looks exact (it changed twice within EXACT_GAP), not sampled
-        self._exact = False
-        self._changed_at = -math.inf
-        #: the fewest of our requests in flight in the previous and the current second: a
-        #: sample Zuora took at most a second ago counted at least that many of ours
-        self._held = [max_size + 1, max_size + 1]
-        self._held_second = -1
         self.in_flight = 0
-        #: the most of ours in flight since the last concurrency 429: at least as many as
-        #: the tenant held of ours when it refused the next one
+        #: the most of ours in flight since `_peak` was last reset by the subclass
         self._peak = 0
         self.size = min(self.ceiling, INITIAL_WINDOW)
 
     @property
     def ceiling(self) -> int:
-        """The most the window may grow to: our cap, and our share of the tenant's limit."""
+        """The most the size may grow to: our cap, and our share of the tenant's limit."""
         return max(1, min(self.max_size, math.floor(self.share * self.tenant_limit)))
 
-    @property
-    def room(self) -> int | None:
-        """The places the tenant had for us in its last two samples (the fewer), None if never
-        advertised. One place is kept spare, and one more per OTHERS_BETWEEN_CALLS requests
-        of other clients: a sample counts theirs that are between two calls as free. With
-        no other client in sight none is kept: the ceiling still caps the window at our
-        share of the tenant."""
-        if not self._available:
-            return None
-        available = self._available[-1] if self._exact else min(self._available)
-        others = max(0, self.tenant_limit - available)
-        if not others:
-            return available  # nobody else holds a place: none to keep spare for them
-        return available - 1 - others // OTHERS_BETWEEN_CALLS
-
     async def acquire(self) -> None:
-        """Wait for a free place in the window (first come, first served)."""
+        """Wait for a free place (first come, first served)."""
         while self.in_flight >= self.size:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -141,6 +105,68 @@ class Window:
         """Give a place back (call once per acquire, whatever happened)."""
         self.in_flight -= 1
         self._wake()
+
+    def _changed(self, old: int, reason: str) -> WindowChange | None:
+        if self.size == old:
+            return None
+        self._wake()
+        return WindowChange(old, self.size, reason)
+
+    def _wake(self) -> None:
+        """Wake as many waiters as there are free places."""
+        free = self.size - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+class Window(Places):
+    """A resizable limit on requests in flight, sized by AIMD from Zuora's answers."""
+
+    __slots__ = ("_available", "_changed_at", "_clean", "_clock", "_exact", "_held",
+                 "_held_second", "_hurt_at", "_hurt_size", "_last_decrease", "_sample",
+                 "_slow_start")
+
+    def __init__(self, max_size: int, share: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_size, share)
+        self._clock = clock
+        self._clean = 0
+        self._last_decrease = -math.inf
+        #: the window size that last met a 429, and when
+        self._hurt_size = 0
+        self._hurt_at = -math.inf
+        self._slow_start = True
+        #: the last Concurrency-Limit-Remaining seen; for it and the one before, Remaining
+        #: plus our requests in flight when it was taken
+        self._sample: int | None = None
+        self._available: deque[int] = deque(maxlen=2)
+        #: whether Remaining looks exact (it changed twice within EXACT_GAP), not sampled
+        self._exact = False
+        self._changed_at = -math.inf
+        #: the fewest of our requests in flight in the previous and the current second: a
+        #: sample Zuora took at most a second ago counted at least that many of ours
+        self._held = [max_size + 1, max_size + 1]
+        self._held_second = -1
+        # `_peak` (Places): reset at each concurrency 429, so it is at least as many as the
+        # tenant held of ours when it refused the next one
+
+    @property
+    def room(self) -> int | None:
+        """The places the tenant had for us in its last two samples (the fewer), None if never
+        advertised. One place is kept spare, and one more per OTHERS_BETWEEN_CALLS requests
+        of other clients: a sample counts theirs that are between two calls as free. With
+        no other client in sight none is kept: the ceiling still caps the window at our
+        share of the tenant."""
+        if not self._available:
+            return None
+        available = self._available[-1] if self._exact else min(self._available)
+        others = max(0, self.tenant_limit - available)
+        if not others:
+            return available  # nobody else holds a place: none to keep spare for them
+        return available - 1 - others // OTHERS_BETWEEN_CALLS
 
     def observe(self, answer: Answer) -> WindowChange | None:
         """Resize after an answer (its place already released); returns the change, if any."""
@@ -240,18 +266,3 @@ class Window:
         self._clean = 0
         self.size = max(1, min(self.size, to))
         return self._changed(old, reason)
-
-    def _changed(self, old: int, reason: str) -> WindowChange | None:
-        if self.size == old:
-            return None
-        self._wake()
-        return WindowChange(old, self.size, reason)
-
-    def _wake(self) -> None:
-        """Wake as many waiters as there are free places."""
-        free = self.size - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1

@@ -29,12 +29,8 @@ algorithm steers by latency and drops alone, and the comparison is of the algori
 
 from __future__ import annotations
 
-import asyncio
-import math
-from collections import deque
-
 from ..model import Answer
-from .flow import ASSUMED_TENANT_LIMIT, INITIAL_WINDOW, WindowChange
+from .flow import INITIAL_WINDOW, Places, WindowChange
 
 #: Gradient2's defaults (`Gradient2Limit.Builder`): how much of the new estimate is taken per
 #: sample, the places it may add while latency holds, the long-term average's span and warm-up.
@@ -73,51 +69,22 @@ class LongRtt:
         return self.value
 
 
-class Gradient2:
+class Gradient2(Places):
     """A resizable limit on requests in flight, sized by Gradient2 from RTTs and 429s.
 
-    Offers what the `Limiter` uses of `flow.Window`: `acquire`, `release`, `observe`,
-    `size`, `ceiling`, `in_flight`; `observe` also takes the answer's RTT.
+    Offers what the `Limiter` uses of `flow.Window` (both are `flow.Places`); `observe`
+    also takes the answer's RTT.
     """
 
-    __slots__ = ("_waiters", "estimate", "in_flight", "long_rtt", "max_size", "share",
-                 "short_rtt", "size", "tenant_limit")
+    __slots__ = ("estimate", "long_rtt", "short_rtt")
 
     def __init__(self, max_size: int, share: float) -> None:
-        self.max_size = max_size
-        self.share = share
-        self.tenant_limit = ASSUMED_TENANT_LIMIT
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self.in_flight = 0
+        super().__init__(max_size, share)
         self.long_rtt = LongRtt()
         self.short_rtt = 0.0
         #: Gradient2's estimate, fractional; `size` is its whole part within the ceilings
         self.estimate = float(min(self.ceiling, INITIAL_WINDOW))
         self.size = int(self.estimate)
-
-    @property
-    def ceiling(self) -> int:
-        """The most the limit may grow to: our cap, and our share of the tenant's limit (the
-        same ceiling as the window's)."""
-        return max(1, min(self.max_size, math.floor(self.share * self.tenant_limit)))
-
-    async def acquire(self) -> None:
-        """Wait for a free place (first come, first served)."""
-        while self.in_flight >= self.size:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # pass the wake-up this waiter will not use
-                raise
-        self.in_flight += 1
-
-    def release(self) -> None:
-        """Give a place back (call once per acquire, whatever happened)."""
-        self.in_flight -= 1
-        self._wake()
 
     def observe(self, answer: Answer, rtt: float | None = None) -> WindowChange | None:
         """Resize after an answer (its place already released) that took `rtt` seconds from
@@ -152,16 +119,4 @@ class Gradient2:
         """Keep the estimate within [1, ceiling] and the size its whole part; the change."""
         self.estimate = max(1.0, min(float(self.ceiling), self.estimate))
         self.size = int(self.estimate)
-        if self.size == old:
-            return None
-        self._wake()
-        return WindowChange(old, self.size, reason)
-
-    def _wake(self) -> None:
-        """Wake as many waiters as there are free places."""
-        free = self.size - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
+        return self._changed(old, reason)
