@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import io
 import itertools
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -21,14 +23,14 @@ import sys
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from click.testing import Result
 
-from batch_cancel.model import Answer, CancelJob, InvoiceState
+from batch_cancel.model import Answer, CancelJob, InvoiceState, Verdict
 from batch_cancel.send.clock import Clock
 from batch_cancel.send.row import Sender
 from batch_cancel.sim.server import RequestRecord, Simulator, SimulatorConfig, SimulatorStats
@@ -379,3 +381,36 @@ def patch_cells(path: Path, cells: dict[str, tuple[str | None, str]]) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for part, data in parts.items():
             archive.writestr(part, data)
+
+
+@contextlib.contextmanager
+def disk_full(inside: Path) -> Iterator[None]:
+    """Every write to the one file open at `inside` (that file, or the one file open in that
+    folder) fails with ENOSPC until the block ends: its descriptor is pointed at /dev/full,
+    then back at the file."""
+    where = str(inside.resolve())
+    fds = [int(fd) for fd in os.listdir("/proc/self/fd")
+           if (target := os.path.realpath(f"/proc/self/fd/{fd}")) == where
+           or target.startswith(where + "/")]
+    assert len(fds) == 1
+    saved = os.dup(fds[0])
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, fds[0])
+    os.close(full)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fds[0])
+        os.close(saved)
+
+
+def ok(**fields: object) -> Answer:
+    """A clean 200 answer with the given fields (rate windows, quota ...)."""
+    return Answer(Verdict.SUCCEEDED, http_status=200, **fields)  # type: ignore[arg-type]
+
+
+def policy(quota: int, seconds: float, remaining: int | None = None,
+           reset: float | None = None) -> Answer:
+    """A clean answer advertising one rate window, as the simulator sends it."""
+    return ok(rate_windows=((quota, seconds),), quota_remaining=remaining,
+              quota_window=int(seconds) if remaining is not None else None, quota_reset=reset)

@@ -8,20 +8,9 @@ from multidict import CIMultiDict
 from batch_cancel.model import Answer, Verdict
 from batch_cancel.send.answers import classify, parse_policy, rate_headers
 from batch_cancel.send.pace import DECREASE, Pace, Source, policy_rate
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ok, policy
 
 ZUORA_POLICY = "2250000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
-
-
-def ok(**fields: object) -> Answer:
-    return Answer(Verdict.SUCCEEDED, http_status=200, **fields)  # type: ignore[arg-type]
-
-
-def policy(quota: int, seconds: float, remaining: int | None = None,
-           reset: float | None = None) -> Answer:
-    """A clean answer advertising one window, as the simulator sends it."""
-    return ok(rate_windows=((quota, seconds),), quota_remaining=remaining,
-              quota_window=int(seconds) if remaining is not None else None, quota_reset=reset)
 
 
 RATE_429 = Answer(Verdict.RETRY, http_status=429, rate_limited=True, retry_after=1.0)

@@ -9,20 +9,9 @@ import pytest
 
 from batch_cancel.model import Answer, Verdict
 from batch_cancel.send.pace import Pace, PaceChange, Source
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ok, policy
 
 RATE_429 = Answer(Verdict.RETRY, http_status=429, rate_limited=True, retry_after=1.0)
-
-
-def ok(**fields: object) -> Answer:
-    return Answer(Verdict.SUCCEEDED, http_status=200, **fields)  # type: ignore[arg-type]
-
-
-def policy(quota: int, seconds: float, remaining: int | None = None,
-           reset: float | None = None) -> Answer:
-    """A clean answer advertising one window, as the simulator sends it."""
-    return ok(rate_windows=((quota, seconds),), quota_remaining=remaining,
-              quota_window=int(seconds) if remaining is not None else None, quota_reset=reset)
 
 
 async def starts(pace: Pace, clock: FakeClock, n: int) -> list[float]:

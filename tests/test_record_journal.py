@@ -10,8 +10,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from batch_cancel.record.journal import (
     recorded_tenant,
 )
 from batch_cancel.record.paths import ReportError
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, disk_full
 
 
 def lines_of(path: Path) -> list[dict[str, object]]:
@@ -38,24 +36,6 @@ def lines_of(path: Path) -> list[dict[str, object]]:
 def job(row: int) -> CancelJob:
     """One cancel of row `row`."""
     return CancelJob(row, f"INV-{row}", "02")
-
-
-@contextmanager
-def disk_full(path: Path) -> Iterator[None]:
-    """Every write to the open file `path` fails with ENOSPC until the block ends (the
-    descriptor is pointed at /dev/full, then back at the file)."""
-    fds = [int(fd) for fd in os.listdir("/proc/self/fd")
-           if os.path.realpath(f"/proc/self/fd/{fd}") == str(path.resolve())]
-    assert len(fds) == 1
-    saved = os.dup(fds[0])
-    full = os.open("/dev/full", os.O_WRONLY)
-    os.dup2(full, fds[0])
-    os.close(full)
-    try:
-        yield
-    finally:
-        os.dup2(saved, fds[0])
-        os.close(saved)
 
 
 def test_a_journal_is_readable_by_its_owner_only(tmp_path: Path) -> None:

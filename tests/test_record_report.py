@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from batch_cancel.record.writer import (
     neutralise,
     write_report,
 )
+from tests.helpers import disk_full
 
 
 def csv_rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
@@ -34,23 +32,6 @@ def csv_rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
 def leftovers(folder: Path) -> list[str]:
     """Temporary files a writer left in `folder`."""
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
-
-
-@contextmanager
-def disk_full(folder: Path) -> Iterator[None]:
-    """Every write to the one file open in `folder` fails with ENOSPC until the block ends."""
-    fds = [int(fd) for fd in os.listdir("/proc/self/fd")
-           if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(folder.resolve()) + "/")]
-    assert len(fds) == 1
-    saved = os.dup(fds[0])
-    full = os.open("/dev/full", os.O_WRONLY)
-    os.dup2(full, fds[0])
-    os.close(full)
-    try:
-        yield
-    finally:
-        os.dup2(saved, fds[0])
-        os.close(saved)
 
 
 def test_a_report_name_of_no_known_format_is_refused(tmp_path: Path) -> None:
