@@ -360,42 +360,87 @@ def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
 #: The contended scenario's rounds, alternated in one run (issue 14: the window against
 #: Netflix's Gradient2, `--concurrency-algorithm`); the first is the default.
 CONTENDED_ALGORITHMS = ("window", "gradient2", "window", "gradient2")
+#: The reference rounds after them: the raw aiohttp loop holding exactly this many places
+#: beside the background, one fewer than are free, all of them, and one more. What it reaches
+#: is the most any client can reach here; what one place too many does to the other client is
+#: what a client that learns the free places by probing pays.
+CONTENDED_REFERENCES = (-1, 0, 1)
+CONTENDED_LIMIT, CONTENDED_BACKGROUND, CONTENDED_LATENCY = 40, 24, 0.05
 
 
 def contended(rep: Report, work: Path, quick: bool) -> None:
     name = "4 contended tenant"
-    n, inflight, latency, limit = (1_000 if quick else 4_000), 24, 0.05, 40
-    bound = (limit - inflight) / latency
-    print(f"\n== {name}: concurrency_limit {limit}, latency {latency}, Remaining sampled once a "
-          f"second, background {inflight} in flight, {n} rows, bound {bound:.0f} rows/s; "
-          f"rounds alternated: {', '.join(CONTENDED_ALGORITHMS)}", flush=True)
+    n, inflight, latency = (1_000 if quick else 4_000), CONTENDED_BACKGROUND, CONTENDED_LATENCY
+    free = CONTENDED_LIMIT - inflight
+    bound = free / latency
+    print(f"\n== {name}: concurrency_limit {CONTENDED_LIMIT}, latency {latency}, Remaining "
+          f"sampled once a second, background {inflight} in flight, {n} rows, bound "
+          f"{bound:.0f} rows/s; rounds alternated: {', '.join(CONTENDED_ALGORITHMS)}; then the "
+          f"raw aiohttp loop holding {', '.join(str(free + d) for d in CONTENDED_REFERENCES)}",
+          flush=True)
     data = write_csv(work / "s4.csv", n)
-    rounds = [contended_round(work, data, n, bound, algorithm, i, quick)
+    rounds = [contended_round(work, data, n, algorithm, i, quick)
               for i, algorithm in enumerate(CONTENDED_ALGORITHMS, 1)]
-    client_table({f"{r['algorithm']} (round {r['round']})": r for r in rounds}, bound)
-    for r in rounds:
+    references = [contended_round(work, data, n, f"raw c{free + d}", len(rounds) + i, quick,
+                                  raw_places=free + d)
+                  for i, d in enumerate(CONTENDED_REFERENCES, 1)]
+    client_table({f"{r['algorithm']} (round {r['round']})": r for r in rounds + references},
+                  bound)
+    for r in rounds + references:
         print(f"  round {r['round']} {r['algorithm']:<9}: 429s {r['bc_429_pct']:.2f}% of "
               f"{r['bc_sent']} cancels; background {r['bg_alone_n']} requests alone "
               f"({r['bg_alone_pct']:.2f}% 429), {r['bg_beside_n']} beside "
               f"({r['bg_beside_pct']:.2f}% 429): {r['bg_worse']:+.2f} points; window changes "
               f"{r['window_changes']}, load avg {r['loadavg']}")
+    print("  places held at the simulator (time-weighted, first cancel to last answer):")
+    for r in rounds + references:
+        held = r["held"]
+        shares = ", ".join(f"{k}: {v:.0%}" for k, v in sorted(held["shares"].items())
+                           if v >= 0.01)
+        print(f"  round {r['round']} {r['algorithm']:<9}: ours {held['mean']:.2f} on average "
+              f"(background {r['bg_held_mean']:.2f}), server time "
+              f"{1000 * held['service']:.1f} ms, {r['sim_rows_per_s']:.1f} rows/s at the "
+              f"simulator; {shares}")
     summary = {}
     for algorithm in dict.fromkeys(CONTENDED_ALGORITHMS):
         mine = [r for r in rounds if r["algorithm"] == algorithm]
         summary[algorithm] = contended_checks(rep, name, algorithm, mine, bound,
                                               algorithm == CONTENDED_ALGORITHMS[0])
+    for r in references:
+        rep.info(name, f"{r['algorithm']} (reference): rows/s", r["rows_per_s"],
+                 f"{r['rows_per_s'] / bound:.3f} of the bound; background "
+                 f"{r['bg_worse']:+.2f} points of 429s")
     rep.scenarios[name] = {"rows": n, "bound_rows_per_s": bound, "summary": summary,
                            "rounds": [{k: v for k, v in r.items() if k != "stdout"}
-                                      for r in rounds]}
+                                      for r in rounds + references]}
 
 
-def contended_round(work: Path, data: Path, n: int, bound: float, algorithm: str,
-                    round_no: int, quick: bool) -> dict[str, Any]:
-    """One batch-cancel run beside the background client, on a fresh simulator."""
-    inflight = 24
+def occupancy(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many of these requests the simulator held at once, as shares of the time from the
+    first start to the last finish; their mean, and the mean time the server held one."""
+    marks = sorted([(r["started"], 1) for r in records] + [(r["finished"], -1) for r in records])
+    if not marks:
+        return {"mean": 0.0, "service": 0.0, "shares": {}}
+    span = marks[-1][0] - marks[0][0]
+    level, last, weights = 0, marks[0][0], Counter[int]()
+    for at, step in marks:
+        weights[level] += at - last
+        level, last = level + step, at
+    total = sum(weights.values()) or 1.0
+    service = sum(r["finished"] - r["started"] for r in records) / len(records)
+    return {"mean": sum(k * w for k, w in weights.items()) / span if span else 0.0,
+            "service": service, "shares": {k: w / total for k, w in weights.items()}}
+
+
+def contended_round(work: Path, data: Path, n: int, algorithm: str, round_no: int,
+                    quick: bool, raw_places: int | None = None) -> dict[str, Any]:
+    """One run beside the background client, on a fresh simulator: batch-cancel with
+    `--concurrency-algorithm ALGORITHM`, or the raw aiohttp loop holding `raw_places`."""
+    inflight = CONTENDED_BACKGROUND
     alone = 2.0 if quick else 4.0
     cap = 45.0 if quick else 90.0
-    cfg = {"concurrency_limit": 40, "latency": 0.05, "concurrency_sample_interval": 1.0}
+    cfg = {"concurrency_limit": CONTENDED_LIMIT, "latency": CONTENDED_LATENCY,
+           "concurrency_sample_interval": 1.0}
     bg_out = work / f"s4-bg-{round_no}.json"
     with Sim(**cfg) as sim:
         bg = subprocess.Popen([PY, CLIENTS, "background", sim.url, str(inflight), str(bg_out)],
@@ -406,26 +451,34 @@ def contended_round(work: Path, data: Path, n: int, bound: float, algorithm: str
         alone_start = time.monotonic()
         time.sleep(alone)
         alone_end = time.monotonic()
-        # --rate: a base URL is paced at 100/s by default, below this scenario's 320/s bound
-        # a capped run: each concurrency 429 carries Retry-After: 120, which pauses the pool
-        bc = measure(bc_cmd(data, sim.url, "--concurrency", "64", "--rate", "100000",
-                            "--grace", "5", "--concurrency-algorithm", algorithm),
-                     work, f"s4-bc-{round_no}-{algorithm}", timeout=cap)
+        if raw_places is None:
+            # --rate: a base URL is paced at 100/s by default, below this scenario's 320/s
+            # bound; a capped run: each concurrency 429 carries Retry-After: 120
+            cmd = bc_cmd(data, sim.url, "--concurrency", "64", "--rate", "100000",
+                         "--grace", "5", "--concurrency-algorithm", algorithm)
+        else:
+            cmd = [PY, CLIENTS, "aiohttp", sim.url, str(data), str(raw_places)]
+        bc = measure(cmd, work, f"s4-{round_no}-{algorithm.replace(' ', '-')}", timeout=cap)
         bg.send_signal(signal.SIGTERM)
         bg.wait(30)
         records = sim.get("/_sim/requests")["requests"]
     bc["algorithm"], bc["round"] = algorithm, round_no
     bc["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    finished = last_event(Path(bc["stderr_path"]), "run.finished") or {}
-    bc_status = Counter(str(r["status"]) for r in records
-                        if r["path"].endswith("/e-invoice/cancel"))
-    # no run.finished if it had to be killed: then count the 200s the simulator answered
-    bc["elapsed"] = finished.get("elapsed", min(bc["wall"], cap))
-    bc["ok"] = finished.get("count_succeeded", bc_status.get("200", 0))
-    bc["run_finished_logged"] = bool(finished)
+    ours = [r for r in records if r["path"].endswith("/e-invoice/cancel")]
+    bc_status = Counter(str(r["status"]) for r in ours)
+    if raw_places is None:
+        finished = last_event(Path(bc["stderr_path"]), "run.finished") or {}
+        # no run.finished if it had to be killed: then count the 200s the simulator answered
+        bc["elapsed"] = finished.get("elapsed", min(bc["wall"], cap))
+        bc["ok"] = finished.get("count_succeeded", bc_status.get("200", 0))
+        bc["run_finished_logged"] = bool(finished)
+        bc["stop"] = finished.get("stop")
+        bc["window_changes"] = count_events(Path(bc["stderr_path"]), "pool.window_changed")
+    else:
+        own = json.loads(bc["stdout"].strip().splitlines()[-1])
+        bc["elapsed"], bc["ok"] = own["elapsed"], int(own["statuses"].get("200", 0))
+        bc["run_finished_logged"], bc["stop"], bc["window_changes"] = False, None, 0
     bc["rows"] = n
-    bc["stop"] = finished.get("stop")
-    bc["window_changes"] = count_events(Path(bc["stderr_path"]), "pool.window_changed")
     finish(bc)
     if bc["timed_out"]:
         print(f"  {algorithm}: sent SIGTERM at the {cap:.0f} s cap (--grace 5): {bc['ok']} of "
@@ -446,8 +499,18 @@ def contended_round(work: Path, data: Path, n: int, bound: float, algorithm: str
     bc["bc_429"] = bc_status.get("429", 0)
     bc["bc_429_pct"] = 100.0 * bc["bc_429"] / bc["bc_sent"] if bc["bc_sent"] else 0.0
     bc["sim_statuses"] = dict(bc_status)
-    bc["background_statuses"] = dict(Counter(str(r["status"]) for r in records
-                                             if (r["key"] or "").startswith("BG-")))
+    background = [r for r in records if (r["key"] or "").startswith("BG-")]
+    bc["background_statuses"] = dict(Counter(str(r["status"]) for r in background))
+    # where the places went: ours and the background's, while ours were being sent
+    bc["held"] = occupancy(ours)
+    lo = min((r["started"] for r in ours), default=0.0)
+    hi = max((r["finished"] for r in ours), default=0.0)
+    beside = [{**r, "started": max(r["started"], lo), "finished": min(r["finished"], hi)}
+              for r in background if r["finished"] > lo and r["started"] < hi]
+    bc["bg_held_mean"] = (sum(r["finished"] - r["started"] for r in beside) / (hi - lo)
+                          if hi > lo else 0.0)
+    # the rate at the simulator, first cancel to last answer: the run clock's start-up aside
+    bc["sim_rows_per_s"] = bc_status.get("200", 0) / (hi - lo) if hi > lo else 0.0
     return bc
 
 
