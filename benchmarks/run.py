@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 #: Rounds of batch-cancel vs the raw loop in the CPU-bound scenario (full size).
 CPU_ROUNDS = 3
+LATENCY_ROUNDS = 3
 BC = str(Path(PY).parent / "batch-cancel")
 CLIENTS = str(HERE / "clients.py")
 ENV = {**os.environ, "ZUORA_CLIENT_ID": "sim-client-id",
@@ -284,16 +285,23 @@ def rate_bound(rep: Report, work: Path, quick: bool) -> None:
 def latency_bound(rep: Report, work: Path, quick: bool) -> None:
     name = "2 latency-bound"
     n, seq_n, bound = (800 if quick else 4_000), 200, 40 / 0.05
+    # batch-cancel and the raw loop alternate, LATENCY_ROUNDS times each, and the best run of
+    # each counts (issue 14: "best of alternated runs"): one run can lose a few percent to a
+    # neighbour on a shared machine, more than the target's margin
+    rounds = 2 if quick else LATENCY_ROUNDS
     print(f"\n== {name}: latency 0.05±0.02 s, concurrency_limit 40, {n} rows, bound "
-          f"{bound:.0f} rows/s", flush=True)
+          f"{bound:.0f} rows/s, best of {rounds} alternated runs", flush=True)
     cfg = {"latency": 0.05, "latency_jitter": 0.02, "concurrency_limit": 40}
     data = write_csv(work / "s2.csv", n)
-    rows = {
-        "batch-cancel": run_bc(data, cfg, work, "s2-bc", "--concurrency", "40", "--tenant-share",
-                               "1", "--rate", "100000"),
-        "raw aiohttp c40": run_raw("aiohttp", data, 40, cfg, work, "s2-aiohttp"),
-        f"requests seq ({seq_n})": run_raw("requests", data, seq_n, cfg, work, "s2-requests"),
-    }
+    tries: dict[str, list[dict[str, Any]]] = {"batch-cancel": [], "raw aiohttp c40": []}
+    for round_no in range(rounds):
+        tries["batch-cancel"].append(run_bc(data, cfg, work, f"s2-bc-{round_no}",
+                                            "--concurrency", "40", "--tenant-share", "1",
+                                            "--rate", "100000"))
+        tries["raw aiohttp c40"].append(run_raw("aiohttp", data, 40, cfg, work,
+                                                f"s2-aiohttp-{round_no}"))
+    rows = {label: max(runs, key=lambda r: r["rows_per_s"]) for label, runs in tries.items()}
+    rows[f"requests seq ({seq_n})"] = run_raw("requests", data, seq_n, cfg, work, "s2-requests")
     client_table(rows, bound)
     seq = rows[f"requests seq ({seq_n})"]
     print(f"  (sequential loop ran {seq_n} rows; its rows/s is extrapolated to all {n}: "
@@ -304,8 +312,18 @@ def latency_bound(rep: Report, work: Path, quick: bool) -> None:
     speedup = bc["rows_per_s"] / seq["rows_per_s"] if seq["rows_per_s"] else 0.0
     rep.check(name, "batch-cancel / sequential requests (extrap.)", speedup, ">= 30x",
               speedup >= 30)
+    raw = rows["raw aiohttp c40"]
+    rep.info(name, f"batch-cancel / raw aiohttp rows/s (best of {rounds})",
+             bc["rows_per_s"] / raw["rows_per_s"] if raw["rows_per_s"] else 0.0,
+             f"raw aiohttp reached {raw['rows_per_s'] / bound:.3f} of the bound")
+    for label, runs in tries.items():
+        rep.info(name, f"rows/s of every round, {label}", 0.0,
+                 " ".join(f"{r['rows_per_s']:.1f}" for r in runs))
     rep.scenarios[name] = {"rows": n, "bound_rows_per_s": bound, "sequential_rows": seq_n,
-                           "sequential_extrapolated": True, "clients": strip(rows)}
+                           "sequential_extrapolated": True, "rounds": rounds,
+                           "clients": strip(rows),
+                           "rows_per_s_rounds": {label: [r["rows_per_s"] for r in runs]
+                                                 for label, runs in tries.items()}}
 
 
 def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
