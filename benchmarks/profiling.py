@@ -68,7 +68,8 @@ def profiled(enabled: bool, directory: Path, program: str) -> Iterator[Profiles 
 
 
 def print_profiles(profiles: Profiles, top: int = TOP) -> None:
-    """The top functions of every profiled process, by cumulative and by own (tottime) time."""
+    """The top functions of every profiled process, by cumulative and by own (tottime) time,
+    then its own time by where the code lives (`print_by_part`)."""
     for name, path in profiles.files.items():
         if not path.exists():
             print(f"\n== profile of {name}: no profile written ({path})")
@@ -79,6 +80,35 @@ def print_profiles(profiles: Profiles, top: int = TOP) -> None:
             stats.strip_dirs().sort_stats(order).print_stats(top)
             print(f"\n== profile of {name} (under cProfile, {path}): top {top} by {label}")
             print(_trimmed(text.getvalue(), str(path)))
+        print_by_part(name, path)
+
+
+#: Where a function's own time is counted, by the first of these its file path contains.
+PARTS = (("batch_cancel/record/", "batch_cancel record/ (report, journal)"),
+         ("batch_cancel/send/", "batch_cancel send/ (limits, retries, answers)"),
+         ("batch_cancel/", "batch_cancel, the rest (load, plan, CLI)"),
+         ("/aiohttp/", "aiohttp"), ("/yarl/", "yarl, multidict"), ("/multidict/",
+         "yarl, multidict"), ("/asyncio/", "asyncio"), ("<built-in", "built-ins (sockets, "
+         "json, csv...)"), ("<method", "built-ins (sockets, json, csv...)"))
+
+
+def part_of(filename: str) -> str:
+    """The `PARTS` label of a profiled function's file ("other" if none matches)."""
+    return next((label for key, label in PARTS if key in filename), "other")
+
+
+def print_by_part(name: str, path: Path) -> None:
+    """Own time summed by part: how much of the process is aiohttp's and asyncio's work,
+    which any client pays (the raw loop too), and how much is batch-cancel's own."""
+    stats = pstats.Stats(str(path))
+    parts: dict[str, float] = {}
+    for (filename, _, function), row in stats.stats.items():  # type: ignore[attr-defined]
+        where = filename if filename != "~" else function
+        parts[part_of(where)] = parts.get(part_of(where), 0.0) + row[2]
+    total = sum(parts.values()) or 1.0
+    print(f"\n== profile of {name}: own time by part (under cProfile, {total:.2f} s in all)")
+    for label, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+        print(f"  {label:<48} {seconds:8.2f} s  {seconds / total:6.1%}")
 
 
 def _trimmed(text: str, path: str) -> str:
