@@ -21,7 +21,14 @@ from aiohttp.test_utils import TestServer
 
 from batch_cancel.config import Settings
 from batch_cancel.model import Answer, CancelJob, Verdict
-from batch_cancel.send.zuora import AuthenticationError, Credentials, ZuoraClient, open_session
+from batch_cancel.send.zuora import (
+    TOKEN_RETRY_AFTER_CAP,
+    TOKEN_TRIES,
+    AuthenticationError,
+    Credentials,
+    ZuoraClient,
+    open_session,
+)
 from tests.helpers import FakeClock
 
 #: a mutant that leaves a request or a wait hanging fails in seconds, not at the suite's
@@ -48,9 +55,18 @@ class HeldZuora:
     issued: int = 0
     held: list[Held] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    #: refusals the token endpoint answers first, in order: (status, Retry-After or None)
+    token_refusals: list[tuple[int, str | None]] = field(default_factory=list)
+    token_requests: int = 0
 
     async def oauth(self, request: web.Request) -> web.Response:
         await request.post()
+        self.token_requests += 1
+        if self.token_refusals:
+            status, wait = self.token_refusals.pop(0)
+            headers = {} if wait is None else {"Retry-After": wait}
+            return web.Response(status=status, body=b'{"message": "Too many requests"}',
+                                content_type="application/json", headers=headers)
         self.issued += 1
         data = {"access_token": f"tok-{self.issued}", "expires_in": self.lifetime}
         return web.Response(body=json.dumps(data).encode(), content_type="application/json")
@@ -301,3 +317,41 @@ async def test_a_refused_token_is_replaced_whatever_the_clock_reads(
         assert refused(await s.answer(await s.send(), 401))
         assert (await s.answer(await s.send(), 200)).verdict is Verdict.SUCCEEDED
     assert ([call.bearer for call in fake.held], fake.issued) == (["tok-1", "tok-2"], 2)
+
+
+@pytest.mark.parametrize(("refusals", "waits"), [
+    ([(429, "30")], [30.0]),                      # the endpoint's wait, not the 1 s backoff
+    ([(503, "20"), (429, "45")], [20.0, 45.0]),
+    ([(429, "600")], [TOKEN_RETRY_AFTER_CAP]),    # a minute frees a per-minute limit
+    ([(429, None), (429, None)], [1.0, 2.0]),     # no wait named: the backoff, as before
+    ([(429, "0"), (429, "1")], [1.0, 2.0]),       # a shorter ask never shortens the backoff
+    ([(500, "30")], [1.0]),                       # only a 429 or 503 names a wait to obey
+])
+async def test_a_refused_token_request_waits_what_the_endpoint_asks_before_asking_again(
+        zuora: tuple[HeldZuora, str], refusals: list[tuple[int, str | None]],
+        waits: list[float]) -> None:
+    """The token endpoint counts 100 requests a minute per IP, shared with every other
+    client of the machine: a 429's Retry-After is waited out on the run's clock (capped),
+    and the cancel then goes out with the token that came."""
+    fake, url = zuora
+    fake.token_refusals = list(refusals)
+    clock = FakeClock(start=0.0)
+    async with open_session() as session:
+        client = ZuoraClient(session, url, Credentials("id", "secret"), Settings(),
+                             clock=clock.now, sleep=clock.sleep)
+        s = Scene(fake, client, clock)
+        assert (await s.answer(await s.send(), 200)).verdict is Verdict.SUCCEEDED
+    assert (clock.sleeps, fake.token_requests, s.bearer(0)) == (waits, len(waits) + 1, "tok-1")
+
+
+async def test_a_token_endpoint_refusing_every_try_stops_the_run_after_its_waits(
+        zuora: tuple[HeldZuora, str]) -> None:
+    fake, url = zuora
+    fake.token_refusals = [(429, "30")] * TOKEN_TRIES
+    clock = FakeClock(start=0.0)
+    async with open_session() as session:
+        client = ZuoraClient(session, url, Credentials("id", "secret"), Settings(),
+                             clock=clock.now, sleep=clock.sleep)
+        with pytest.raises(AuthenticationError, match=r"after 3 tries: .*HTTP 429"):
+            await client.authenticate()
+    assert (clock.sleeps, fake.token_requests, fake.held) == ([30.0, 30.0], TOKEN_TRIES, [])

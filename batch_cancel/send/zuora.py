@@ -24,7 +24,7 @@ from ..model import Answer, CancelJob, InvoiceState, Verdict
 from .answers import classify as classify
 from .answers import invoice_state_from as invoice_state_from
 from .answers import no_answer as no_answer
-from .answers import parse_json, short
+from .answers import parse_json, retry_after, short
 
 #: Refresh a token this long before Zuora says it expires (Zuora's own samples use 300 s).
 REFRESH_MARGIN = 300.0
@@ -34,6 +34,10 @@ REFRESH_MARGIN = 300.0
 FRESH_TOKEN = 5.0
 #: Tries of one token request when the token endpoint fails in a way that may pass.
 TOKEN_TRIES = 3
+#: The longest wait a token endpoint's Retry-After is obeyed for: the endpoint counts 100
+#: requests a minute per IP (shared with every other client on the machine), so a minute
+#: always frees it; a longer ask is cut to this.
+TOKEN_RETRY_AFTER_CAP = 60.0
 
 
 class AuthenticationError(Exception):
@@ -41,7 +45,12 @@ class AuthenticationError(Exception):
 
 
 class TokenUnavailable(Exception):
-    """The token endpoint failed in a way that may pass (429, 5xx, network)."""
+    """The token endpoint failed in a way that may pass (429, 5xx, network); `retry_after`
+    is the wait it asked for, if it named one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +164,9 @@ class ZuoraClient:
         """A few tries, 1 s then 2 s apart, as Zuora's SDK does; then the run stops (exit 3).
 
         The token endpoint allows 100 requests a minute per IP: workers wait on the refresh
-        lock meanwhile instead of asking for tokens of their own.
+        lock meanwhile instead of asking for tokens of their own. A 429 or 503 that names a
+        Retry-After is waited out (up to TOKEN_RETRY_AFTER_CAP): asking again sooner only
+        spends another of those hundred requests on a second refusal.
         """
         for attempt in range(1, TOKEN_TRIES + 1):
             try:
@@ -164,7 +175,7 @@ class ZuoraClient:
                 if attempt == TOKEN_TRIES:
                     raise AuthenticationError(
                         f"could not get a token after {attempt} tries: {exc}") from None
-                await self._sleep(2.0 ** (attempt - 1))
+                await self._sleep(token_wait(attempt, exc.retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch_token(self) -> tuple[str, float]:
@@ -177,7 +188,7 @@ class ZuoraClient:
             async with self._session.post(f"{self._base}/oauth/token", data=form,
                                           timeout=self._timeout,
                                           headers={"Accept": "application/json"}) as response:
-                status = response.status
+                status, headers = response.status, response.headers
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TokenUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from None
@@ -187,7 +198,8 @@ class ZuoraClient:
                 "check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET and the target environment"
             )
         if status != 200:
-            raise TokenUnavailable(f"token endpoint answered HTTP {status}: {short(body)}")
+            wait = retry_after(headers) if status in (429, 503) else None
+            raise TokenUnavailable(f"token endpoint answered HTTP {status}: {short(body)}", wait)
         data = parse_json(body)
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
@@ -258,6 +270,13 @@ class ZuoraClient:
                 return classify(response.status, response.headers, raw, data), data
         except (TimeoutError, aiohttp.ClientError) as exc:
             return no_answer(exc, self._settings.timeout), None
+
+
+def token_wait(attempt: int, asked: float | None) -> float:
+    """Seconds before token try `attempt` + 1: 1 s, then 2 s, or the endpoint's Retry-After
+    when it asked for longer (at most TOKEN_RETRY_AFTER_CAP)."""
+    backoff = 2.0 ** (attempt - 1)
+    return backoff if asked is None else max(backoff, min(asked, TOKEN_RETRY_AFTER_CAP))
 
 
 def cancel_body(job: CancelJob) -> str:
