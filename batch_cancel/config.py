@@ -281,7 +281,8 @@ PROFILE_KEYS = {
     "env": "env_name", "base_url": "base_url", "entity_ids": "entity_ids",
     "org_ids": "org_ids", "zuora_version": "zuora_version", "concurrency": "concurrency",
     "rate": "rate", "tenant_share": "tenant_share", "max_attempts": "max_attempts",
-    "concurrency_429": "concurrency_429",
+    "concurrency_429": "concurrency_429", "concurrency_algorithm": "concurrency_algorithm",
+    "outage_window": "outage_window",
     "timeout": "timeout", "track_id_prefix": "track_id_prefix",
 }
 #: Profile keys that are not option defaults.

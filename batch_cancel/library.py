@@ -50,8 +50,8 @@ if TYPE_CHECKING:
 
 #: Keyword arguments of `cancel` that set how it sends (the CLI's limit flags).
 LIMIT_NAMES = frozenset({"concurrency", "rate", "max_attempts", "timeout", "tenant_share",
-                         "outage_window", "concurrency_429", "track_id_prefix",
-                         "entity_ids", "org_ids", "zuora_version"})
+                         "outage_window", "concurrency_429", "concurrency_algorithm",
+                         "track_id_prefix", "entity_ids", "org_ids", "zuora_version"})
 
 
 class UsageError(ValueError):
@@ -111,10 +111,10 @@ def cancel(source: str | Path | pandas.DataFrame, *, env: str | None = None,
     `numbers_as_text`, and row numbers in the report are its index labels (see `frames`).
 
     `limits` are the CLI's sending options as keywords: `concurrency`, `rate`, `max_attempts`,
-    `timeout`, `tenant_share`, `outage_window`, `concurrency_429`, `track_id_prefix`,
-    `entity_ids`, `org_ids`, `zuora_version`. Bad input or options raise `UsageError` before
-    anything is sent; once sending starts the report is written whatever happens, and the
-    summary's `exit_code` says how it ended.
+    `timeout`, `tenant_share`, `outage_window`, `concurrency_429`, `concurrency_algorithm`,
+    `track_id_prefix`, `entity_ids`, `org_ids`, `zuora_version`. Bad input or options raise
+    `UsageError` before anything is sent; once sending starts the report is written whatever
+    happens, and the summary's `exit_code` says how it ended.
     """
     target = _target(env, base_url, simulate)
     options = RunOptions(

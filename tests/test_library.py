@@ -319,3 +319,15 @@ def test_a_call_keeps_the_callers_log_context_and_takes_its_run_id_away(tmp_path
         batch_cancel.verify(tmp_path / "r.csv", simulate=True, until=0)
         assert structlog.contextvars.get_contextvars() == {"dag": "nightly"}
     assert "run_id" not in structlog.contextvars.get_contextvars()
+
+
+def test_cancel_takes_the_concurrency_algorithm_and_refuses_an_unknown_one(tmp_path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("invoice,reason\nA1,2\nA2,3\n")
+    result = batch_cancel.cancel(path, simulate=True, report=tmp_path / "r.csv",
+                                 concurrency_algorithm="gradient2")
+    assert result.summary.counts["succeeded"] == 2
+    with pytest.raises(batch_cancel.UsageError, match="concurrency-algorithm"):
+        batch_cancel.cancel(path, simulate=True, report=tmp_path / "r2.csv",
+                            concurrency_algorithm="vegas")
+    assert not (tmp_path / "r2.csv").exists()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from batch_cancel.cli.commands import RUN_LIMITS
+from batch_cancel.config import PROFILE_KEYS
+from batch_cancel.library import LIMIT_NAMES
 from tests.helpers import read_report
 
 ROWS = [["invoice", "reason"], ["A1", "2"], ["A2", "2"]]
@@ -111,3 +114,25 @@ def test_preflight_and_verify_take_the_profile_after_the_command(sim, cli, make_
                  "--profile", "nightly")
     assert result.exit_code == 0, result.output
     assert "Verified 2 accepted cancels: Cancelled=2" in result.output
+
+
+def test_every_sending_option_of_run_is_a_profile_key_and_a_library_keyword() -> None:
+    """A limit one can type after `run` can be kept in a profile and passed to
+    `batch_cancel.cancel` too: the three faces take the same words."""
+    assert set(RUN_LIMITS) <= set(PROFILE_KEYS)
+    assert set(RUN_LIMITS) <= LIMIT_NAMES
+
+
+def test_a_profile_picks_the_concurrency_algorithm_and_a_bad_one_is_refused(
+        sim, cli, make_csv, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sim)
+    config.write_text(config.read_text() + 'concurrency_algorithm = "gradient2"\n'
+                      'outage_window = 30\n')
+    result = cli("--config", str(config), "--profile", "nightly", "run", str(make_csv(ROWS)),
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    config.write_text(config.read_text().replace('"gradient2"', '"vegas"'))
+    result = cli("--config", str(config), "--profile", "nightly", "run", str(make_csv(ROWS)),
+                 "--no-progress", "--overwrite")
+    assert result.exit_code == 2 and "vegas" in result.output, result.output
+    assert len(sim.stats.cancels()) == 2
