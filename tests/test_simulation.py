@@ -26,6 +26,7 @@ from batch_cancel.send.zuora import TOKEN_TRIES, AuthenticationError
 from batch_cancel.sim import readonly
 from batch_cancel.sim.clock import LoopClock
 from batch_cancel.sim.oracle import NEVER_LEFT, RESENT_AFTER_401, check_seed, run_schedule, shrink
+from batch_cancel.sim.schedule import ALGORITHMS
 from batch_cancel.sim.world import Schedule, Stuck, VirtualLoop, World, client_secret
 
 #: The verify and preflight modules (the package's names are their functions).
@@ -236,14 +237,18 @@ def test_oracle_catches_a_pool_that_ignores_a_429_pause(tmp_path: Path) -> None:
     assert any("during the pause" in v for v in result.violations), result.explain(schedule)
 
 
-def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path) -> None:
-    """A window that takes the whole tenant when --tenant-share says half: caught."""
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path, algorithm: str) -> None:
+    """A window that takes the whole tenant when --tenant-share says half: caught, whichever
+    algorithm sizes it (`--concurrency-algorithm`, drawn by a fifth of the seeds)."""
 
     def greedy(runner: Runner) -> None:
+        assert type(runner.limiter.window).__name__ == {"window": "Window",
+                                                        "gradient2": "Gradient2"}[algorithm]
         runner.limiter.window.share = 1.0
 
     settings = dataclasses.replace(Schedule.draw(11).settings, concurrency=20, tenant_share=0.5,
-                                   rate=None)
+                                   rate=None, concurrency_algorithm=algorithm)
     schedule = _quiet(11, keys=tuple(f"INV{n}" for n in range(200)), reasons=("02",) * 200,
                       references=("",) * 200, concurrency_limit=20, settings=settings,
                       latency=0.5)
@@ -386,8 +391,8 @@ def _fed_back(seed: int, keys: tuple[str, ...], **changes: Any) -> Schedule:
 
 def test_the_mix_takes_the_other_user_paths_often_enough() -> None:
     """Of the first 2,000 schedules, a fifth to a third feed their last report back in (some
-    with --include-final), some read a DataFrame or a Parquet file instead of the CSV, and
-    some run `verify` or `preflight` after the chain."""
+    with --include-final), some read a DataFrame or a Parquet file instead of the CSV, some
+    run `verify` or `preflight` after the chain, and a fifth size their window by Gradient2."""
     drawn = [Schedule.draw(seed) for seed in range(2000)]
     fed = [s for s in drawn if s.feedback]
     assert 400 <= len(fed) <= 600
@@ -395,6 +400,7 @@ def test_the_mix_takes_the_other_user_paths_often_enough() -> None:
     assert sum(s.input_form == "frame" for s in drawn) >= 100
     assert sum(s.input_form == "parquet" for s in drawn) >= 100
     assert sum(s.verify for s in drawn) >= 300 and sum(s.preflight for s in drawn) >= 250
+    assert 300 <= sum(s.settings.concurrency_algorithm == "gradient2" for s in drawn) <= 500
     assert "fed back in with --include-final" in next(
         s for s in drawn if s.feedback == "include_final").describe()
 

@@ -79,6 +79,7 @@ def _paths(results: list[Checked]) -> dict[str, int]:
         "fed_back_with_include_final": sum(s.feedback == "include_final" for s in drawn),
         "preflight_after": sum(s.preflight for s in drawn),
         "verify_after": sum(s.verify for s in drawn),
+        "gradient2_window": sum(s.settings.concurrency_algorithm == "gradient2" for s in drawn),
     }
 
 

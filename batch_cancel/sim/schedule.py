@@ -4,7 +4,8 @@ A `Schedule` is drawn from one seed: rows, latency, the tenant's limits, other c
 places, every fault, outages, the daily quota, the OAuth tokens' lives and the token endpoint's
 refusals, and crash points. Token draws come from their own generator, so adding them left the
 rest of every schedule as it was; so do the user paths drawn later (the input as a DataFrame or
-a Parquet file, the last report fed back in as a new run's input, `verify` after the chain).
+a Parquet file, the last report fed back in as a new run's input, `verify` after the chain)
+and `--concurrency-algorithm`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Final
 
 from ..config import Settings
 
-__all__ = ["CANCEL_FAULTS", "FEEDBACK", "INPUT_FORMS", "OUTAGE_MODES", "TOKEN_REFUSALS",
-           "Schedule"]
+__all__ = ["ALGORITHMS", "CANCEL_FAULTS", "FEEDBACK", "INPUT_FORMS", "OUTAGE_MODES",
+           "TOKEN_REFUSALS", "Schedule"]
 
 #: Faults a cancel PUT can meet, in the fixed order they are drawn in.
 CANCEL_FAULTS: Final = (
@@ -37,6 +38,8 @@ INPUT_FORMS: Final = ("csv", "frame", "parquet")
 #: Whether the chain's last report is fed back in as a new run's input: no, with the default
 #: rows (final failures left out), or with --include-final.
 FEEDBACK: Final = ("", "rerun", "include_final")
+#: How the client sizes its window of requests in flight (`--concurrency-algorithm`).
+ALGORITHMS: Final = ("window", "gradient2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Schedule:
             outage_window=rng.choice((30.0, 300.0, 1800.0)),
             tenant_share=rng.choice((0.5, 0.5, 1.0)),
             concurrency_429=rng.choice(("shrink", "shrink", "pause")),
+            concurrency_algorithm=_draw_algorithm(seed),
         )
         crashes: list[tuple[str, float]] = []
         while rng.random() < (0.3 if not crashes else 0.35) and len(crashes) < 3:
@@ -187,7 +191,8 @@ class Schedule:
                     "include_final": "fed back in with --include-final"}[self.feedback]
         after = " and ".join(name for name, on in (("preflight", self.preflight),
                                                    ("verify", self.verify)) if on)
-        return f"input: {form}; the last report {feedback}; after the chain: {after or 'none'}"
+        return (f"input: {form}; the last report {feedback}; after the chain: {after or 'none'}"
+                f"; --concurrency-algorithm {self.settings.concurrency_algorithm}")
 
     def describe(self) -> str:
         """A few lines a person can read: what this schedule throws at the run."""
@@ -230,6 +235,13 @@ def _draw_tokens(seed: int) -> tuple[float, float, tuple[tuple[float, float, str
          rng.choice(TOKEN_REFUSALS))
         for _ in range(1 if rng.random() < 0.15 else 0))
     return ttl, lifetime, refusals
+
+
+def _draw_algorithm(seed: int) -> str:
+    """`--concurrency-algorithm`, from its own generator (every earlier draw stays as it was,
+    and is described on the paths line): Gradient2 in a fifth of the seeds, so the promises
+    are checked under both ways of sizing the window."""
+    return ALGORITHMS[1] if random.Random(f"{seed}-algorithm").random() < 0.2 else ALGORITHMS[0]
 
 
 def _draw_paths(seed: int) -> tuple[str, str, bool, bool]:
