@@ -138,6 +138,9 @@ class SenderSpy:
         self.events.append(SpyEvent("answer", "PUT", job.invoice_key, self.clock.now(), answer))
         return answer
 
+    async def ready(self) -> None:
+        return None
+
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         self.events.append(SpyEvent("start", "GET", key, self.clock.now()))
         state = await self.inner.invoice_state(key, track_id)

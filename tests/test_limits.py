@@ -176,6 +176,9 @@ class Busy:
         self.calls += 1
         return BUSY
 
+    async def ready(self) -> None:
+        return None
+
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         raise AssertionError("no read: nothing was in doubt")
 

@@ -41,6 +41,9 @@ class Sender:
             raise self.raises[job.row]
         return self.answers.pop(0) if self.answers else OK
 
+    async def ready(self) -> None:
+        return None
+
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         raise AssertionError("no read: nothing was in doubt")
 

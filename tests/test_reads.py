@@ -206,6 +206,9 @@ class Script:
         self.scripts = scripts
         self.calls: list[tuple[str, str]] = []
 
+    async def ready(self) -> None:
+        return None
+
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         self.calls.append((key, track_id))
         script = self.scripts[key]
@@ -249,6 +252,25 @@ async def test_a_refused_token_is_read_again_at_once_and_not_counted() -> None:
     reads, clock = reader(client, max_attempts=1)
     assert await reads.read([(2, "A")]) == {2: SUCCESS}
     assert len(client.calls) == 3 and clock.sleeps == []
+
+
+async def test_a_read_after_a_401_waits_out_a_pause_that_came_while_its_token_did() -> None:
+    """After a 401 the next read fetches a token; a 429 pausing the pool meanwhile (another
+    reader's, say) holds that read until the pause is over, not a moment sooner."""
+    reads: InvoiceReads
+
+    class PausedDuringToken(Script):
+        paused = False
+
+        async def ready(self) -> None:
+            if len(self.calls) == 1 and not self.paused:  # the token for the read after the 401
+                self.paused = True
+                reads.limiter.pause(LIMITED.answer)
+
+    client = PausedDuringToken({"A": [REFUSED, SUCCESS]})
+    reads, clock = reader(client, max_attempts=1)
+    assert await reads.read([(2, "A")]) == {2: SUCCESS}
+    assert len(client.calls) == 2 and clock.sleeps == [4.0]  # 3 s and the resume spread
 
 
 async def test_a_final_answer_or_a_known_status_ends_the_reads_of_a_key() -> None:
@@ -295,6 +317,9 @@ async def test_the_daily_quota_is_weighed_against_the_keys_still_to_read() -> No
 
 async def test_a_client_error_gives_its_place_back_and_ends_the_reading() -> None:
     class Broken:
+        async def ready(self) -> None:
+            return None
+
         async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
             raise ValueError("boom")
 
@@ -322,6 +347,9 @@ async def test_refused_credentials_end_the_reading_with_many_keys_left() -> None
     class Refused:
         calls = 0
 
+        async def ready(self) -> None:
+            return None
+
         async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
             Refused.calls += 1
             raise AuthenticationError("refused")
@@ -348,6 +376,9 @@ async def test_a_reader_that_fails_waits_for_the_other_reads_to_give_their_place
     stuck = asyncio.Event()
 
     class Half:
+        async def ready(self) -> None:
+            return None
+
         async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
             if key == "A":
                 await asyncio.sleep(0)

@@ -104,6 +104,9 @@ class StaleRead:
     async def cancel(self, job: CancelJob, track_id: str) -> Answer:
         return await self.inner.cancel(job, track_id)
 
+    async def ready(self) -> None:
+        return None
+
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         state = await self.inner.invoice_state(key, track_id)
         if self.stale_reads:

@@ -94,6 +94,10 @@ class Harness:
     events: list[Event] = field(default_factory=list)
     on_sent: SentSink | None = None
     draw: float = F
+    #: what happens while the client makes sure of its token, call by call (None: nothing)
+    on_ready: list[Callable[[Harness], None] | None] = field(default_factory=list)
+    #: when the client was asked to make sure of its token
+    readied: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         rng = Fraction(self.draw)
@@ -130,6 +134,12 @@ class Harness:
         answer = self._next(self.cancels)
         assert isinstance(answer, Answer)
         return answer
+
+    async def ready(self) -> None:
+        self.readied.append(self.clock.t)
+        do = self.on_ready.pop(0) if self.on_ready else None
+        if do is not None:
+            do(self)
 
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         assert (key, track_id) == (JOB.invoice_key, TRACK)
@@ -225,6 +235,45 @@ async def test_a_refused_token_is_sent_again_at_once_and_not_counted() -> None:
     assert await h.run() == outcome(Status.FAILED, 200, "59210050",
                                     "invoice locked (gave up after 3 attempts)", 3)
     assert (h.clock.sleeps, h.retries()) == ([], [])
+
+
+def paused_by_another_row(h: Harness) -> None:
+    """Another row's 429 pauses the pool for its 7 s (while this row's token is fetched)."""
+    h.limiter.pause(RATE_429)
+
+
+async def test_a_resend_after_a_401_waits_out_a_pause_that_came_while_its_token_did() -> None:
+    """Seed 5733 (20,000-seed search): after a 401 the next request fetches a token, a round
+    trip in which another row's 429 paused the pool; it went out inside the pause. Now the
+    token comes before the last look at the limits: the request is withdrawn, waits the
+    pause out, and leaves after it."""
+    h = harness([REFUSED_TOKEN, OK], on_ready=[None, paused_by_another_row])
+    assert await h.run() == outcome(Status.SUCCEEDED, 200, "", "", 2, request_id="R-ok")
+    assert h.calls == [("cancel", 0.0), ("cancel", 7.0 + F)]
+    assert (h.readied, h.withdrawn) == ([0.0, 0.0, 7.0 + F], [(2, 2)])
+    assert [attempt for _, attempt, _ in h.sent] == [1, 2, 2]
+
+
+async def test_a_read_after_a_401_waits_out_a_pause_that_came_while_its_token_did() -> None:
+    """The same for the read that settles a doubt before a resend."""
+    refused_read = read(None, REFUSED_TOKEN)
+    h = harness([UNAVAILABLE, OK], [refused_read, APPROVED],
+                on_ready=[None, None, paused_by_another_row])
+    assert await h.run() == outcome(Status.SUCCEEDED, 200, "", "", 2, request_id="R-ok")
+    assert h.kinds() == ["cancel", "read", "read", "cancel"]
+    assert h.calls[2][1] >= 7.0  # the second read waited the pause out
+    assert h.withdrawn == []  # a read has no journal record to void
+
+
+async def test_no_token_means_the_request_never_left_and_its_record_is_voided() -> None:
+    def refused(h: Harness) -> None:
+        raise RuntimeError("token endpoint refused for good")
+
+    h = harness([], on_ready=[refused])
+    with pytest.raises(RuntimeError, match="refused for good"):
+        await h.life.process(JOB, RowState.of(JOB))
+    assert (h.calls, h.sent, h.withdrawn) == ([], [(2, 1, TRACK)], [(2, 1)])
+    assert h.limiter.window.in_flight == 0
 
 
 async def test_a_429_holds_the_row_for_the_pools_pause_not_a_backoff_of_its_own() -> None:

@@ -208,6 +208,9 @@ class ExplodingClient:
             raise ValueError("boom")
         return await self.inner.cancel(job, track_id)
 
+    async def ready(self) -> None:
+        return None
+
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState:
         return await self.inner.invoice_state(key, track_id)
 

@@ -256,6 +256,14 @@ def test_oracle_catches_a_window_past_the_tenant_share(tmp_path: Path, algorithm
     assert any("past --tenant-share" in v for v in result.violations), result.explain(schedule)
 
 
+def test_a_resend_after_a_401_never_leaves_inside_a_pause_that_came_with_its_token() -> None:
+    """Seed 5733 (20,000-seed search, Gradient2 sizing the window): a read resent after a
+    401 fetched its token while another row's 429 paused the pool, then went out 1 ms into
+    the pause. The token now comes before the last look at the limits."""
+    result = check_seed(5733)
+    assert not result.violations, result.explain()
+
+
 @pytest.mark.parametrize("seed", [3231, 5630])
 def test_a_429_that_lands_while_the_journal_takes_a_record_holds_that_request(seed: int) -> None:
     """Seeds 3231 and 5630 (10,000-seed search): a worker holding a window place wrote its

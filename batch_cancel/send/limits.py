@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..config import Settings, Target
@@ -138,6 +138,22 @@ class Limiter:
         if self._gradient is not None:  # its RTT runs from here, as Netflix's from acquire
             return Ticket(probe, self._clock.now())
         return PROBE if probe else PLAIN
+
+    async def may_leave(self, ticket: Ticket, ready: Callable[[], Awaitable[None]]) -> bool:
+        """Whether the request of `ticket` may leave, once `ready` (the client's token) is:
+        not if the run stopped or a 429 paused the pool meanwhile. The token comes first
+        because fetching one takes a round trip or more, in which another row's 429 can pause
+        the pool: this is the last look before the wire. When False, or if `ready` raises,
+        the place is given back."""
+        try:
+            await ready()
+        except BaseException:
+            self.give_back(ticket)
+            raise
+        if self._stop.is_set or self.paused():
+            self.give_back(ticket)
+            return False
+        return True
 
     def started(self, ticket: Ticket) -> None:
         """The request of `ticket` leaves now."""

@@ -32,8 +32,9 @@ ReadsOpener = Callable[[Settings, Events | None], AbstractAsyncContextManager["I
 
 
 class InvoiceReader(Protocol):
-    """What reading needs from a Zuora client."""
+    """What reading needs from a Zuora client (`ready`: hold a live token)."""
 
+    async def ready(self) -> None: ...
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState: ...
 
 
@@ -122,6 +123,8 @@ class InvoiceReads:
             ticket = await self.limiter.wait_can_start()
             if ticket is None:
                 return last
+            if not await self.limiter.may_leave(ticket, self._client.ready):
+                continue  # a pause came while a token did: wait it out (or stop) first
             self.limiter.started(ticket)
             try:
                 last = await self._client.invoice_state(key, self._track_id(row))

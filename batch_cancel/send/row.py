@@ -44,8 +44,10 @@ REFUSED_AFTER_ATTEMPT = ("eInvoiceStatus is CancelFailed after an earlier attemp
 
 
 class Sender(Protocol):
-    """What the runner needs from a Zuora client."""
+    """What the runner needs from a Zuora client (`ready`: hold a live token, so a request
+    sent next leaves at once)."""
 
+    async def ready(self) -> None: ...
     async def cancel(self, job: CancelJob, track_id: str) -> Answer: ...
     async def invoice_state(self, key: str, track_id: str) -> InvoiceState: ...
 
@@ -141,11 +143,15 @@ class RowLife:
             self._withdraw(job, state)
             self._limiter.give_back(ticket)
             raise
-        if self._stop.is_set or self._limiter.paused():
-            # stopped, or a 429 paused the pool, while the journal took the record: this
-            # request does not go out, and the journal says so
+        try:
+            leaves = await self._limiter.may_leave(ticket, self._sender.ready)
+        except BaseException:  # no token: the request never left (its place is back)
             self._withdraw(job, state)
-            self._limiter.give_back(ticket)
+            raise
+        if not leaves:
+            # stopped, or a 429 paused the pool, while the journal took the record or a
+            # token came: this request does not go out, and the journal says so
+            self._withdraw(job, state)
             return None
         state.in_flight = True
         self._limiter.started(ticket)
@@ -198,6 +204,8 @@ class RowLife:
             ticket = await self._limiter.wait_can_start()
             if ticket is None:
                 return self.outcomes.stopped(job, state)
+            if not await self._limiter.may_leave(ticket, self._sender.ready):
+                continue  # a pause came while a token did: wait it out (or stop) first
             self._limiter.started(ticket)
             try:
                 read = await self._sender.invoice_state(job.invoice_key, track_id)

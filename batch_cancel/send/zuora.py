@@ -213,6 +213,12 @@ class ZuoraClient:
 
     # --- calls ---------------------------------------------------------------------------
 
+    async def ready(self) -> None:
+        """Hold a live token, fetching one if none is: a request whose caller awaited this
+        leaves at once when sent, with no token fetch (a round trip or a Retry-After) between
+        the caller's last look at the limits and the wire."""
+        await self._bearer()
+
     async def cancel(self, job: CancelJob, track_id: str) -> Answer:
         """Send one cancel and classify the answer (a 401: a new token, `token_refused`)."""
         url = f"{self._base}/v1/invoices/{invoice_path(job.invoice_key)}/e-invoice/cancel"
