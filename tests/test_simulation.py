@@ -264,6 +264,16 @@ def test_a_resend_after_a_401_never_leaves_inside_a_pause_that_came_with_its_tok
     assert not result.violations, result.explain()
 
 
+def test_a_used_up_daily_quota_as_small_as_the_minute_one_stops_the_run() -> None:
+    """Seed 34798 (seeds 20,000-59,999): a minute quota and a daily quota of 1 each, sent as
+    `1, 1;w=60, 1;w=86400`; the client read the counted window as the minute one, so it never
+    stopped for the quota and paced one request a day until the search's 30 days ran out.
+    Reset (86400) now tells the day apart: the run stops with exit 4."""
+    result = check_seed(34798)
+    assert not result.violations, result.explain()
+    assert result.exit_code == 4
+
+
 @pytest.mark.parametrize("seed", [3231, 5630])
 def test_a_429_that_lands_while_the_journal_takes_a_record_holds_that_request(seed: int) -> None:
     """Seeds 3231 and 5630 (10,000-seed search): a worker holding a window place wrote its

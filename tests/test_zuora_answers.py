@@ -292,6 +292,23 @@ def test_the_closest_window_is_the_first_with_exactly_the_first_quota() -> None:
     assert quota(headers) == (7, 1)
 
 
+@pytest.mark.parametrize(("policy", "reset", "window"), [
+    ("1, 1;w=60, 1;w=86400", "86400", 86400),  # seed 34798: the day counts down, not a minute
+    ("1, 1;w=60, 1;w=86400", "5", 60),
+    ("1, 1;w=60, 1;w=86400", "60", 60),
+    ("1, 1;w=86400, 1;w=60", "30", 60),        # whatever the order the windows come in
+    ("300, 300;w=1, 300;w=9", "5", 9),
+    ("300, 300;w=1, 300;w=9", "12", 9),        # a Reset no window fits: the longest
+])
+def test_windows_of_the_same_quota_are_told_apart_by_reset(policy: str, reset: str,
+                                                           window: int) -> None:
+    """When the counted quota is the quota of several windows, Reset names the one: it
+    cannot count down more seconds than its window is long. Read as a minute, a used-up daily
+    quota of 1 made a run wait day after day instead of stopping for the quota."""
+    headers = {"RateLimit-Limit": policy, "RateLimit-Remaining": "0", "RateLimit-Reset": reset}
+    assert quota(headers) == (0, window)
+
+
 @pytest.mark.parametrize(("headers", "expected"), [
     ({}, (None, None, None, ())),
     ({"RateLimit-Remaining": "5"}, (5, None, None, ())),

@@ -145,8 +145,10 @@ def rate_headers(headers: Mapping[str, str]) -> tuple[
     """`RateLimit-*` as the pacer needs them: Remaining, the closest window's length in
     seconds, Reset in seconds, and every `(quota, seconds)` window of the policy.
 
-    Remaining and the closest window are None unless Remaining is a number (the window is
-    the first policy item whose quota is the policy's first number).
+    Remaining and the closest window are None unless Remaining is a number. The window is
+    the policy item whose quota is the policy's first number; when several have that quota
+    (`1, 1;w=60, 1;w=86400`), the shortest that Reset fits in: a Reset of 86400 s counts a
+    day, not a minute, down.
     """
     first, windows = parse_policy(headers.get("RateLimit-Limit", ""))
     reset = _float(headers.get("RateLimit-Reset"))
@@ -154,10 +156,11 @@ def rate_headers(headers: Mapping[str, str]) -> tuple[
         remaining = int(headers.get("RateLimit-Remaining", ""))
     except ValueError:
         return None, None, reset, windows
-    for limit, seconds in windows:
-        if limit == first:
-            return remaining, int(seconds), reset, windows
-    return remaining, None, reset, windows
+    named = [seconds for limit, seconds in windows if limit == first]
+    if not named:
+        return remaining, None, reset, windows
+    fits = [seconds for seconds in named if reset is None or seconds >= reset]
+    return remaining, int(min(fits) if fits else max(named)), reset, windows
 
 
 @lru_cache(maxsize=64)
