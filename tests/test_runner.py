@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
@@ -58,12 +59,21 @@ async def test_in_flight_never_exceeds_concurrency_as_seen_by_the_server(live_si
     assert 2 <= live_sim.stats.max_in_flight <= 4
 
 
+#: The virtual clock's step in the start-spacing test: a power of two, so sums stay exact.
+STEP = 1 / 1024
+
+
 async def test_starts_are_spaced_by_the_rate_without_a_startup_burst(
         live_sim, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the event loop's clock, made virtual and given to the runner: the first start at
-    once, then exactly 1/rate apart (no start-up burst; a worker woken late keeps its slot)."""
+    once, then exactly 1/rate apart (no start-up burst; a worker woken late keeps its slot).
+
+    Time moves in steps of 1/1024 s from a whole second, and the rate is 32/s (32 steps), so
+    every sum is exact in binary: steps of 0.001 added to the machine's monotonic time (some
+    10^4 s) drifted by an ulp, and a start fell a step late once the machine had been up
+    long enough."""
     loop = asyncio.get_running_loop()
-    now = [loop.time()]
+    now = [float(math.ceil(loop.time()))]
     monkeypatch.setattr(loop, "time", lambda: now[0])
     clock = Clock()
     clock.now = loop.time  # type: ignore[method-assign]
@@ -74,22 +84,22 @@ async def test_starts_are_spaced_by_the_rate_without_a_startup_burst(
         return spies[0]
 
     async def tick() -> None:
-        """Move time 1 ms at a time, each step only after the loop has run everything due."""
+        """Move time a step at a time, each only after the loop has run everything due."""
         while True:
             for _ in range(8):
                 await asyncio.sleep(0)
-            now[0] += 0.001
+            now[0] += STEP
 
     ticker = asyncio.create_task(tick())
     try:
         # 4 workers, the flow window's opening size: only the pacer holds a start back
-        await run_jobs(live_sim, jobs(12), Limits(concurrency=INITIAL_WINDOW, rate=40.0,
+        await run_jobs(live_sim, jobs(12), Limits(concurrency=INITIAL_WINDOW, rate=32.0,
                                                   max_attempts=1), wrap=wrap, clock=clock)
     finally:
         ticker.cancel()
     starts = [e.at for e in spies[0].events if e.kind == "start"]
-    offsets = [round((t - starts[0]) * 1000) for t in starts]  # whole ms: time moves by 1 ms
-    assert offsets == list(range(0, 25 * 12, 25)), offsets
+    offsets = [(t - starts[0]) / STEP for t in starts]  # whole steps, exactly
+    assert offsets == list(range(0, 32 * 12, 32)), offsets
 
 
 async def test_a_429_pauses_the_pool_for_the_time_named_and_the_row_waits_it(live_sim) -> None:
