@@ -216,14 +216,15 @@ def test_a_shorter_pause_within_a_longer_one_is_not_told_again() -> None:
 
 
 def test_an_answer_feeds_the_pace_and_the_window_and_both_are_told() -> None:
-    """A policy of 10 per 3 s at share 1 paces at 3.33/s (rounded in the event, with the
-    requests in flight); an advertised tenant limit of 4 at share 0.5 caps the window at 2."""
+    """A policy of 10 per 3 s at share 1 paces at 9 per 3 s, 3/s (one start a window below
+    its quota; in the event with the requests in flight); an advertised tenant limit of 4 at
+    share 0.5 caps the window at 2."""
     clock, seen = FakeClock(), []
     meter, _, _ = bare(Limits(concurrency=8, rate=None, max_attempts=1, tenant_share=1.0),
                        clock, seen)
     meter.window.in_flight = 3
     meter.finished(PLAIN, Answer(Verdict.SUCCEEDED, http_status=200, rate_windows=((10, 3.0),)))
-    assert seen == [PoolPaceChanged(None, 3.33, "tenant_policy", 2)]
+    assert seen == [PoolPaceChanged(None, 3.0, "tenant_policy", 2)]
     halved, _, _ = bare(Limits(concurrency=8, rate=None, max_attempts=1), clock, seen)
     halved.window.in_flight = 1
     halved.finished(PLAIN, Answer(Verdict.SUCCEEDED, http_status=200, concurrency_limit=4))

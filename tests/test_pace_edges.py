@@ -105,7 +105,7 @@ async def test_a_ten_second_window_is_spread() -> None:
     assert (pace.rate, pace.source) == (2.0, Source.QUOTA)
     short = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
     short.finished(policy(90, 9, remaining=4, reset=2))
-    assert (short.rate, short.source) == (10.0, Source.POLICY)
+    assert (short.rate, short.source) == (pytest.approx(89 / 9), Source.POLICY)
 
 
 @pytest.mark.parametrize(("rate", "early"), [(1000.0, False), (1001.0, True)])
@@ -141,13 +141,14 @@ async def test_an_unpaced_start_waits_for_the_reset_of_a_used_up_window() -> Non
 
 
 async def test_a_move_of_under_a_tenth_within_one_source_is_no_event() -> None:
-    """The policy moving 100 -> 105/s is no event (under EVENT_STEP); 100 -> 111/s is."""
+    """The policy moving 100 -> 105/s is no event (under EVENT_STEP); 100 -> 111/s is (each
+    paced one start a window below: 99, 104, 110)."""
     pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
     assert pace.finished(policy(100, 1)) is not None
     assert pace.finished(policy(105, 1)) is None
     assert pace.finished(policy(95, 1)) is None
     change = pace.finished(policy(111, 1))
-    assert change is not None and (change.old, change.new) == (100.0, 111.0)
+    assert change is not None and (change.old, change.new) == (99.0, 110.0)
 
 
 async def test_a_bound_that_drops_below_the_learned_pace_rules() -> None:
@@ -185,25 +186,33 @@ async def test_accepted_means_within_the_last_second_not_this_whole_second() -> 
 
 
 async def test_windows_of_a_day_or_longer_do_not_pace() -> None:
-    """A 10 s window of 100 paces at 10/s; a day's or two days' quota is the runner's."""
+    """A 10 s window of 100 paces at 9.9/s; a day's or two days' quota is the runner's."""
     pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
     pace.finished(ok(rate_windows=((100, 10.0), (86400, 86400.0), (1000, 172800.0))))
-    assert (pace.rate, pace.source) == (10.0, Source.POLICY)
+    assert (pace.rate, pace.source) == (9.9, Source.POLICY)
     pace.finished(ok(rate_windows=((86399, 86399.0),)))  # a second short of a day: paces
-    assert (pace.rate, pace.source) == (1.0, Source.POLICY)
+    assert (pace.rate, pace.source) == (pytest.approx(86398 / 86399), Source.POLICY)
 
 
-async def test_without_a_share_the_whole_policy_is_used() -> None:
+async def test_without_a_share_all_but_one_start_of_each_window_is_used() -> None:
+    """A share of 1 paces one start a window below the quota: the schedule may start
+    S x pace + 1 in S seconds, and at the whole quota that one was a 429 now and then."""
     pace = Pace(FakeClock(), ceiling=None, default=None)
     pace.finished(policy(100, 1))
-    assert (pace.rate, pace.source) == (100.0, Source.POLICY)
+    assert (pace.rate, pace.source) == (99.0, Source.POLICY)
+    half = Pace(FakeClock(), ceiling=None, default=None, share=0.5)
+    half.finished(policy(100, 1))
+    assert half.rate == 50.0  # a share that leaves a start free is not lowered
+    one = Pace(FakeClock(), ceiling=None, default=None)
+    one.finished(policy(1, 2))
+    assert one.rate == 0.5  # a quota of one a window is not cut to nothing
 
 
 async def test_under_one_a_second_a_tenth_is_a_tenth_of_the_pace_itself() -> None:
     """0.5/s -> 0.56/s moves by 12 %: an event, though the move is under 0.1 start/s."""
     pace = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
     pace.finished(policy(1, 2))
-    change = pace.finished(policy(56, 100))
+    change = pace.finished(policy(57, 100))  # one start a window below: 0.56/s
     assert change is not None and (change.old, change.new) == (0.5, 0.56)
 
 
@@ -325,10 +334,10 @@ async def test_a_change_of_source_is_told_from_a_hundredth() -> None:
     """--rate 100, then a policy of 95/s, then of 105/s (the flag rules again): each moves
     by 5 % with a new source, so each is told; 100 -> 110/s in one source is told too."""
     pace = Pace(FakeClock(), ceiling=100.0, default=None, share=1.0)
-    first = pace.finished(policy(95, 1))
+    first = pace.finished(policy(96, 1))  # one start a window below its quota: 95/s
     second = pace.finished(policy(105, 1))
     assert first == PaceChange(100.0, 95.0, Source.POLICY)
     assert second == PaceChange(95.0, 100.0, Source.FLAG)
     alone = Pace(FakeClock(), ceiling=None, default=None, share=1.0)
-    alone.finished(policy(100, 1))
-    assert alone.finished(policy(110, 1)) == PaceChange(100.0, 110.0, Source.POLICY)
+    alone.finished(policy(101, 1))
+    assert alone.finished(policy(111, 1)) == PaceChange(100.0, 110.0, Source.POLICY)

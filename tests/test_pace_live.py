@@ -39,7 +39,7 @@ async def test_a_policy_of_several_windows_is_paced_below_with_no_429(live_sim) 
         concurrency=8, rate=None, max_attempts=3, tenant_share=1.0, default_rate=100.0))
     assert all(o.status.value == "succeeded" for o in outcomes.values())
     assert cancel_statuses(live_sim) == {200: 24}
-    assert runner.limiter.pace.source == "tenant_policy" and runner.limiter.pace.rate == 15.0
+    assert runner.limiter.pace.source == "tenant_policy" and runner.limiter.pace.rate == 14.5
 
 
 async def test_a_rate_limit_without_policy_headers_is_found_from_429s(live_sim) -> None:

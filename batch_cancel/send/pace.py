@@ -9,7 +9,8 @@ Zuora sends `RateLimit-Limit` as a policy list (`2250000, 50000;w=60, 2250000;w=
 * the per-target default, until an answer carries a policy (and for good if none ever does);
 * `--tenant-share` of the tightest window's rate, min(N / S) over windows shorter than a
   DAY: the sustained rate that trips no window while leaving the other integrations the
-  rest of every one of them (a daily quota is the runner's: it warns and stops at 0);
+  rest of every one of them (a daily quota is the runner's: it warns and stops at 0); at
+  most N - 1 a window, as the schedule below may start one more than S x pace in S seconds;
 * the remaining quota spread over the seconds left in the closest window (windows of at
   least SPREAD_MIN_WINDOW seconds), so a minute window is never emptied early and no 429 is
   needed to find the limit; when nothing is left, nobody starts before the reset;
@@ -95,9 +96,15 @@ class PaceChange:
     source: str
 
 
-def policy_rate(windows: tuple[tuple[int, float], ...]) -> float | None:
-    """The tightest window's rate: min(quota / seconds), None without windows."""
-    return min((quota / seconds for quota, seconds in windows), default=None)
+def policy_rate(windows: tuple[tuple[int, float], ...], share: float = 1.0) -> float | None:
+    """`share` of the tightest window's rate, min(share x quota / seconds), None without
+    windows; but never more than quota - 1 starts a window (of a quota above 1). The pacer
+    may start S x pace + 1 in any S seconds (a start that goes late keeps its slot, so the
+    next can follow sooner): paced at a whole window's quota, a fixed window now and then
+    took one start too many, each a 429 and a pause of the pool (measured: 201 starts in the
+    second before a 429 of a 200-a-second window)."""
+    return min(((min(share * quota, quota - 1) if quota > 1 else share * quota) / seconds
+                for quota, seconds in windows), default=None)
 
 
 class Pace:
@@ -188,8 +195,8 @@ class Pace:
             return None
         now = self._clock.now()
         if answer.rate_windows:
-            rate = policy_rate(tuple(w for w in answer.rate_windows if w[1] < DAY))
-            self._policy = None if rate is None else self._share * rate
+            self._policy = policy_rate(tuple(w for w in answer.rate_windows if w[1] < DAY),
+                                       self._share)
         self._note_quota(answer, now)
         wait = answer.retry_after
         if (answer.rate_limited and not answer.concurrency_limited and self._policy is None
