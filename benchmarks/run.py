@@ -282,6 +282,23 @@ def rate_bound(rep: Report, work: Path, quick: bool) -> None:
     rep.scenarios[name] = {"rows": n, "bound_rows_per_s": rate, "clients": strip(rows)}
 
 
+def alternated(rounds: int, data: Path, cfg: dict[str, Any], work: Path, prefix: str,
+               concurrency: int) -> tuple[dict[str, list[dict[str, Any]]],
+                                          dict[str, dict[str, Any]]]:
+    """batch-cancel and the raw aiohttp loop at `concurrency`, run alternately `rounds` times
+    each on fresh simulators: every run of each, and the best of each by rows/s."""
+    raw = f"raw aiohttp c{concurrency}"
+    tries: dict[str, list[dict[str, Any]]] = {"batch-cancel": [], raw: []}
+    for round_no in range(rounds):
+        tries["batch-cancel"].append(run_bc(data, cfg, work, f"{prefix}-bc-{round_no}",
+                                            "--concurrency", str(concurrency),
+                                            "--tenant-share", "1", "--rate", "100000"))
+        tries[raw].append(run_raw("aiohttp", data, concurrency, cfg, work,
+                                  f"{prefix}-aiohttp-{round_no}"))
+    best = {label: max(runs, key=lambda r: r["rows_per_s"]) for label, runs in tries.items()}
+    return tries, best
+
+
 def latency_bound(rep: Report, work: Path, quick: bool) -> None:
     name = "2 latency-bound"
     n, seq_n, bound = (800 if quick else 4_000), 200, 40 / 0.05
@@ -293,14 +310,7 @@ def latency_bound(rep: Report, work: Path, quick: bool) -> None:
           f"{bound:.0f} rows/s, best of {rounds} alternated runs", flush=True)
     cfg = {"latency": 0.05, "latency_jitter": 0.02, "concurrency_limit": 40}
     data = write_csv(work / "s2.csv", n)
-    tries: dict[str, list[dict[str, Any]]] = {"batch-cancel": [], "raw aiohttp c40": []}
-    for round_no in range(rounds):
-        tries["batch-cancel"].append(run_bc(data, cfg, work, f"s2-bc-{round_no}",
-                                            "--concurrency", "40", "--tenant-share", "1",
-                                            "--rate", "100000"))
-        tries["raw aiohttp c40"].append(run_raw("aiohttp", data, 40, cfg, work,
-                                                f"s2-aiohttp-{round_no}"))
-    rows = {label: max(runs, key=lambda r: r["rows_per_s"]) for label, runs in tries.items()}
+    tries, rows = alternated(rounds, data, cfg, work, "s2", 40)
     rows[f"requests seq ({seq_n})"] = run_raw("requests", data, seq_n, cfg, work, "s2-requests")
     client_table(rows, bound)
     seq = rows[f"requests seq ({seq_n})"]
@@ -336,14 +346,7 @@ def cpu_bound(rep: Report, work: Path, quick: bool) -> None:
     # batch-cancel and the raw loop run alternately, ROUNDS times each, and the faster run of
     # each counts: on a shared 2-core machine one run alone can lose 30% to a neighbour.
     rounds = 2 if quick else CPU_ROUNDS
-    tries: dict[str, list[dict[str, Any]]] = {"batch-cancel": [], "raw aiohttp c64": []}
-    for round_no in range(rounds):
-        tries["batch-cancel"].append(run_bc(data, FAST, work, f"s3-bc-{round_no}",
-                                            "--concurrency", "64", "--tenant-share", "1",
-                                            "--rate", "100000"))
-        tries["raw aiohttp c64"].append(run_raw("aiohttp", data, 64, FAST, work,
-                                                f"s3-aiohttp-{round_no}"))
-    rows = {label: max(runs, key=lambda r: r["rows_per_s"]) for label, runs in tries.items()}
+    tries, rows = alternated(rounds, data, FAST, work, "s3", 64)
     rows[f"requests seq ({seq_n})"] = run_raw("requests", data, seq_n, FAST, work,
                                               "s3-requests")
     client_table(rows, None)
